@@ -1,0 +1,20 @@
+"""structures: the circuit core of pcdiff.
+
+symbolic node groups → :class:`Circuit` (validated) → :func:`compile` (tensor layout, an
+``nn.Module``) → exact batched queries (``log_prob``, ``marginals``, ``sample``, ``map``).
+This package never imports :mod:`pcdiff`.
+"""
+from .circuit import Circuit
+from .nodes import Categorical, NodeGroup, Product, StructureError, Sum
+from .library import (chow_liu_tree, factorized_emitter, hclt, hidden_chain, hmm, latent_tree, mixture,
+                      mixture_emitter, mutual_information)
+from .compile import CompiledCircuit, Evidence, LogParams, compile
+from .learn import em_step, expected_counts, fit
+
+__all__ = [
+    "Circuit", "Categorical", "NodeGroup", "Product", "StructureError", "Sum",
+    "CompiledCircuit", "Evidence", "LogParams", "compile",
+    "hmm", "hidden_chain", "factorized_emitter", "mixture_emitter", "latent_tree", "chow_liu_tree", "hclt",
+    "mutual_information", "mixture",
+    "em_step", "expected_counts", "fit",
+]

@@ -1,0 +1,97 @@
+"""Learning circuit parameters: mini-batch EM and gradient descent on the exact log-likelihood.
+
+EM's expected counts come from the same differential trick as marginals: the gradient of the
+batch log-likelihood with respect to the *normalized* log-parameters is, entry by entry, the
+expected number of times each edge (or token emission) is used.
+"""
+from __future__ import annotations
+
+import math
+from typing import Iterable
+
+import torch
+from tqdm.auto import tqdm
+
+from .compile.module import CompiledCircuit, LogParams
+
+
+def expected_counts(model: CompiledCircuit, x, mask=None, soft_evidence=None) -> tuple[LogParams, torch.Tensor]:
+    """Expected edge / emission counts over the batch, and the batch log-likelihoods ``[B]``."""
+    with torch.enable_grad():
+        current = model.log_params()
+        leaves = LogParams([t.detach().requires_grad_(True) for t in current.sums],
+                           [t.detach().requires_grad_(True) for t in current.inputs])
+        ll = model.log_prob(x, mask, soft_evidence, log_params=leaves)
+        if bool(torch.isneginf(ll).any()):
+            raise ValueError("expected_counts: some batch rows have probability zero under the model")
+        grads = torch.autograd.grad(ll.sum(), leaves.sums + leaves.inputs, allow_unused=True)
+    grads = [torch.zeros_like(t) if g is None else g for g, t in zip(grads, leaves.sums + leaves.inputs)]
+    n_sums = len(leaves.sums)
+    return LogParams(grads[:n_sums], grads[n_sums:]), ll.detach()
+
+
+@torch.no_grad()
+def em_step(model: CompiledCircuit, x, mask=None, soft_evidence=None, step_size: float = 1.0,
+            pseudocount: float = 0.0) -> torch.Tensor:
+    """One (mini-batch) EM step; returns the batch's mean log-likelihood before the step.
+
+    New parameters are ``(1 - step_size) · θ + step_size · normalize(counts + pseudocount)``
+    (``step_size = 1`` on the full data set is classic EM). Structural zeros stay zero.
+    """
+    if not 0.0 < step_size <= 1.0:
+        raise ValueError(f"step_size must be in (0, 1], got {step_size}")
+    if pseudocount < 0:
+        raise ValueError(f"pseudocount must be >= 0, got {pseudocount}")
+    counts, ll = expected_counts(model, x, mask, soft_evidence)
+    current = model.log_params()
+    updated = LogParams([], [])
+    for name, supports in (("sums", "sum_support"), ("inputs", "input_support")):
+        for t, (theta, count) in enumerate(zip(getattr(current, name), getattr(counts, name))):
+            support = getattr(model, f"{supports}_{t}")
+            target = (count.clamp_min(0) + pseudocount) * support
+            target = target / target.sum(-1, keepdim=True).clamp_min(torch.finfo(target.dtype).tiny)
+            mixed = (1 - step_size) * theta.exp() + step_size * target
+            getattr(updated, name).append(torch.log(mixed))
+    model.load_log_params(updated)
+    return ll.mean()
+
+
+def fit(model: CompiledCircuit, data: torch.Tensor, epochs: int = 10, batch_size: int = 256, method: str = "em",
+        lr: float = 0.05, step_size: float = 0.5, pseudocount: float = 0.1, seed: int = 0,
+        progress: bool = True) -> list[float]:
+    """Fit ``model`` to complete data ``[N, n]`` by mini-batch EM (``method="em"``) or Adam
+    (``method="adam"``); returns the mean log-likelihood per token after each epoch."""
+    if method not in ("em", "adam"):
+        raise ValueError(f"method must be 'em' or 'adam', got {method!r}")
+    data = torch.as_tensor(data, device=model.device)
+    if data.dim() != 2 or data.shape[0] == 0:
+        raise ValueError(f"data must be a non-empty [N, {model.num_vars}] tensor, got {tuple(data.shape)}")
+    generator = torch.Generator().manual_seed(seed)
+    optimizer = torch.optim.Adam(model.parameters(), lr=lr) if method == "adam" else None
+    history = []
+    batches_per_epoch = math.ceil(data.shape[0] / batch_size)
+    bar = tqdm(total=epochs * batches_per_epoch, disable=not progress, desc=f"fit ({method})")
+    for _ in range(epochs):
+        order = torch.randperm(data.shape[0], generator=generator).to(data.device)
+        for batch in _chunks(order, batch_size):
+            x = data[batch]
+            if optimizer is None:
+                ll = em_step(model, x, step_size=step_size, pseudocount=pseudocount)
+            else:
+                optimizer.zero_grad()
+                loss = -model.log_prob(x).mean()
+                loss.backward()
+                optimizer.step()
+                ll = -loss.detach()
+            bar.update(1)
+            bar.set_postfix(ll_per_token=f"{float(ll) / model.num_vars:.4f}")
+        with torch.no_grad():
+            history.append(float(torch.cat([model.log_prob(data[b]) for b in _chunks(torch.arange(len(data)), 4096)])
+                                 .mean()) / model.num_vars)
+    bar.close()
+    return history
+
+
+def _chunks(index: torch.Tensor, size: int) -> Iterable[torch.Tensor]:
+    for start in range(0, len(index), size):
+        yield index[start:start + size]

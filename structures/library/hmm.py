@@ -1,0 +1,59 @@
+"""Hidden Markov model over a block of positions, as a circuit.
+
+Layout (position t = 0..L-1, H hidden states):
+
+    emit_t   = Categorical(var=t, H)                       node z: P(x_t | z_t = z)
+    future_t = Sum(step_{t+1}, weights=transition)         node z: Σ_z' P(z'|z) · step_{t+1}[z']
+    step_t   = emit_t ⊙ future_t   (step_{L-1} = emit_{L-1})
+    root     = Sum(step_0, weights=initial[None, :])
+
+so ``step_t[z]`` is the probability of ``x_t..x_{L-1}`` given ``z_t = z`` (the backward message).
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from ..circuit import Circuit
+from ..nodes import Categorical, Product, StructureError, Sum, random_distribution
+
+
+def hmm(length: int, hidden: int, vocab: int, homogeneous: bool = True, initial=None, transition=None,
+        emission=None, seed: int | None = 0) -> Circuit:
+    """An HMM circuit with ``hidden`` states over ``length`` positions of a ``vocab``-token alphabet.
+
+    ``initial`` [H], ``transition`` [H, H] (row z is P(z_{t+1} | z_t = z)) and ``emission`` [H, V]
+    set the parameters exactly when given (homogeneous only); anything omitted is drawn at random
+    from ``seed``. With ``homogeneous=False`` every position gets its own random tables.
+    """
+    for name, value in (("length", length), ("hidden", hidden), ("vocab", vocab)):
+        if not isinstance(value, (int, np.integer)) or value < 1:
+            raise StructureError(f"hmm: {name} must be a positive int, got {value!r}")
+    if not homogeneous and any(p is not None for p in (transition, emission)):
+        raise StructureError("hmm: transition/emission arrays are shared tables; they need homogeneous=True")
+    rng = np.random.default_rng(seed)
+    if initial is None:
+        initial = random_distribution((1, hidden), rng)
+    else:
+        initial = np.asarray(initial, dtype=np.float64).reshape(1, -1)
+    if transition is None:
+        transition = random_distribution((hidden, hidden), rng)
+    if emission is None:
+        emission = random_distribution((hidden, vocab), rng)
+
+    emit_source = Categorical(length - 1, hidden, vocab, probs=emission, name=f"emit[{length - 1}]")
+    step = emit_source
+    transition_source = None
+    for t in range(length - 2, -1, -1):
+        if homogeneous and transition_source is not None:
+            future = Sum(step, num_nodes=hidden, tie_to=transition_source, name=f"future[{t}]")
+        else:
+            table = transition if homogeneous else random_distribution((hidden, hidden), rng)
+            future = Sum(step, num_nodes=hidden, weights=table, name=f"future[{t}]")
+            transition_source = future
+        if homogeneous:
+            emit = Categorical(t, hidden, vocab, tie_to=emit_source, name=f"emit[{t}]")
+        else:
+            emit = Categorical(t, hidden, vocab, probs=random_distribution((hidden, vocab), rng), name=f"emit[{t}]")
+        step = Product(emit, future, name=f"step[{t}]")
+    root = Sum(step, num_nodes=1, weights=initial, name="initial")
+    return Circuit(root)

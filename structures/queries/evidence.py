@@ -1,0 +1,92 @@
+"""Checking and normalizing query arguments into an :class:`~structures.compile.module.Evidence`.
+
+Every query takes the same three arguments:
+  x              [B, n] integer token ids (entries at unobserved positions are ignored),
+  mask           [B, n] bool, True = observed; omitted = every position of ``x`` observed,
+  soft_evidence  [B, n, V] log-potentials multiplied into the leaves (V = the circuit's vocab).
+Errors name the argument and what is wrong with it.
+"""
+from __future__ import annotations
+
+import torch
+
+from ..compile.module import CompiledCircuit, Evidence
+
+
+def _batch_size(*tensors) -> int | None:
+    for t in tensors:
+        if t is not None:
+            return t.shape[0]
+    return None
+
+
+def make_evidence(model: CompiledCircuit, x=None, mask=None, soft_evidence=None, node_potentials=None,
+                  default_batch: int | None = None) -> Evidence:
+    n, device, dtype = model.num_vars, model.device, model.dtype
+    if x is not None:
+        x = torch.as_tensor(x, device=device)
+        if x.dtype in (torch.bool,) or x.is_floating_point() or x.is_complex():
+            raise TypeError(f"x must be an integer tensor of token ids, got dtype {x.dtype}")
+        if x.dim() != 2 or x.shape[1] != n:
+            raise ValueError(f"x must have shape [batch, {n}] (one column per circuit variable), got {tuple(x.shape)}")
+        x = x.long()
+    if mask is not None:
+        mask = torch.as_tensor(mask, device=device)
+        if mask.dtype != torch.bool:
+            raise TypeError(f"mask must be a bool tensor (True = observed), got dtype {mask.dtype}")
+        if mask.dim() != 2 or mask.shape[1] != n:
+            raise ValueError(f"mask must have shape [batch, {n}], got {tuple(mask.shape)}")
+    if soft_evidence is not None:
+        soft_evidence = torch.as_tensor(soft_evidence, device=device)
+        if not soft_evidence.is_floating_point():
+            raise TypeError(f"soft_evidence must be a float tensor of log-potentials, got dtype {soft_evidence.dtype}")
+        if soft_evidence.dim() != 3 or soft_evidence.shape[1] != n:
+            raise ValueError(f"soft_evidence must have shape [batch, {n}, vocab], got {tuple(soft_evidence.shape)}")
+        if soft_evidence.shape[2] != model.vocab_size:
+            raise ValueError(f"soft_evidence has vocabulary size {soft_evidence.shape[2]} but the circuit's is "
+                             f"{model.vocab_size}")
+        if torch.isnan(soft_evidence).any():
+            raise ValueError("soft_evidence contains NaN")
+        if (soft_evidence == float("inf")).any():
+            raise ValueError("soft_evidence contains +inf (log-potentials must be < +inf; use -inf to forbid tokens)")
+        soft_evidence = soft_evidence.to(dtype)
+    if node_potentials is not None:
+        node_potentials = torch.as_tensor(node_potentials, device=device)
+        expected = model.layout.num_input_nodes
+        if node_potentials.dim() != 2 or node_potentials.shape[1] != expected:
+            raise ValueError(f"node_potentials must have shape [batch, {expected}], got {tuple(node_potentials.shape)}")
+        if torch.isnan(node_potentials).any() or (node_potentials == float("inf")).any():
+            raise ValueError("node_potentials contains NaN or +inf")
+        node_potentials = node_potentials.to(dtype)
+
+    batch = _batch_size(x, mask, soft_evidence, node_potentials) or default_batch or 1
+    for name, t in (("x", x), ("mask", mask), ("soft_evidence", soft_evidence), ("node_potentials", node_potentials)):
+        if t is not None and t.shape[0] != batch:
+            raise ValueError(f"{name} has batch size {t.shape[0]}, other arguments have {batch}")
+    if mask is None:
+        mask = torch.full((batch, n), x is not None, dtype=torch.bool, device=device)
+    if x is None:
+        if bool(mask.any()):
+            raise ValueError("mask marks observed positions but no x was given")
+        x = torch.zeros((batch, n), dtype=torch.long, device=device)
+    tokens = torch.where(mask, x, torch.zeros_like(x))
+    limits = torch.tensor(model.vocab_sizes, device=device)
+    bad = mask & ((tokens < 0) | (tokens >= limits))
+    if bool(bad.any()):
+        b, i = (int(v) for v in bad.nonzero()[0])
+        raise ValueError(f"x[{b}, {i}] = {int(x[b, i])} is out of range for variable {i} "
+                         f"(vocab {model.vocab_sizes[i]})")
+    return Evidence(tokens=tokens, observed=mask, soft=soft_evidence, node_potentials=node_potentials)
+
+
+def check_log_params(model: CompiledCircuit, log_params, batch: int):
+    """Per-sample parameters must match the query's batch."""
+    if log_params is None:
+        return None
+    for t in log_params.sums:
+        if t.dim() == 3 and t.shape[0] != batch:
+            raise ValueError(f"per-sample sum parameters have batch {t.shape[0]}, the query has {batch}")
+    for t in log_params.inputs:
+        if t.dim() != 2:
+            raise ValueError("input tables cannot be per-sample; use node_potentials for per-sample leaf terms")
+    return log_params
