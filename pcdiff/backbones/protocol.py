@@ -1,0 +1,69 @@
+"""The contract every backbone meets: masked tokens in, per-position logits and features out."""
+from __future__ import annotations
+
+import abc
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+__all__ = ["Backbone", "BackboneOutput", "check_tokens"]
+
+
+@dataclass
+class BackboneOutput:
+    """What a backbone says about each position.
+
+    logits: [B, L, V] unnormalized scores over the output vocabulary for the token *at* each position.
+    hidden: [B, L, D] the features those logits were computed from (for context-conditioned adapters).
+    """
+
+    logits: torch.Tensor
+    hidden: torch.Tensor
+
+
+def check_tokens(tokens: torch.Tensor, vocab_size: int, mask_id: int) -> None:
+    """Raise ValueError unless ``tokens`` is a [B, L] long tensor of ids in [0, V) or == mask_id."""
+    if not isinstance(tokens, torch.Tensor):
+        raise ValueError(f"tokens must be a torch.Tensor, got {type(tokens).__name__}")
+    if tokens.dim() != 2:
+        raise ValueError(f"tokens must be 2-D [batch, length], got shape {tuple(tokens.shape)}")
+    if tokens.dtype != torch.long:
+        raise ValueError(f"tokens must have dtype torch.long, got {tokens.dtype}")
+    if tokens.numel() == 0:
+        raise ValueError(f"tokens must be non-empty, got shape {tuple(tokens.shape)}")
+    bad = ((tokens < 0) | (tokens >= vocab_size)) & (tokens != mask_id)
+    if bad.any():
+        b, i = (int(x) for x in bad.nonzero()[0])
+        raise ValueError(
+            f"tokens[{b}, {i}] = {int(tokens[b, i])} is neither in [0, {vocab_size}) "
+            f"nor the mask id {mask_id} ({int(bad.sum())} bad ids in all)"
+        )
+
+
+class Backbone(nn.Module, abc.ABC):
+    """A masked diffusion language model seen through one method.
+
+    Subclasses set ``vocab_size`` (V, the output vocabulary), ``mask_id`` (readable in inputs; it
+    may lie inside or outside [0, V)) and ``hidden_size`` (D), and implement ``compute``.
+    ``forward`` validates the input first so every backbone fails the same clear way.
+    """
+
+    vocab_size: int
+    mask_id: int
+    hidden_size: int
+
+    def forward(self, tokens: torch.Tensor) -> BackboneOutput:
+        check_tokens(tokens, self.vocab_size, self.mask_id)
+        return self.compute(tokens)
+
+    @abc.abstractmethod
+    def compute(self, tokens: torch.Tensor) -> BackboneOutput:
+        """tokens [B, L] (already validated) -> BackboneOutput(logits [B, L, V], hidden [B, L, D])."""
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.parameters()).device
+
+    def num_parameters(self) -> int:
+        return sum(p.numel() for p in self.parameters())

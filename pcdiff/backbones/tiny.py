@@ -1,0 +1,114 @@
+"""A small bidirectional transformer trained as a masked diffusion model (CPU scale)."""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from einops import rearrange
+from torch import nn
+
+from .protocol import Backbone, BackboneOutput
+
+__all__ = ["TinyDiffusionTransformer"]
+
+
+class SelfAttention(nn.Module):
+    """Full (non-causal) multi-head self-attention: every position sees the whole block."""
+
+    def __init__(self, dim: int, heads: int, dropout: float):
+        super().__init__()
+        self.heads = heads
+        self.qkv = nn.Linear(dim, 3 * dim)
+        self.out = nn.Linear(dim, dim)
+        self.dropout = dropout
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        q, k, v = rearrange(self.qkv(x), "b l (three h e) -> three b h l e", three=3, h=self.heads)
+        drop = self.dropout if self.training else 0.0
+        y = F.scaled_dot_product_attention(q, k, v, dropout_p=drop, is_causal=False)
+        return self.out(rearrange(y, "b h l e -> b l (h e)"))
+
+
+class Block(nn.Module):
+    """Pre-norm residual block: x + attn(norm(x)), then x + mlp(norm(x))."""
+
+    def __init__(self, dim: int, heads: int, mlp_ratio: int, dropout: float):
+        super().__init__()
+        self.norm1 = nn.LayerNorm(dim)
+        self.attn = SelfAttention(dim, heads, dropout)
+        self.norm2 = nn.LayerNorm(dim)
+        self.mlp = nn.Sequential(
+            nn.Linear(dim, mlp_ratio * dim),
+            nn.GELU(),
+            nn.Linear(mlp_ratio * dim, dim),
+        )
+        self.drop = nn.Dropout(dropout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x + self.drop(self.attn(self.norm1(x)))
+        return x + self.drop(self.mlp(self.norm2(x)))
+
+
+class TinyDiffusionTransformer(Backbone):
+    """Bidirectional pre-norm transformer with learned positions over blocks of ``block_length``.
+
+    The input embedding has a row for the mask id (which sits outside the output vocabulary when
+    ``mask_id >= vocab_size``); the output head covers only the ``vocab_size`` real tokens, so the
+    model can never predict the mask. The defaults (dim 128, depth 4) give about 0.8M parameters.
+    """
+
+    def __init__(
+        self,
+        vocab_size: int,
+        mask_id: int,
+        block_length: int,
+        dim: int = 128,
+        depth: int = 4,
+        heads: int = 4,
+        mlp_ratio: int = 4,
+        dropout: float = 0.0,
+    ):
+        super().__init__()
+        for name, value in [("vocab_size", vocab_size), ("block_length", block_length), ("dim", dim),
+                            ("depth", depth), ("heads", heads), ("mlp_ratio", mlp_ratio)]:
+            if not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be a positive int, got {value!r}")
+        if not isinstance(mask_id, int) or mask_id < 0:
+            raise ValueError(f"mask_id must be a non-negative int, got {mask_id!r}")
+        if dim % heads:
+            raise ValueError(f"dim ({dim}) must be divisible by heads ({heads})")
+        if not 0.0 <= dropout < 1.0:
+            raise ValueError(f"dropout must be in [0, 1), got {dropout}")
+        self.vocab_size = vocab_size
+        self.mask_id = mask_id
+        self.block_length = block_length
+        self.hidden_size = dim
+        self.config = dict(vocab_size=vocab_size, mask_id=mask_id, block_length=block_length, dim=dim,
+                           depth=depth, heads=heads, mlp_ratio=mlp_ratio, dropout=dropout)
+
+        self.token_embedding = nn.Embedding(max(vocab_size, mask_id) + 1, dim)
+        self.position_embedding = nn.Embedding(block_length, dim)
+        self.embed_dropout = nn.Dropout(dropout)
+        self.blocks = nn.ModuleList(Block(dim, heads, mlp_ratio, dropout) for _ in range(depth))
+        self.final_norm = nn.LayerNorm(dim)
+        self.head = nn.Linear(dim, vocab_size)
+        self.apply(self._init_weights)
+
+    @staticmethod
+    def _init_weights(module: nn.Module) -> None:
+        # small init keeps the untrained model's logits near uniform, so early losses are ~log V
+        if isinstance(module, (nn.Linear, nn.Embedding)):
+            nn.init.normal_(module.weight, std=0.02)
+        if isinstance(module, nn.Linear) and module.bias is not None:
+            nn.init.zeros_(module.bias)
+
+    def compute(self, tokens: torch.Tensor) -> BackboneOutput:
+        length = tokens.shape[1]
+        if length > self.block_length:
+            raise ValueError(f"tokens have length {length}, more than block_length {self.block_length}")
+        positions = torch.arange(length, device=tokens.device)
+        x = self.token_embedding(tokens) + self.position_embedding(positions)  # [B, L, D]
+        x = self.embed_dropout(x)
+        for block in self.blocks:
+            x = block(x)
+        hidden = self.final_norm(x)  # [B, L, D]
+        return BackboneOutput(logits=self.head(hidden), hidden=hidden)  # logits [B, L, V]
