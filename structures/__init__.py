@@ -10,6 +10,7 @@ from .library import (chow_liu_tree, factorized_emitter, hclt, hidden_chain, hmm
                       mixture_emitter, mutual_information)
 from .compile import CompiledCircuit, Evidence, LogParams, compile
 from .learn import em_step, expected_counts, fit
+from .jpc import JpcError, load_jpc, load_jpc_roots, save_jpc
 
 __all__ = [
     "Circuit", "Categorical", "NodeGroup", "Product", "StructureError", "Sum",
@@ -17,4 +18,5 @@ __all__ = [
     "hmm", "hidden_chain", "factorized_emitter", "mixture_emitter", "latent_tree", "chow_liu_tree", "hclt",
     "mutual_information", "mixture",
     "em_step", "expected_counts", "fit",
+    "JpcError", "load_jpc", "load_jpc_roots", "save_jpc",
 ]
