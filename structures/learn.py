@@ -38,10 +38,8 @@ def em_step(model: CompiledCircuit, x, mask=None, soft_evidence=None, step_size:
     New parameters are ``(1 - step_size) · θ + step_size · normalize(counts + pseudocount)``
     (``step_size = 1`` on the full data set is classic EM). Structural zeros stay zero.
     """
-    if not 0.0 < step_size <= 1.0:
-        raise ValueError(f"step_size must be in (0, 1], got {step_size}")
-    if pseudocount < 0:
-        raise ValueError(f"pseudocount must be >= 0, got {pseudocount}")
+    _check_model(model, "em_step")
+    _check_em_arguments(step_size, pseudocount)
     counts, ll = expected_counts(model, x, mask, soft_evidence)
     current = model.log_params()
     updated = LogParams([], [])
@@ -49,7 +47,9 @@ def em_step(model: CompiledCircuit, x, mask=None, soft_evidence=None, step_size:
         for t, (theta, count) in enumerate(zip(getattr(current, name), getattr(counts, name))):
             support = getattr(model, f"{supports}_{t}")
             target = (count.clamp_min(0) + pseudocount) * support
-            target = target / target.sum(-1, keepdim=True).clamp_min(torch.finfo(target.dtype).tiny)
+            total = target.sum(-1, keepdim=True)
+            # A row with no counts (a node this batch never reaches) keeps its parameters.
+            target = torch.where(total > 0, target / total.clamp_min(torch.finfo(target.dtype).tiny), theta.exp())
             mixed = (1 - step_size) * theta.exp() + step_size * target
             getattr(updated, name).append(torch.log(mixed))
     model.load_log_params(updated)
@@ -61,11 +61,17 @@ def fit(model: CompiledCircuit, data: torch.Tensor, epochs: int = 10, batch_size
         progress: bool = True) -> list[float]:
     """Fit ``model`` to complete data ``[N, n]`` by mini-batch EM (``method="em"``) or Adam
     (``method="adam"``); returns the mean log-likelihood per token after each epoch."""
+    _check_model(model, "fit")
     if method not in ("em", "adam"):
         raise ValueError(f"method must be 'em' or 'adam', got {method!r}")
-    data = torch.as_tensor(data, device=model.device)
-    if data.dim() != 2 or data.shape[0] == 0:
-        raise ValueError(f"data must be a non-empty [N, {model.num_vars}] tensor, got {tuple(data.shape)}")
+    for name, value, least in (("epochs", epochs, 0), ("batch_size", batch_size, 1)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < least:
+            raise ValueError(f"{name} must be an int >= {least}, got {value!r}")
+    if method == "em":
+        _check_em_arguments(step_size, pseudocount)
+    elif not lr > 0:
+        raise ValueError(f"lr must be > 0, got {lr}")
+    data = _check_data(model, data)
     generator = torch.Generator().manual_seed(seed)
     optimizer = torch.optim.Adam(model.parameters(), lr=lr) if method == "adam" else None
     history = []
@@ -90,6 +96,35 @@ def fit(model: CompiledCircuit, data: torch.Tensor, epochs: int = 10, batch_size
                                  .mean()) / model.num_vars)
     bar.close()
     return history
+
+
+def _check_model(model, caller: str) -> None:
+    if not isinstance(model, CompiledCircuit):
+        raise TypeError(f"{caller}: model must be a CompiledCircuit (structures.compile(circuit)), "
+                        f"got {type(model).__name__}")
+
+
+def _check_em_arguments(step_size: float, pseudocount: float) -> None:
+    if not 0.0 < step_size <= 1.0:
+        raise ValueError(f"step_size must be in (0, 1], got {step_size}")
+    if not pseudocount >= 0:
+        raise ValueError(f"pseudocount must be >= 0, got {pseudocount}")
+
+
+def _check_data(model: CompiledCircuit, data) -> torch.Tensor:
+    """Complete data: a non-empty [N, n] integer tensor of in-vocabulary token ids."""
+    data = torch.as_tensor(data, device=model.device)
+    if data.is_floating_point() or data.is_complex() or data.dtype == torch.bool:
+        raise TypeError(f"data must be an integer tensor of token ids, got dtype {data.dtype}")
+    if data.dim() != 2 or data.shape[0] == 0 or data.shape[1] != model.num_vars:
+        raise ValueError(f"data must be a non-empty [N, {model.num_vars}] tensor, got {tuple(data.shape)}")
+    limits = torch.tensor(model.vocab_sizes, device=data.device)
+    bad = (data < 0) | (data >= limits)
+    if bool(bad.any()):
+        row, col = (int(v) for v in bad.nonzero()[0])
+        raise ValueError(f"data[{row}, {col}] = {int(data[row, col])} is out of range for variable {col} "
+                         f"(vocab {model.vocab_sizes[col]})")
+    return data.long()
 
 
 def _chunks(index: torch.Tensor, size: int) -> Iterable[torch.Tensor]:

@@ -83,3 +83,57 @@ def brute_max_product(circuit, x, mask, soft_evidence=None) -> float:
     if soft_evidence is not None:
         logv = logv + soft_evidence[np.arange(xs.shape[1])[None, :], xs].sum(1)
     return float(np.max(np.where(consistent(xs, x, mask), logv, -np.inf)))
+
+
+def free_index(tokens: np.ndarray, free: np.ndarray, vocab_sizes) -> np.ndarray:
+    """Mixed-radix index ``[N]`` of the tokens ``[N, n]`` at the positions ``free``."""
+    index = np.zeros(len(tokens), dtype=np.int64)
+    for i in free:
+        index = index * vocab_sizes[i] + tokens[:, i]
+    return index
+
+
+def brute_free_joint(circuit, x, mask, soft_evidence=None) -> np.ndarray:
+    """Posterior probabilities of every joint configuration of the unobserved positions, indexed by
+    :func:`free_index` (a vector of ``prod(vocab of unobserved)`` entries)."""
+    xs, logp = log_measure(circuit, soft_evidence)
+    keep = consistent(xs, x, mask)
+    xs, logp = xs[keep], logp[keep]
+    free = np.flatnonzero(~mask)
+    probs = np.zeros(int(np.prod([circuit.vocab_sizes[i] for i in free])))
+    np.add.at(probs, free_index(xs, free, circuit.vocab_sizes), np.exp(logp - logsumexp(logp)))
+    return probs
+
+
+def goodness_of_fit_pvalue(outcomes: np.ndarray, probs: np.ndarray, min_expected: float = 5.0) -> float:
+    """Pearson chi-square p-value of the sampled ``outcomes`` (indices into ``probs``) against
+    ``probs``. Cells are pooled, smallest first, until each bin expects ``min_expected`` draws; a
+    draw of a zero-probability outcome gives p = 0."""
+    import torch                                   # only for the chi-square tail (regularized gamma)
+
+    counts = np.bincount(outcomes, minlength=len(probs))
+    if np.any(counts[probs <= 0] > 0):
+        return 0.0
+    expected = probs * counts.sum()
+    bins: list[list[float]] = []
+    acc_o = acc_e = 0.0
+    for j in np.argsort(expected):
+        if probs[j] <= 0:
+            continue
+        acc_o, acc_e = acc_o + counts[j], acc_e + expected[j]
+        if acc_e >= min_expected:
+            bins.append([acc_o, acc_e])
+            acc_o = acc_e = 0.0
+    if acc_e > 0:
+        if bins:
+            bins[-1][0] += acc_o
+            bins[-1][1] += acc_e
+        else:
+            bins.append([acc_o, acc_e])
+    if len(bins) < 2:
+        return 1.0
+    observed, expected = np.array(bins).T
+    statistic = float(np.sum((observed - expected) ** 2 / expected))
+    dof = len(bins) - 1
+    return float(torch.special.gammaincc(torch.tensor(dof / 2, dtype=torch.float64),
+                                         torch.tensor(statistic / 2, dtype=torch.float64)))

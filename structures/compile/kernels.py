@@ -2,9 +2,10 @@
 
 A sum layer is ``y[k] = log Σ_c W[k, c] · exp(x[c])``. We evaluate it as a matrix product on
 max-shifted exponentials (``exp(x - max x) @ Wᵀ``, then ``log`` and add the max back), which is
-as exact as a log-sum-exp but runs as a GEMM. Zero probabilities are legal everywhere (impossible
-evidence, structural zeros), so the logarithm is a guarded one whose gradient at 0 is 0 rather
-than ``inf · 0 = NaN``.
+as exact as a log-sum-exp but runs as a GEMM; the few outputs whose shifted sum underflows (the
+max input has weight zero) are recomputed by log-sum-exp. Zero probabilities are legal everywhere
+(impossible evidence, structural zeros), so the logarithm is a guarded one whose gradient at 0 is
+0 rather than ``inf · 0 = NaN``.
 """
 from __future__ import annotations
 
@@ -39,22 +40,49 @@ def stable_shift(x: torch.Tensor, dim: int = -1) -> torch.Tensor:
     return torch.where(torch.isfinite(m), m, torch.zeros_like(m))
 
 
-def log_matmul_exp(x: torch.Tensor, weights: torch.Tensor, shared: bool) -> torch.Tensor:
-    """``y[b, g, k] = log Σ_c weights[g, k, c] · exp(x[b, g, c])``.
+def log_matmul_exp(x: torch.Tensor, log_weights: torch.Tensor, shared: bool) -> torch.Tensor:
+    """``y[b, g, k] = log Σ_c exp(log_weights[g, k, c] + x[b, g, c])``.
 
-    x: [B, G, C] log-values. weights: probabilities, [G, K, C], or per sample [B, G, K, C]; with
-    ``shared`` a single table [K, C] serves every group (tied parameters: one large GEMM).
-    Returns [B, G, K].
+    x: [B, G, C] log-values. log_weights: log-probabilities, [G, K, C], or per sample
+    [B, G, K, C]; with ``shared`` a single table [K, C] (or per sample [B, K, C]) serves every
+    group (tied parameters: one large GEMM). Returns [B, G, K].
     """
     m = stable_shift(x)
     p = torch.exp(x - m)
+    weights = log_weights.exp()
     if shared:
-        s = torch.matmul(p, weights.transpose(-1, -2))                 # [B, G, C] @ [C, K]
+        s = torch.matmul(p, weights.transpose(-1, -2))                 # [B, G, C] @ [(B,) C, K]
     elif weights.dim() == 3:
         s = torch.einsum("bgc,gkc->bgk", p, weights)
     else:
         s = torch.einsum("bgc,bgkc->bgk", p, weights)
-    return guarded_log(s) + m
+    return _repair_underflow(guarded_log(s) + m, s, x, log_weights, shared)
+
+
+def _repair_underflow(y: torch.Tensor, s: torch.Tensor, x: torch.Tensor, log_weights: torch.Tensor,
+                      shared: bool) -> torch.Tensor:
+    """Recompute by log-sum-exp the outputs whose shifted sum ``s`` underflowed.
+
+    The shift is the max over the *inputs*, but a node may give that input weight zero (a
+    structural zero, or a token outside a variable's vocabulary): with inputs thousands of nats
+    apart every term it does weight underflows and the GEMM returns log 0 for a finite value.
+    Such entries are rare, so they are redone exactly, one row of C terms each.
+    """
+    flagged = s.detach() < torch.finfo(s.dtype).tiny                   # zero or subnormal: no precision left
+    if not bool(flagged.any()):
+        return y
+    b, g, k = flagged.nonzero(as_tuple=True)                           # [A] each
+    if shared:
+        lw = log_weights[k] if log_weights.dim() == 2 else log_weights[b, k]
+    else:
+        lw = log_weights[g, k] if log_weights.dim() == 3 else log_weights[b, g, k]
+    terms = x[b, g] + lw                                               # [A, C]
+    # Rows of all -inf are true zeros (y is already -inf there); logsumexp's gradient would be NaN.
+    possible = torch.isfinite(terms.detach()).any(-1)
+    if not bool(possible.any()):
+        return y
+    b, g, k, terms = b[possible], g[possible], k[possible], terms[possible]
+    return y.index_put((b, g, k), torch.logsumexp(terms, dim=-1))
 
 
 def log_max_product(x: torch.Tensor, log_weights: torch.Tensor, max_elements: int = 1 << 24) -> torch.Tensor:

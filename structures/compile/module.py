@@ -104,7 +104,10 @@ class CompiledCircuit(nn.Module):
     def load_log_params(self, log_params: LogParams) -> None:
         """Set the logits so that :meth:`log_params` returns ``log_params`` (e.g. after an EM step)."""
         for logits, lp in zip(list(self.sum_logits) + list(self.input_logits), log_params.sums + log_params.inputs):
-            logits.copy_(torch.where(torch.isfinite(lp), lp, torch.zeros_like(lp)))
+            # A zero inside the support (an EM count of zero) must stay a zero after the softmax:
+            # the most negative finite logit, not 0 (which would give it the weight of a likely
+            # entry). Entries outside the support are masked anyway.
+            logits.copy_(torch.where(torch.isfinite(lp), lp, torch.full_like(lp, torch.finfo(lp.dtype).min)))
 
     def to_circuit(self) -> Circuit:
         """A symbolic copy of the circuit carrying the current (trained) parameters."""
@@ -176,7 +179,7 @@ class CompiledCircuit(nn.Module):
             elif soft is None:
                 free_value = tables.amax(-1).unsqueeze(0).expand_as(observed_value)
             elif semiring == "sum":
-                free_value = log_matmul_exp(soft, tables.exp()[0] if shared is not None else tables.exp(),
+                free_value = log_matmul_exp(soft, tables[0] if shared is not None else tables,
                                             shared=shared is not None)
             else:
                 free_value = log_max_product(soft, tables)
@@ -195,7 +198,7 @@ class CompiledCircuit(nn.Module):
         if shared is not None:
             table = lp.sums[shared]                                          # [K, C] or [B, K, C]
             if semiring == "sum":
-                return log_matmul_exp(x, table.exp(), shared=True)
+                return log_matmul_exp(x, table, shared=True)
             return log_max_product(x, table.unsqueeze(-3))
         tables = [lp.sums[s] for s in bucket.sources]
         if any(t.dim() == 3 for t in tables):
@@ -205,7 +208,7 @@ class CompiledCircuit(nn.Module):
         else:
             stacked = torch.stack(tables)                                    # [G, K, C]
         if semiring == "sum":
-            return log_matmul_exp(x, stacked.exp(), shared=False)
+            return log_matmul_exp(x, stacked, shared=False)
         return log_max_product(x, stacked)
 
     # ------------------------------------------------------------------ queries

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import torch
 
-from ..compile.module import CompiledCircuit, Evidence
+from ..compile.module import CompiledCircuit, Evidence, LogParams
 
 
 def _batch_size(*tensors) -> int | None:
@@ -80,13 +80,25 @@ def make_evidence(model: CompiledCircuit, x=None, mask=None, soft_evidence=None,
 
 
 def check_log_params(model: CompiledCircuit, log_params, batch: int):
-    """Per-sample parameters must match the query's batch."""
+    """``log_params`` must be a :class:`LogParams` with one table per model table, each of the
+    model's shape; sum tables may be per sample ([batch, K, C]), input tables may not."""
     if log_params is None:
         return None
-    for t in log_params.sums:
-        if t.dim() == 3 and t.shape[0] != batch:
-            raise ValueError(f"per-sample sum parameters have batch {t.shape[0]}, the query has {batch}")
-    for t in log_params.inputs:
-        if t.dim() != 2:
-            raise ValueError("input tables cannot be per-sample; use node_potentials for per-sample leaf terms")
+    if not isinstance(log_params, LogParams):
+        raise TypeError(f"log_params must be a LogParams (see model.log_params()), got {type(log_params).__name__}")
+    for name, tables, logits in (("sums", log_params.sums, model.sum_logits),
+                                 ("inputs", log_params.inputs, model.input_logits)):
+        if len(tables) != len(logits):
+            raise ValueError(f"log_params.{name} has {len(tables)} tables, the circuit has {len(logits)}")
+        for t, (table, reference) in enumerate(zip(tables, logits)):
+            shape = tuple(reference.shape)
+            if not torch.is_tensor(table) or not table.is_floating_point():
+                raise TypeError(f"log_params.{name}[{t}] must be a float tensor")
+            if name == "inputs" and table.dim() != 2:
+                raise ValueError("input tables cannot be per-sample; use node_potentials for per-sample leaf terms")
+            if tuple(table.shape[-2:]) != shape or table.dim() not in (2, 3):
+                raise ValueError(f"log_params.{name}[{t}] must have shape {shape} or [batch, *{shape}], "
+                                 f"got {tuple(table.shape)}")
+            if table.dim() == 3 and table.shape[0] != batch:
+                raise ValueError(f"per-sample sum parameters have batch {table.shape[0]}, the query has {batch}")
     return log_params

@@ -1,0 +1,351 @@
+"""The compiled circuit is exact: every query on random circuits of every kind, with random masks and
+soft evidence (tame, ±1e4, 1e-12, -inf), equals brute-force enumeration (tests/brute.py)."""
+import os
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import structures
+from brute import (brute_free_joint, brute_log_prob, brute_marginals, brute_max_product, evaluate, free_index,
+                   goodness_of_fit_pvalue)
+from strategies import POTENTIAL_KINDS, Query, circuits, evidence_array, queries, seeds
+from structures.queries.evidence import make_evidence
+
+# Examples per property; raise it (e.g. PCDIFF_EXAMPLES=1000) for a deeper local search.
+EXAMPLES = int(os.environ.get("PCDIFF_EXAMPLES", 30))
+# Timing depends on the machine's load, never on correctness: no deadline, no slowness health check.
+exact = settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+
+def compiled(circuit, dtype=torch.float64):
+    return structures.compile(circuit, dtype=dtype)
+
+
+def kwargs(q: Query, dtype=torch.float64) -> dict:
+    """The query as keyword arguments of the compiled circuit's methods."""
+    def tensor(a):
+        return None if a is None else torch.from_numpy(a).to(dtype)
+    return dict(x=torch.from_numpy(q.x), mask=torch.from_numpy(q.mask), soft_evidence=tensor(q.soft),
+                node_potentials=tensor(q.potentials))
+
+
+def reference(circuit, model, q: Query, b: int, sum_tables=None):
+    """Brute-force arguments ``(circuit, x, mask, soft)`` for row ``b``: a copy of the symbolic
+    ``circuit`` with the row's node potentials (and per-row sum tables, log [K, C] each) folded into
+    its parameters. Only the model's layout is read: which group owns table t, where a group's
+    nodes sit on the node-potential axis."""
+    if q.potentials is None and sum_tables is None:
+        return circuit, q.x[b], q.mask[b], None if q.soft is None else q.soft[b]
+    circuit = circuit.copy()                                  # same group order as circuit.groups
+    groups = circuit.groups
+    for t, i in enumerate(model.layout.sum_sources if sum_tables is not None else []):
+        groups[i].weights = sum_tables[t].double().exp().numpy()
+    if q.potentials is not None:
+        # A potential on an input node scales that node's distribution; brute force only multiplies,
+        # so the unnormalized table is set directly (and untied: potentials differ per group).
+        scaled = {i: groups[i].probs * np.exp(q.potentials[b, o:o + groups[i].num_nodes])[:, None]
+                  for i, o in model.layout.input_node_offset.items()}
+        for i, probs in scaled.items():
+            groups[i].tie_to, groups[i]._probs = None, probs
+    return circuit, q.x[b], q.mask[b], None if q.soft is None else q.soft[b]
+
+
+def assert_log_close(actual, expected, rtol=1e-9):
+    """Log-values agree to ``rtol`` relative to max(1, |expected|); -inf must match -inf exactly."""
+    actual, expected = np.asarray(actual, dtype=np.float64), np.asarray(expected, dtype=np.float64)
+    assert not np.isnan(actual).any(), actual
+    assert np.array_equal(np.isneginf(actual), np.isneginf(expected)), (actual, expected)
+    finite = np.isfinite(expected)
+    tol = rtol * np.maximum(1.0, np.abs(expected[finite]))
+    assert np.all(np.abs(actual[finite] - expected[finite]) <= tol), (actual, expected)
+
+
+def brute_rows(circuit, model, q: Query, brute=brute_log_prob, sum_tables=None):
+    """``brute`` on every row; ``sum_tables`` as given to the model ([K, C] or per row [B, K, C])."""
+    def own(b):
+        return None if sum_tables is None else row_tables(sum_tables, b)
+    return np.array([brute(*reference(circuit, model, q, b, own(b))) for b in range(q.batch)])
+
+
+def random_sum_tables(model, data, batch: int) -> list[torch.Tensor]:
+    """The model's sum tables, some replaced by random per-sample tables [batch, K, C] (same support)."""
+    generator = torch.Generator().manual_seed(data.draw(seeds))
+    tables = []
+    for t, table in enumerate(model.log_params().sums):
+        if data.draw(st.booleans()):
+            noise = torch.randn((batch, *table.shape), generator=generator, dtype=table.dtype)
+            support = getattr(model, f"sum_support_{t}")
+            table = torch.log_softmax((table + noise).masked_fill(~support, -torch.inf), -1)
+        tables.append(table.detach())
+    return tables
+
+
+def row_tables(tables: list[torch.Tensor], b: int) -> list[torch.Tensor]:
+    """Row ``b``'s own [K, C] tables."""
+    return [t[b] if t.dim() == 3 else t for t in tables]
+
+
+# ----------------------------------------------------------------------------- exact queries
+@exact
+@given(circuits(), st.data())
+def test_log_prob_matches_brute_force(circuit, data):
+    q = data.draw(queries(circuit))
+    model = compiled(circuit)
+    assert_log_close(model.log_prob(**kwargs(q)).detach().numpy(), brute_rows(circuit, model, q))
+
+
+@exact
+@given(circuits(), st.data())
+def test_all_unobserved_is_the_log_normalizer(circuit, data):
+    q = data.draw(queries(circuit))
+    q.mask[:] = False
+    model = compiled(circuit)
+    assert_log_close(model.log_prob(**kwargs(q)).detach().numpy(), brute_rows(circuit, model, q))
+    # Without evidence the circuit is normalized: log Z = 0.
+    assert_log_close(model.log_prob(mask=torch.from_numpy(q.mask)).detach().numpy(), np.zeros(q.batch), 1e-12)
+
+
+@exact
+@given(circuits(), st.data())
+def test_marginals_match_brute_force(circuit, data):
+    q = data.draw(queries(circuit))
+    model = compiled(circuit)
+    possible = np.isfinite(brute_rows(circuit, model, q))
+    if not possible.all():
+        with pytest.raises(ValueError, match="probability zero"):
+            model.marginals(**kwargs(q))
+        q = q.rows(possible)
+        if q.batch == 0:
+            return
+    np.testing.assert_allclose(model.marginals(**kwargs(q)).numpy(), brute_rows(circuit, model, q, brute_marginals),
+                               rtol=0, atol=1e-9)
+
+
+@exact
+@given(circuits(), st.data())
+def test_map_is_the_max_product_completion(circuit, data):
+    q = data.draw(queries(circuit))
+    model = compiled(circuit)
+    best = brute_rows(circuit, model, q, brute_max_product)
+    if np.isneginf(best).any():
+        with pytest.raises(ValueError, match="probability zero"):
+            model.map(**kwargs(q))
+        return
+    assignment, score = (t.numpy() for t in model.map(**kwargs(q)))
+    assert np.array_equal(assignment[q.mask], q.x[q.mask])
+    assert np.all((assignment >= 0) & (assignment < np.array(circuit.vocab_sizes)))
+    root_max = model.upward(make_evidence(model, **kwargs(q)), semiring="max")[model.layout.root][:, 0]
+    assert_log_close(root_max.detach().numpy(), best)
+    everything = np.ones(circuit.num_vars, dtype=bool)
+    for b in range(q.batch):
+        ref, _, _, soft = reference(circuit, model, q, b)
+        evidence = 0.0 if soft is None else soft[np.arange(circuit.num_vars), assignment[b]].sum()
+        with np.errstate(divide="ignore"):
+            value = np.log(evaluate(ref, assignment[b:b + 1], semiring="max")[0]) + evidence
+        assert_log_close(value, best[b])                                    # the completion attains the max
+        assert_log_close(score[b], brute_log_prob(ref, assignment[b], everything, soft))
+
+
+# ----------------------------------------------------------------------------- sampling
+SAMPLES = 10_000
+ALPHA = 1e-5
+
+
+def assert_samples_match(samples: np.ndarray, probs: np.ndarray, free: np.ndarray, vocab_sizes) -> None:
+    """Chi-square goodness of fit of samples [S, n] on the joint of the positions ``free``."""
+    p = goodness_of_fit_pvalue(free_index(samples, free, vocab_sizes), probs)
+    assert p > ALPHA, f"samples do not follow the exact posterior (chi-square p = {p:.3g})"
+
+
+@settings(exact, max_examples=EXAMPLES // 2, derandomize=True)
+@given(circuits(), st.data())
+def test_samples_follow_the_exact_posterior(circuit, data):
+    q = data.draw(queries(circuit, max_batch=2, max_free_configs=64))
+    model = compiled(circuit)
+    generator = torch.Generator().manual_seed(data.draw(seeds))
+    tables = random_sum_tables(model, data, q.batch) if data.draw(st.booleans()) else None
+    log_params = None if tables is None else \
+        structures.LogParams(tables, [t.detach() for t in model.log_params().inputs])
+    args = dict(kwargs(q), generator=generator, log_params=log_params)
+    if np.isneginf(brute_rows(circuit, model, q, sum_tables=tables)).any():
+        with pytest.raises(ValueError, match="probability zero"):
+            model.sample(**args, num_samples=2)
+        return
+    samples = model.sample(**args, num_samples=SAMPLES).numpy()
+    assert samples.shape == (SAMPLES, q.batch, circuit.num_vars)
+    for b in range(q.batch):
+        observed = samples[:, b][:, q.mask[b]]
+        assert np.array_equal(observed, np.broadcast_to(q.x[b, q.mask[b]], observed.shape))
+        own = None if tables is None else row_tables(tables, b)
+        probs = brute_free_joint(*reference(circuit, model, q, b, own))
+        assert_samples_match(samples[:, b], probs, np.flatnonzero(~q.mask[b]), circuit.vocab_sizes)
+
+
+COMPONENT_WEIGHTS = np.array([0.6, 0.4])
+COMPONENT_EMISSIONS = np.array([[0.8, 0.1, 0.1], [0.1, 0.1, 0.8]])
+
+
+def _coupled_mixture():
+    """Two components that make x0, x1, x2 strongly dependent: the case a wrong sampler gets wrong."""
+    leaves = [structures.Categorical(i, 2, 3, probs=COMPONENT_EMISSIONS) for i in range(3)]
+    return structures.Circuit(structures.Sum(structures.Product(*leaves), num_nodes=1,
+                                             weights=COMPONENT_WEIGHTS[None]))
+
+
+def test_goodness_of_fit_catches_wrong_samplers():
+    circuit = _coupled_mixture()
+    model = compiled(circuit)
+    x, mask = np.zeros(3, dtype=np.int64), np.zeros(3, dtype=bool)
+    soft = np.log(np.array([[1.0, 1.0, 3.0], [1.0, 1.0, 1.0], [1.0, 2.0, 1.0]]))
+    free, vocab = np.arange(3), circuit.vocab_sizes
+    probs = brute_free_joint(circuit, x, mask, soft)
+    rng = np.random.default_rng(0)
+    generator = torch.Generator().manual_seed(0)
+
+    def draw(soft_evidence):
+        return model.sample(torch.from_numpy(x[None]), torch.from_numpy(mask[None]), soft_evidence,
+                            num_samples=SAMPLES, generator=generator)[:, 0].numpy()
+
+    assert_samples_match(draw(torch.from_numpy(soft[None])), probs, free, vocab)       # the real sampler passes
+    # Wrong 1: each token from its exact marginal, independently.
+    marginals = brute_marginals(circuit, x, mask, soft)
+    independent = np.stack([rng.choice(3, size=SAMPLES, p=marginals[i]) for i in range(3)], axis=1)
+    # Wrong 2: the sampler ignores the soft evidence.
+    no_evidence = draw(None)
+    # Wrong 3: one latent path (the posterior's most likely component), then tokens independently.
+    tilted = COMPONENT_EMISSIONS[:, None, :] * np.exp(soft)[None]                       # [component, position, token]
+    component = int(np.argmax(COMPONENT_WEIGHTS * tilted.sum(-1).prod(-1)))
+    path = tilted[component] / tilted[component].sum(-1, keepdims=True)
+    one_path = np.stack([rng.choice(3, size=SAMPLES, p=path[i]) for i in range(3)], axis=1)
+    for wrong in (independent, no_evidence, one_path):
+        with pytest.raises(AssertionError, match="do not follow"):
+            assert_samples_match(wrong, probs, free, vocab)
+
+
+# ----------------------------------------------------------------------------- precision and edge cases
+def _scale(q: Query) -> np.ndarray:
+    """Per row, the magnitude of the log-potentials a float32 computation has to carry."""
+    def magnitude(a):                                  # largest finite |entry| along the last axis
+        return np.where(np.isfinite(a), np.abs(a), 0.0).max(-1)
+    soft = magnitude(q.soft).sum(-1) if q.soft is not None else 0.0
+    potentials = q.x.shape[1] * magnitude(q.potentials) if q.potentials is not None else 0.0
+    return 1.0 + soft + potentials + np.zeros(q.batch)
+
+
+@exact
+@given(circuits(), st.data())
+def test_float32_agrees_with_float64(circuit, data):
+    q = data.draw(queries(circuit, potential_kinds=POTENTIAL_KINDS + ("huge",)))
+    m64, m32 = compiled(circuit), compiled(circuit, torch.float32)
+    lp64 = m64.log_prob(**kwargs(q)).detach().numpy()
+    lp32 = m32.log_prob(**kwargs(q, torch.float32)).detach().double().numpy()
+    assert np.array_equal(np.isneginf(lp32), np.isneginf(lp64)) and not np.isnan(lp32).any()
+    finite = np.isfinite(lp64)
+    tol = (1e-4 + 1e-6 * _scale(q)) * np.maximum(1, np.abs(lp64))
+    assert np.all(np.abs(lp32[finite] - lp64[finite]) <= tol[finite])
+    if finite.all():
+        mg64 = m64.marginals(**kwargs(q)).numpy()
+        mg32 = m32.marginals(**kwargs(q, torch.float32)).double().numpy()
+        assert np.all(np.abs(mg32 - mg64) <= (1e-4 + 1e-6 * _scale(q))[:, None, None])
+
+
+@settings(exact, max_examples=EXAMPLES * 5 // 8)
+@given(circuits(), st.data(), st.sampled_from([torch.float32, torch.float64]))
+def test_impossible_evidence_is_minus_inf_and_refused(circuit, data, dtype):
+    q = data.draw(queries(circuit))
+    position = data.draw(st.integers(0, circuit.num_vars - 1))
+    q.soft = evidence_array(np.random.default_rng(data.draw(seeds)), "neg_inf", q.batch, circuit.vocab_sizes,
+                            impossible_at=position)
+    model = compiled(circuit, dtype)
+    lp = model.log_prob(**kwargs(q, dtype))
+    assert torch.isneginf(lp).all(), lp
+    for query in (model.marginals, model.map, lambda **a: model.sample(**a, num_samples=3)):
+        with pytest.raises(ValueError, match="probability zero"):
+            query(**kwargs(q, dtype))
+
+
+@exact
+@given(circuits(), st.data(), st.sampled_from(["huge", "neg_inf", "normal"]))
+def test_gradients_are_finite_with_extreme_evidence(circuit, data, kind):
+    q = data.draw(queries(circuit, kinds=(kind,), potential_kinds=("none", kind)))
+    impossible = evidence_array(np.random.default_rng(0), "neg_inf", 1, circuit.vocab_sizes, impossible_at=0)
+    q = Query(*(None if a is None else np.concatenate([a, a[:1]]) for a in (q.x, q.mask, q.soft, q.potentials)))
+    q.soft[-1] = impossible[0]                                       # one extra row, with impossible evidence
+    args = kwargs(q)
+    for name in ("soft_evidence", "node_potentials"):
+        if args[name] is not None:
+            args[name].requires_grad_(True)
+    model = compiled(circuit)
+    lp = model.log_prob(**args)
+    assert torch.isneginf(lp[-1])
+    lp.sum().backward()
+    leaves = [args["soft_evidence"], args["node_potentials"], *model.parameters()]
+    assert all(t.grad is not None and torch.isfinite(t.grad).all() for t in leaves if t is not None)
+    possible = torch.isfinite(lp).nonzero().flatten()
+    if len(possible):
+        # The gradient w.r.t. the evidence is the posterior marginal (the circuit's differential).
+        args = {k: None if v is None else v.detach()[possible] for k, v in args.items()}
+        torch.testing.assert_close(leaves[0].grad[possible], model.marginals(**args), rtol=0, atol=1e-9)
+
+
+@exact
+@given(circuits(), st.data())
+def test_per_sample_sum_tables_match_row_by_row(circuit, data):
+    q = data.draw(queries(circuit, kinds=("none", "normal", "neg_inf")))
+    model = compiled(circuit)
+    inputs = [t.detach() for t in model.log_params().inputs]
+    tables = random_sum_tables(model, data, q.batch)
+    batched = structures.LogParams(tables, inputs)
+    args = kwargs(q)
+    lp = model.log_prob(**args, log_params=batched).detach().numpy()
+    assert_log_close(lp, brute_rows(circuit, model, q, sum_tables=tables))
+    root_max = model.upward(make_evidence(model, **args), batched, "max")[model.layout.root][:, 0].detach().numpy()
+    assert_log_close(root_max, brute_rows(circuit, model, q, brute_max_product, sum_tables=tables))
+    for b in range(q.batch):                      # each row alone, with its own [K, C] tables
+        row_args = {k: None if v is None else v[b:b + 1] for k, v in args.items()}
+        own = structures.LogParams(row_tables(tables, b), inputs)
+        assert_log_close(lp[b:b + 1], model.log_prob(**row_args, log_params=own).detach().numpy())
+        own_max = model.upward(make_evidence(model, **row_args), own, "max")[model.layout.root][:, 0]
+        assert_log_close(root_max[b:b + 1], own_max.detach().numpy())
+    if np.isfinite(lp).all():
+        marginals = model.marginals(**args, log_params=batched).numpy()
+        np.testing.assert_allclose(marginals, brute_rows(circuit, model, q, brute_marginals, sum_tables=tables),
+                                   rtol=0, atol=1e-9)
+        assignment, score = model.map(**args, log_params=batched)
+        for b in range(q.batch):
+            ref, _, _, soft = reference(circuit, model, q, b, row_tables(tables, b))
+            assert_log_close(score[b].item(), brute_log_prob(ref, assignment[b].numpy(),
+                                                             np.ones(circuit.num_vars, dtype=bool), soft))
+
+
+# ----------------------------------------------------------------------------- learning
+@settings(exact, max_examples=EXAMPLES * 5 // 8)
+@given(circuits(), st.data())
+def test_em_step_never_decreases_the_likelihood(circuit, data):
+    model = compiled(circuit)
+    generator = torch.Generator().manual_seed(data.draw(seeds))
+    x = model.sample(num_samples=64, generator=generator)[:, 0]                       # [N, n], all possible
+    with torch.no_grad():                                                              # move away from the optimum
+        for p in model.parameters():
+            p.add_(2 * torch.randn(p.shape, generator=generator, dtype=p.dtype))
+    before = model.log_prob(x).mean().item()
+    for _ in range(3):
+        reported = structures.em_step(model, x, step_size=1.0).item()
+        assert reported == pytest.approx(before, rel=1e-12, abs=1e-12)
+        after = model.log_prob(x).mean().item()
+        assert after >= before - 1e-9 * max(1.0, abs(before))
+        before = after
+
+
+@pytest.mark.parametrize("method", ["adam", "em"])
+def test_fit_improves_the_likelihood(method):
+    truth = compiled(structures.hmm(5, 3, 4, seed=11))
+    data = truth.sample(num_samples=256, generator=torch.Generator().manual_seed(0))[:, 0]
+    model = compiled(structures.hmm(5, 3, 4, seed=12))
+    start = model.log_prob(data).mean().item() / 5
+    history = structures.fit(model, data, epochs=4, batch_size=64, method=method, lr=0.1, progress=False)
+    assert len(history) == 4 and history[-1] > start + 0.01
+    assert history[-1] == pytest.approx(model.log_prob(data).mean().item() / 5)
