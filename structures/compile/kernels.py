@@ -23,40 +23,87 @@ class _GuardedLog(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
         (s,) = ctx.saved_tensors
-        positive = s > 0
-        return torch.where(positive, grad / torch.where(positive, s, torch.ones_like(s)), torch.zeros_like(s))
+        return torch.where(s > 0, grad / s, 0.0)          # grad / 0 is discarded, never propagated
 
 
 def guarded_log(s: torch.Tensor) -> torch.Tensor:
-    return _GuardedLog.apply(s)
+    if torch.is_grad_enabled() and s.requires_grad:
+        return _GuardedLog.apply(s)
+    return torch.log(s)
 
 
 def stable_shift(x: torch.Tensor, dim: int = -1) -> torch.Tensor:
-    """The max along ``dim`` (kept), detached, with -inf rows shifted by 0 instead.
+    """The max along ``dim`` (kept), detached; all -inf rows get the most negative finite shift.
 
     ``y = log Σ exp(x - m) + m`` does not depend on ``m``, so detaching it leaves gradients exact.
     """
-    m = x.detach().amax(dim=dim, keepdim=True)
-    return torch.where(torch.isfinite(m), m, torch.zeros_like(m))
+    return x.detach().amax(dim=dim, keepdim=True).clamp_min(torch.finfo(x.dtype).min)
 
 
-def log_matmul_exp(x: torch.Tensor, log_weights: torch.Tensor, shared: bool) -> torch.Tensor:
+class WeightTable:
+    """A sum (or emission) table in the forms the kernels need, each computed once per pass and
+    only when asked for.
+
+    ``log`` and ``probs`` are [..., K, C]. ``may_underflow`` is False when every weight is at least
+    the dtype's smallest normal number: the shifted sum is then at least the weight of the largest
+    input, so no output can underflow and the exact repair pass is skipped.
+    """
+
+    def __init__(self, log_weights: torch.Tensor, probs: torch.Tensor | None = None,
+                 may_underflow: bool | None = None):
+        self.log = log_weights
+        self._probs = probs
+        self._may_underflow = may_underflow
+        self._probs_t: torch.Tensor | None = None
+
+    @property
+    def probs(self) -> torch.Tensor:
+        if self._probs is None:
+            self._probs = self.log.exp()
+        return self._probs
+
+    @property
+    def probs_t(self) -> torch.Tensor:
+        """``probs`` with its last two dims swapped, contiguous: a GEMM against it runs without a
+        transposed operand (measurably faster on CPU BLAS), and it is built once per pass."""
+        if self._probs_t is None:
+            self._probs_t = self.probs.transpose(-1, -2).contiguous()
+        return self._probs_t
+
+    @property
+    def may_underflow(self) -> bool:
+        if self._may_underflow is None:
+            self._may_underflow = bool(self.probs.detach().amin() < torch.finfo(self.probs.dtype).tiny)
+        return self._may_underflow
+
+    @classmethod
+    def stack(cls, tables: list["WeightTable"], dim: int = 0) -> "WeightTable":
+        return cls(torch.stack([t.log for t in tables], dim), torch.stack([t.probs for t in tables], dim),
+                   any(t.may_underflow for t in tables))
+
+
+def log_matmul_exp(x: torch.Tensor, table: WeightTable, shared: bool) -> torch.Tensor:
     """``y[b, g, k] = log Σ_c exp(log_weights[g, k, c] + x[b, g, c])``.
 
-    x: [B, G, C] log-values. log_weights: log-probabilities, [G, K, C], or per sample
-    [B, G, K, C]; with ``shared`` a single table [K, C] (or per sample [B, K, C]) serves every
-    group (tied parameters: one large GEMM). Returns [B, G, K].
+    x: [B, G, C] log-values. table: [G, K, C], or per sample [B, G, K, C]; with ``shared`` a
+    single table [K, C] (or per sample [B, K, C]) serves every group (tied parameters: one large
+    GEMM). Returns [B, G, K]. With ``shared`` and a [K, C] table, x may also be [B, C] (→ [B, K]).
     """
+    if x.dim() == 2 and table.may_underflow:
+        return log_matmul_exp(x.unsqueeze(1), table, shared).squeeze(1)      # the repair indexes [B, G, K]
     m = stable_shift(x)
     p = torch.exp(x - m)
-    weights = log_weights.exp()
+    weights = table.probs
     if shared:
-        s = torch.matmul(p, weights.transpose(-1, -2))                 # [B, G, C] @ [(B,) C, K]
+        s = torch.matmul(p, table.probs_t)                             # [B, G, C] @ [(B,) C, K]
     elif weights.dim() == 3:
         s = torch.einsum("bgc,gkc->bgk", p, weights)
     else:
         s = torch.einsum("bgc,bgkc->bgk", p, weights)
-    return _repair_underflow(guarded_log(s) + m, s, x, log_weights, shared)
+    y = guarded_log(s) + m
+    if not table.may_underflow:
+        return y
+    return _repair_underflow(y, s, x, table.log, shared)
 
 
 def _repair_underflow(y: torch.Tensor, s: torch.Tensor, x: torch.Tensor, log_weights: torch.Tensor,

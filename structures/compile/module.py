@@ -13,9 +13,8 @@ import torch
 from torch import nn
 
 from ..circuit import Circuit
-from ..nodes import Categorical, Sum
-from .kernels import log_matmul_exp, log_max_product
-from .layout import InputBucket, Layout, SumBucket, build_layout
+from .layout import Layout, build_layout
+from .upward import upward
 
 
 @dataclass
@@ -54,6 +53,7 @@ class CompiledCircuit(nn.Module):
         self.vocab_sizes = list(circuit.vocab_sizes)
         self.vocab_size = circuit.vocab_size
         groups = circuit.groups
+        self._full_support: dict[int, bool] = {}
         self.sum_logits = nn.ParameterList()
         self.input_logits = nn.ParameterList()
         for t, i in enumerate(self.layout.sum_sources):
@@ -67,6 +67,7 @@ class CompiledCircuit(nn.Module):
         for b, bucket in enumerate(self.layout.input_buckets):
             self.register_buffer(f"bucket_vars_{b}", torch.tensor(bucket.variables), persistent=False)
             self.register_buffer(f"bucket_rows_{b}", torch.arange(len(bucket.groups)), persistent=False)
+            setattr(self, f"bucket_in_order_{b}", bucket.variables == list(range(self.num_vars)))
         for layer in self.layout.layers:
             for step in layer.products:
                 for j, edges in enumerate(step.edges):
@@ -82,6 +83,8 @@ class CompiledCircuit(nn.Module):
         # logit so that optimizers never see -inf.
         plist.append(nn.Parameter(torch.where(support, logits, torch.zeros_like(logits))))
         self.register_buffer(support_name, support)
+        # Tables without structural zeros skip the masking in every pass.
+        self._full_support[support_name] = bool(support.all())
 
     # ------------------------------------------------------------------ parameters
     @property
@@ -94,11 +97,12 @@ class CompiledCircuit(nn.Module):
 
     def log_params(self) -> LogParams:
         """The current normalized log-parameters (differentiable w.r.t. the logits)."""
-        def normalize(logits, support):
-            return torch.log_softmax(logits.masked_fill(~support, float("-inf")), dim=-1)
-        return LogParams(
-            sums=[normalize(p, getattr(self, f"sum_support_{t}")) for t, p in enumerate(self.sum_logits)],
-            inputs=[normalize(p, getattr(self, f"input_support_{t}")) for t, p in enumerate(self.input_logits)])
+        def normalize(logits, support_name):
+            if self._full_support[support_name]:
+                return torch.log_softmax(logits, dim=-1)
+            return torch.log_softmax(logits.masked_fill(~getattr(self, support_name), float("-inf")), dim=-1)
+        return LogParams(sums=[normalize(p, f"sum_support_{t}") for t, p in enumerate(self.sum_logits)],
+                         inputs=[normalize(p, f"input_support_{t}") for t, p in enumerate(self.input_logits)])
 
     @torch.no_grad()
     def load_log_params(self, log_params: LogParams) -> None:
@@ -136,80 +140,10 @@ class CompiledCircuit(nn.Module):
         """Log value ``[B, K]`` of every node group (indexed like ``circuit.groups``)."""
         if semiring not in ("sum", "max"):
             raise ValueError(f"semiring must be 'sum' or 'max', got {semiring!r}")
-        lp = self.log_params() if log_params is None else log_params
-        values: list[torch.Tensor | None] = [None] * self.layout.num_groups
-        for b, bucket in enumerate(self.layout.input_buckets):
-            leaves = self._input_bucket(b, bucket, evidence, lp, semiring)
-            for j, g in enumerate(bucket.groups):
-                values[g] = leaves[:, j]
-        for layer in self.layout.layers:
-            for step in layer.products:
-                out = None
-                for j, child in enumerate(step.children):
-                    term = values[child] if step.edges[j] is None else \
-                        values[child][:, getattr(self, f"edges_{step.group}_{j}")]
-                    out = term if out is None else out + term
-                values[step.group] = out
-            for bucket in layer.sums:
-                out = self._sum_bucket(bucket, values, lp, semiring)
-                for j, g in enumerate(bucket.groups):
-                    values[g] = out[:, j]
-        return values
+        return upward(self, evidence, self.log_params() if log_params is None else log_params, semiring)
 
     def root_value(self, evidence: Evidence, log_params: LogParams | None = None, semiring: str = "sum"):
         return self.upward(evidence, log_params, semiring)[self.layout.root][:, 0]
-
-    def _input_bucket(self, b: int, bucket: InputBucket, ev: Evidence, lp: LogParams, semiring: str):
-        variables = getattr(self, f"bucket_vars_{b}")                       # [G]
-        shared = bucket.shared_source
-        tables = lp.inputs[shared].unsqueeze(0) if shared is not None else \
-            torch.stack([lp.inputs[s] for s in bucket.sources])              # [G or 1, K, V]
-        tokens = ev.tokens[:, variables]                                     # [B, G]
-        rows = getattr(self, f"bucket_rows_{b}") if shared is None else torch.zeros_like(variables)
-        observed_value = tables.transpose(1, 2)[rows, tokens]                # [B, G, K]
-        soft = ev.soft[:, variables] if ev.soft is not None else None        # [B, G, V]
-        if soft is not None:
-            observed_value = observed_value + soft.gather(2, tokens.unsqueeze(-1))
-        observed = ev.observed[:, variables].unsqueeze(-1)                   # [B, G, 1]
-        if bool(observed.all()):
-            leaves = observed_value
-        else:
-            if soft is None and semiring == "sum":
-                free_value = torch.zeros_like(observed_value)                # each row sums to one
-            elif soft is None:
-                free_value = tables.amax(-1).unsqueeze(0).expand_as(observed_value)
-            elif semiring == "sum":
-                free_value = log_matmul_exp(soft, tables[0] if shared is not None else tables,
-                                            shared=shared is not None)
-            else:
-                free_value = log_max_product(soft, tables)
-            leaves = torch.where(observed, observed_value, free_value)
-        if ev.node_potentials is not None:
-            start = self.layout.input_node_offset[bucket.groups[0]]
-            width = len(bucket.groups) * bucket.num_nodes
-            leaves = leaves + ev.node_potentials[:, start:start + width].reshape(leaves.shape)
-        return leaves
-
-    def _sum_bucket(self, bucket: SumBucket, values, lp: LogParams, semiring: str) -> torch.Tensor:
-        inputs = [torch.cat([values[c] for c in children], dim=1) if len(children) > 1 else values[children[0]]
-                  for children in bucket.children]
-        x = torch.stack(inputs, dim=1)                                       # [B, G, C]
-        shared = bucket.shared_source
-        if shared is not None:
-            table = lp.sums[shared]                                          # [K, C] or [B, K, C]
-            if semiring == "sum":
-                return log_matmul_exp(x, table, shared=True)
-            return log_max_product(x, table.unsqueeze(-3))
-        tables = [lp.sums[s] for s in bucket.sources]
-        if any(t.dim() == 3 for t in tables):
-            batch = x.shape[0]
-            tables = [t if t.dim() == 3 else t.expand(batch, *t.shape) for t in tables]
-            stacked = torch.stack(tables, dim=1)                             # [B, G, K, C]
-        else:
-            stacked = torch.stack(tables)                                    # [G, K, C]
-        if semiring == "sum":
-            return log_matmul_exp(x, stacked, shared=False)
-        return log_max_product(x, stacked)
 
     # ------------------------------------------------------------------ queries
     def log_prob(self, x=None, mask=None, soft_evidence=None, *, node_potentials=None, log_params=None):

@@ -20,6 +20,17 @@ def _batch_size(*tensors) -> int | None:
     return None
 
 
+def _check_below_inf(values: torch.Tensor, name: str) -> None:
+    """No NaN and no +inf, in one pass: the max of a tensor is NaN or +inf iff it holds one."""
+    if values.numel() == 0:
+        return
+    top = values.detach().amax()
+    if bool(torch.isnan(top)):
+        raise ValueError(f"{name} contains NaN")
+    if bool(top == float("inf")):
+        raise ValueError(f"{name} contains +inf (log-potentials must be < +inf; use -inf to forbid tokens)")
+
+
 def make_evidence(model: CompiledCircuit, x=None, mask=None, soft_evidence=None, node_potentials=None,
                   default_batch: int | None = None) -> Evidence:
     n, device, dtype = model.num_vars, model.device, model.dtype
@@ -45,18 +56,14 @@ def make_evidence(model: CompiledCircuit, x=None, mask=None, soft_evidence=None,
         if soft_evidence.shape[2] != model.vocab_size:
             raise ValueError(f"soft_evidence has vocabulary size {soft_evidence.shape[2]} but the circuit's is "
                              f"{model.vocab_size}")
-        if torch.isnan(soft_evidence).any():
-            raise ValueError("soft_evidence contains NaN")
-        if (soft_evidence == float("inf")).any():
-            raise ValueError("soft_evidence contains +inf (log-potentials must be < +inf; use -inf to forbid tokens)")
+        _check_below_inf(soft_evidence, "soft_evidence")
         soft_evidence = soft_evidence.to(dtype)
     if node_potentials is not None:
         node_potentials = torch.as_tensor(node_potentials, device=device)
         expected = model.layout.num_input_nodes
         if node_potentials.dim() != 2 or node_potentials.shape[1] != expected:
             raise ValueError(f"node_potentials must have shape [batch, {expected}], got {tuple(node_potentials.shape)}")
-        if torch.isnan(node_potentials).any() or (node_potentials == float("inf")).any():
-            raise ValueError("node_potentials contains NaN or +inf")
+        _check_below_inf(node_potentials, "node_potentials")
         node_potentials = node_potentials.to(dtype)
 
     batch = _batch_size(x, mask, soft_evidence, node_potentials) or default_batch or 1
