@@ -49,8 +49,28 @@ class Circuit:
         return total
 
     def copy(self) -> "Circuit":
-        """A deep copy (new node objects, same structure and parameters)."""
-        return copy.deepcopy(self)
+        """A deep copy (new node objects, same structure and parameters).
+
+        Built group by group in topological order rather than by ``copy.deepcopy``, whose
+        recursion follows the children chain and overflows Python's stack on long circuits.
+        """
+        def shallow(group: NodeGroup) -> NodeGroup:
+            new = copy.copy(group)
+            for table in ("_probs", "_weights", "edges"):
+                if getattr(group, table, None) is not None:
+                    setattr(new, table, getattr(group, table).copy())
+            return new
+
+        twins = {g.id: shallow(g) for g in self.groups}
+        for group in self.groups:
+            new = twins[group.id]
+            new.children = tuple(twins[c.id] for c in group.children)
+            owner = getattr(group, "tie_to", None)
+            if owner is not None:
+                if owner.id not in twins:                      # a table owner outside this circuit
+                    twins[owner.id] = shallow(owner)
+                new.tie_to = twins[owner.id]
+        return Circuit(twins[self.root.id])
 
     def summary(self) -> str:
         counts = {"input": 0, "product": 0, "sum": 0}

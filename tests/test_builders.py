@@ -43,7 +43,7 @@ def test_hmm_given_parameters_are_exact():
     alpha = init * emit[:, x[0]]
     for t in x[1:]:
         alpha = (alpha @ trans) * emit[:, t]
-    assert float(model.log_prob(torch.tensor([x]))) == pytest.approx(np.log(alpha.sum()), abs=1e-14)
+    assert model.log_prob(torch.tensor([x])).item() == pytest.approx(np.log(alpha.sum()), abs=1e-14)
 
 
 def test_to_circuit_round_trips_parameters():
@@ -63,3 +63,29 @@ def test_chow_liu_recovers_a_chain():
     x3 = rng.integers(0, 2, 4000)
     tree = structures.chow_liu_tree(np.stack([x0, x1, x2, x3], 1), vocab=2)
     assert tree.has_edge(0, 1) and tree.has_edge(1, 2) and not tree.has_edge(0, 2)
+
+
+def test_long_circuits_compile_and_copy():
+    """Copying and compiling must not recurse along the chain (a 500-position HMM)."""
+    circuit = structures.hmm(500, 4, 3, seed=0)
+    model = structures.compile(circuit, dtype=torch.float64)
+    x = torch.randint(0, 3, (2, 500))
+    with torch.no_grad():
+        torch.testing.assert_close(structures.compile(model.to_circuit(), dtype=torch.float64).log_prob(x),
+                                   model.log_prob(x))
+
+
+def test_inference_table_cache_follows_parameter_updates():
+    model = structures.compile(structures.hmm(5, 3, 4, seed=2), dtype=torch.float64)
+    x = torch.randint(0, 4, (32, 5))
+    with torch.no_grad():
+        before = model.log_prob(x)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.5)
+    (-model.log_prob(x).mean()).backward()
+    optimizer.step()
+    structures.em_step(model, x, step_size=0.5)
+    with torch.no_grad():
+        after = model.log_prob(x)
+        fresh = structures.compile(model.to_circuit(), dtype=torch.float64).log_prob(x)
+    torch.testing.assert_close(after, fresh)
+    assert not torch.allclose(before, after)

@@ -14,7 +14,7 @@ from torch import nn
 
 from ..circuit import Circuit
 from .layout import Layout, build_layout
-from .upward import upward
+from .upward import PassTables, upward
 
 
 @dataclass
@@ -53,7 +53,8 @@ class CompiledCircuit(nn.Module):
         self.vocab_sizes = list(circuit.vocab_sizes)
         self.vocab_size = circuit.vocab_size
         groups = circuit.groups
-        self._full_support: dict[int, bool] = {}
+        self._full_support: dict[str, bool] = {}
+        self._table_cache: tuple | None = None
         self.sum_logits = nn.ParameterList()
         self.input_logits = nn.ParameterList()
         for t, i in enumerate(self.layout.sum_sources):
@@ -135,12 +136,25 @@ class CompiledCircuit(nn.Module):
         return [torch.tensor(v, device=self.device) for v in per_var]
 
     # ------------------------------------------------------------------ upward pass
-    def upward(self, evidence: Evidence, log_params: LogParams | None = None,
-               semiring: str = "sum") -> list[torch.Tensor | None]:
+    def upward(self, evidence: Evidence, log_params: LogParams | None = None, semiring: str = "sum",
+               tables: PassTables | None = None) -> list[torch.Tensor | None]:
         """Log value ``[B, K]`` of every node group (indexed like ``circuit.groups``)."""
         if semiring not in ("sum", "max"):
             raise ValueError(f"semiring must be 'sum' or 'max', got {semiring!r}")
-        return upward(self, evidence, self.log_params() if log_params is None else log_params, semiring)
+        return upward(self, evidence, tables if tables is not None else self.pass_tables(log_params), semiring)
+
+    def pass_tables(self, log_params: LogParams | None) -> PassTables:
+        """The parameter tables for one pass. Without gradients and with the module's own parameters
+        (inference: sampling, decoding) they are reused across passes until a parameter changes;
+        normalizing, exponentiating and transposing [K, V] tables otherwise dominates a decode step."""
+        if log_params is not None:
+            return PassTables(log_params)
+        if torch.is_grad_enabled() and any(p.requires_grad for p in self.parameters()):
+            return PassTables(self.log_params())
+        key = tuple((id(p), p.data_ptr(), p._version) for p in self.parameters())
+        if self._table_cache is None or self._table_cache[0] != key:
+            self._table_cache = (key, PassTables(self.log_params()))
+        return self._table_cache[1]
 
     def root_value(self, evidence: Evidence, log_params: LogParams | None = None, semiring: str = "sum"):
         return self.upward(evidence, log_params, semiring)[self.layout.root][:, 0]

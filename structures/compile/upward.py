@@ -31,10 +31,9 @@ class PassTables:
         return self._inputs[t]
 
 
-def upward(model, evidence, log_params, semiring: str) -> list[torch.Tensor | None]:
+def upward(model, evidence, tables: PassTables, semiring: str) -> list[torch.Tensor | None]:
     """Log value ``[B, K]`` of every group of ``model`` (indexed like ``circuit.groups``)."""
     layout = model.layout
-    tables = PassTables(log_params)
     values: list[torch.Tensor | None] = [None] * layout.num_groups
     for b, bucket in enumerate(layout.input_buckets):
         leaves = _input_bucket(model, b, bucket, evidence, tables, semiring)

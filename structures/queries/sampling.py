@@ -37,8 +37,9 @@ def sample(model: CompiledCircuit, x=None, mask=None, soft_evidence=None, num_sa
             log_params = LogParams([t.repeat(repeats, 1, 1) if t.dim() == 3 else t for t in log_params.sums],
                                    log_params.inputs)
     with torch.no_grad():
-        lp = model.log_params() if log_params is None else log_params
-        values = model.upward(evidence, lp, "sum")
+        tables = model.pass_tables(log_params)
+        lp = tables.log_params
+        values = model.upward(evidence, semiring="sum", tables=tables)
         raise_if_impossible(values[model.layout.root][:, 0], "sample")
         tokens = _top_down(model, values, evidence, lp, lambda logits: gumbel_argmax(logits, generator))
     if num_samples is None:
@@ -59,12 +60,13 @@ def map_assignment(model: CompiledCircuit, x=None, mask=None, soft_evidence=None
     evidence = make_evidence(model, x, mask, soft_evidence, node_potentials)
     check_log_params(model, log_params, evidence.batch_size)
     with torch.no_grad():
-        lp = model.log_params() if log_params is None else log_params
-        values = model.upward(evidence, lp, "max")
+        tables = model.pass_tables(log_params)
+        lp = tables.log_params
+        values = model.upward(evidence, semiring="max", tables=tables)
         raise_if_impossible(values[model.layout.root][:, 0], "map")
         tokens = _top_down(model, values, evidence, lp, lambda logits: logits.argmax(-1))
         full = Evidence(tokens, torch.ones_like(evidence.observed), evidence.soft, evidence.node_potentials)
-        score = model.root_value(full, lp)
+        score = model.upward(full, tables=tables)[model.layout.root][:, 0]
     return tokens, score
 
 
