@@ -1,38 +1,32 @@
-"""The HMM benchmark script runs end to end at tiny sizes and writes its table, section and plot.
+"""The HMM benchmark (``pcdiff.bench.hmm``, also run by ``benchmarks/bench_hmm.py``) runs end to end
+at tiny sizes and writes its table, section and plot.
 
 No timing assertions: only that the report is produced (and so that ours agreed with the dense
-forward and hmmlearn, which the script asserts before it times anything).
+forward and hmmlearn, which the benchmark asserts before it times anything).
 """
-import importlib.util
 import pathlib
-import sys
+import runpy
 
 import pytest
 import torch
 
-BENCH = pathlib.Path(__file__).resolve().parents[1] / "benchmarks" / "bench_hmm.py"
+import structures
+
+pytest.importorskip("hmmlearn")
+pytest.importorskip("matplotlib")
+
+from pcdiff.bench import hmm as bench  # noqa: E402
+from pcdiff.bench.report import write_sections, Section  # noqa: E402
+
+SCRIPT = pathlib.Path(__file__).resolve().parents[1] / "benchmarks" / "bench_hmm.py"
 
 
-@pytest.fixture(scope="module")
-def bench():
-    pytest.importorskip("hmmlearn")
-    pytest.importorskip("matplotlib")
-    spec = importlib.util.spec_from_file_location("bench_hmm", BENCH)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module                      # dataclasses look their module up there
-    try:
-        spec.loader.exec_module(module)
-        yield module
-    finally:
-        sys.modules.pop(spec.name, None)
-
-
-def test_quick_run_prints_the_ratio_table_and_writes_outputs(bench, tmp_path, capsys):
+def test_quick_run_prints_the_ratio_table_and_writes_outputs(tmp_path, capsys):
     out = tmp_path / "docs" / "benchmarks.md"
     threads = torch.get_num_threads()
     text = bench.main(["--quick", "--threads", "1", "--device", "cpu", "--out", str(out)])
     printed = capsys.readouterr().out
-    assert torch.get_num_threads() == threads          # the script restores the global setting
+    assert torch.get_num_threads() == threads          # the benchmark restores the global setting
     assert text in printed and "torch threads 1" in printed and "torch " + torch.__version__ in printed
     rows = [line for line in text.splitlines() if line.startswith("| cpu |")]
     assert len(rows) == 2 * 4                            # ratio and time tables, 2 H x 2 V each
@@ -43,19 +37,25 @@ def test_quick_run_prints_the_ratio_table_and_writes_outputs(bench, tmp_path, ca
     assert (tmp_path / "docs" / "benchmarks_hmm.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
-def test_section_replaces_its_previous_version_and_keeps_the_rest(bench, tmp_path):
+def test_the_script_is_a_thin_wrapper_over_the_package(monkeypatch, tmp_path, capsys):
+    monkeypatch.setattr("sys.argv", [str(SCRIPT), "--quick", "--threads", "1", "--device", "cpu"])
+    runpy.run_path(str(SCRIPT), run_name="__main__")
+    assert "fwd+bwd vs hand" in capsys.readouterr().out
+    assert len(SCRIPT.read_text().splitlines()) < 15
+
+
+def test_section_replaces_its_previous_version_and_keeps_the_rest(tmp_path):
     path = tmp_path / "benchmarks.md"
     path.write_text("# Benchmarks\n\nintro\n")
-    bench.write_section(path, "first")
+    write_sections(path, [Section(bench.KEY, bench.TITLE, "first")])
     path.write_text(path.read_text() + "\n## Other section\n")
-    bench.write_section(path, "second")
+    write_sections(path, [Section(bench.KEY, bench.TITLE, "second")])
     text = path.read_text()
     assert text.count(bench.MARK_BEGIN) == 1 and "first" not in text and "second" in text
     assert text.startswith("# Benchmarks\n\nintro\n") and "## Other section" in text
 
 
-def test_dense_reference_matches_the_compiled_hmm_and_rejects_bad_shapes(bench):
-    import structures
+def test_dense_reference_matches_the_compiled_hmm_and_rejects_bad_shapes():
     model = structures.compile(structures.hmm(5, 3, 4, seed=1), dtype=torch.float64)
     dense = bench.dense_from_compiled(model)
     x = torch.randint(0, 4, (6, 5))

@@ -1,7 +1,7 @@
 """A hand-written dense HMM forward algorithm in plain torch: the speed limit for the circuit core.
 
 This is the best straightforward torch implementation of what ``structures.hmm`` compiles to,
-written without any circuit machinery, so that ``bench_hmm.py`` can measure what the generic
+written without any circuit machinery, so that :mod:`pcdiff.bench.hmm` can measure what the generic
 compiled layout costs over it:
 
 * parameters are logits, normalized by a softmax on every call (as the compiled circuit does), so

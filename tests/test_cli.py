@@ -1,0 +1,99 @@
+"""The command line end to end on a tiny budget: demo, train → sample → eval, convert, and errors."""
+import json
+import subprocess
+import sys
+
+import pytest
+
+from pcdiff.cli import main
+
+TINY = ["--max-length", "6", "--backbone-steps", "8", "--layer-steps", "4", "--hidden", "8", "--quiet", "--seed", "3"]
+
+
+@pytest.fixture(scope="module")
+def words_file(tmp_path_factory):
+    path = tmp_path_factory.mktemp("data") / "words.txt"
+    words = ["cat", "dog", "bird", "fish", "cow", "owl", "bee", "ant", "eel", "yak", "emu", "ram"] * 3
+    path.write_text("\n".join(words) + "\n")
+    return path
+
+
+@pytest.fixture(scope="module")
+def demo_run(tmp_path_factory, words_file):
+    out = tmp_path_factory.mktemp("demo") / "run"
+    assert main(["demo", "--data", str(words_file), "--out", str(out), "--samples", "40", *TINY]) == 0
+    return out
+
+
+def test_demo_writes_results_report_and_plots(demo_run):
+    results = json.loads((demo_run / "results.json").read_text())
+    fractions = {"0.25", "0.5", "0.75", "1.0"}
+    for method in ("one_step", "sequential", "codd"):
+        assert set(results["perplexity"][method]) == fractions
+        assert all(v > 1.0 for v in results["perplexity"][method].values())
+    assert set(results["gap_closed"]) == fractions
+    block = results["settings"]["block_length"]
+    assert set(results["generation"]["codd"]) == {str(s) for s in {1, 2, 3, 4, block}}
+    for mode in ("factorized", "codd"):
+        for cell in results["generation"][mode].values():
+            assert 0.0 <= cell["valid"] <= 1.0 and 0.0 <= cell["malformed"] <= 1.0
+            assert cell["distinct_valid"] <= 40
+        assert set(results["infill"][mode]) == {"0.25", "0.5", "0.75"}
+    assert results["timing"]["overhead_ratio"] > 0
+    assert results["settings"]["backbone"]["steps"] == 8
+    assert "final_loss" in json.dumps(results["settings"]) or "train_loss" in json.dumps(results["settings"])
+    assert (demo_run / "results.md").read_text().startswith("# pcdiff demo")
+    for plot in ("perplexity.png", "generation.png", "infill.png"):
+        assert (demo_run / plot).stat().st_size > 1000
+
+
+def test_sample_and_eval_read_the_run_back(demo_run, capsys, tmp_path):
+    assert main(["sample", str(demo_run), "--num", "5", "--steps", "2", "--seed", "1"]) == 0
+    lines = [line for line in capsys.readouterr().out.splitlines() if line.strip()]
+    assert len(lines) == 5 and all(line.split()[-1] in {"real", "new", "malformed"} for line in lines)
+    assert main(["sample", str(demo_run), "--num", "5", "--steps", "2", "--seed", "1"]) == 0
+    assert [line for line in capsys.readouterr().out.splitlines() if line.strip()] == lines   # seeded
+    assert main(["eval", str(demo_run), "--out", str(tmp_path), "--samples", "20", "--quiet"]) == 0
+    assert json.loads((tmp_path / "results.json").read_text())["evaluation"]["num_samples"] == 20
+
+
+def test_convert_exports_the_trained_circuit(demo_run, tmp_path):
+    import structures
+    target = tmp_path / "layer.jpc"
+    assert main(["convert", str(demo_run), str(target)]) == 0
+    circuit = structures.load_jpc(target)
+    assert circuit.num_vars == json.loads((demo_run / "run.json").read_text())["block_length"]
+    again = tmp_path / "again.jpc"
+    assert main(["convert", str(target), str(again)]) == 0
+    assert structures.load_jpc(again).num_parameters == circuit.num_parameters
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["demo", "--data", "/no/such/file.txt"], "/no/such/file.txt"),
+    (["sample", "/no/such/run"], "/no/such/run"),
+    (["convert", "/no/such.jpc", "out.jpc"], "/no/such.jpc"),
+])
+def test_user_errors_are_one_line(argv, message, capsys):
+    assert main(argv + (["--quiet"] if argv[0] == "demo" else [])) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and message in err and "Traceback" not in err
+
+
+def test_empty_and_too_long_data_are_one_line(tmp_path, capsys):
+    empty = tmp_path / "empty.txt"
+    empty.write_text("\n\n")
+    assert main(["train", "--data", str(empty), *TINY]) == 2
+    assert "empty.txt" in capsys.readouterr().err
+    long = tmp_path / "long.txt"
+    long.write_text("short\n" + "x" * 500 + "\n")
+    code = main(["train", "--data", str(long), *TINY])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and "\n" not in err and "long.txt" in err
+
+
+def test_unknown_option_and_help_exit_cleanly():
+    result = subprocess.run([sys.executable, "-m", "pcdiff", "demo", "--no-such-option"], capture_output=True,
+                            text=True)
+    assert result.returncode == 2 and "unrecognized arguments" in result.stderr
+    result = subprocess.run([sys.executable, "-m", "pcdiff", "--help"], capture_output=True, text=True)
+    assert result.returncode == 0 and "demo" in result.stdout

@@ -1,0 +1,351 @@
+"""CoDDBlockDistribution is exact: normalized log-probabilities, marginals, joint and any-order
+samples and MAP all agree with brute-force enumeration of p̂ ∝ C(x) · Π_masked softmax(logits/T)."""
+import networkx as nx
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import structures
+from brute import brute_free_joint, brute_marginals, consistent, free_index, \
+    goodness_of_fit_pvalue, log_measure, logsumexp
+from pcdiff.distribution import CoDDBlockDistribution
+from strategies import circuits, seeds
+
+exact = settings(max_examples=30, deadline=None)
+LOGIT_KINDS = ("normal", "huge", "neg_inf")
+
+
+# ----------------------------------------------------------------------------- reference
+def reference_evidence(logits: np.ndarray, masked: np.ndarray, temperature, mask_id=None) -> np.ndarray:
+    """numpy soft evidence: log softmax(logits / T) at masked positions, 0 at decoded ones."""
+    z = logits / np.asarray(temperature, dtype=np.float64).reshape(-1, 1, 1)
+    e = z - logsumexp(z, axis=-1)[..., None]
+    if mask_id is not None and 0 <= mask_id < logits.shape[-1]:
+        e[..., mask_id] = -np.inf
+    return np.where(masked[..., None], e, 0.0)
+
+
+def brute_rows(circuit, tokens, masked, e):
+    """Per row: (completions [N, L], their exact log p̂ [N]) by enumeration."""
+    xs, _ = log_measure(circuit)
+    out = []
+    for b in range(len(tokens)):
+        keep = consistent(xs, tokens[b], ~masked[b])
+        _, logp = log_measure(circuit, e[b])
+        logp = logp[keep]
+        out.append((xs[keep], logp - logsumexp(logp)))
+    return out
+
+
+def random_block(rng, circuit, batch, kind, temperature=None, force_masked=True):
+    """(logits, tokens with the mask id V at masked positions, masked, temperature) as float64 tensors."""
+    n, vocab = circuit.num_vars, circuit.vocab_size
+    scale = {"normal": 2.0, "huge": 1e4, "neg_inf": 3.0}[kind]
+    logits = rng.normal(size=(batch, n, vocab)) * scale
+    if kind == "neg_inf":
+        ban = rng.random(logits.shape) < 0.5
+        ban[np.arange(batch)[:, None], np.arange(n)[None, :], rng.integers(0, vocab, (batch, n))] = False
+        logits[ban] = -np.inf
+    masked = rng.random((batch, n)) < 0.6
+    if force_masked:
+        masked[np.arange(batch), rng.integers(0, n, batch)] = True
+    tokens = np.stack([rng.integers(0, v, batch) for v in circuit.vocab_sizes], 1)
+    tokens = np.where(masked, vocab, tokens)                                 # the mask id V sits at masked entries
+    t = rng.uniform(0.1, 3.0, size=batch) if temperature is None else np.full(batch, temperature)
+    return torch.from_numpy(logits), torch.from_numpy(tokens), torch.from_numpy(masked), torch.from_numpy(t)
+
+
+def assert_log_close(actual, expected, rtol=1e-9):
+    actual, expected = np.asarray(actual, dtype=np.float64), np.asarray(expected, dtype=np.float64)
+    assert not np.isnan(actual).any()
+    assert np.array_equal(np.isneginf(actual), np.isneginf(expected)), (actual, expected)
+    finite = np.isfinite(expected)
+    assert np.all(np.abs(actual[finite] - expected[finite]) <= rtol * np.maximum(1.0, np.abs(expected[finite])))
+
+
+def log_prob_table(dist, completions):
+    """log_prob of each row's completions, via one [N, B, L] call (rows padded by repetition)."""
+    longest = max(len(c) for c in completions)
+    value = torch.stack([torch.from_numpy(c[np.arange(longest) % len(c)]) for c in completions], 1)
+    lp = dist.log_prob(value).detach().numpy()                               # [N, B]
+    return [lp[:len(c), b] for b, c in enumerate(completions)]
+
+
+def check_exact(circuit, dist, logits, tokens, masked, t, mask_id=None):
+    e = reference_evidence(logits.numpy(), masked.numpy(), t.numpy(), mask_id)
+    rows = brute_rows(circuit, tokens.numpy(), masked.numpy(), e)
+    if mask_id is not None:                                                  # log_prob refuses the mask id
+        rows = [(xs[keep], lp[keep]) for b, (xs, lp) in enumerate(rows)
+                for keep in [~((xs == mask_id) & masked[b].numpy()).any(1)]]
+    for (xs, expected), actual in zip(rows, log_prob_table(dist, [xs for xs, _ in rows])):
+        assert_log_close(actual, expected)
+        assert np.exp(actual).sum() == pytest.approx(1.0, abs=1e-9)
+    marg = dist.marginals().numpy()
+    for b in range(len(tokens)):
+        np.testing.assert_allclose(marg[b], brute_marginals(circuit, tokens[b].numpy(), ~masked[b].numpy(), e[b]),
+                                   atol=1e-9)
+
+
+def brute_z(circuit, tokens, masked, e):
+    xs, _ = log_measure(circuit)
+    return np.array([logsumexp(np.where(consistent(xs, tokens[b], ~masked[b]), log_measure(circuit, e[b])[1], -np.inf))
+                     for b in range(len(tokens))])
+
+
+# ----------------------------------------------------------------------------- exactness
+@exact
+@given(circuits(), st.sampled_from(LOGIT_KINDS), seeds)
+def test_log_prob_and_marginals_match_brute_force(circuit, kind, seed):
+    model = structures.compile(circuit, dtype=torch.float64)
+    logits, tokens, masked, t = random_block(np.random.default_rng(seed), circuit, 3, kind)
+    dist = CoDDBlockDistribution(model, logits, tokens, masked, temperature=t, mask_id=circuit.vocab_size)
+    e = reference_evidence(logits.numpy(), masked.numpy(), t.numpy())
+    if np.isneginf(brute_z(circuit, tokens.numpy(), masked.numpy(), e)).any():
+        with pytest.raises(ValueError, match="probability zero"):
+            dist.log_normalizer
+        return
+    check_exact(circuit, dist, logits, tokens, masked, t)
+
+
+def test_mask_id_inside_the_vocabulary_is_banned():
+    circuit = structures.hmm(4, 2, 4, seed=3)
+    model = structures.compile(circuit, dtype=torch.float64)
+    logits, _, masked, t = random_block(np.random.default_rng(0), circuit, 2, "normal")
+    tokens = torch.where(masked, torch.tensor(2), torch.tensor(1))
+    dist = CoDDBlockDistribution(model, logits, tokens, masked, temperature=t, mask_id=2)
+    check_exact(circuit, dist, logits, tokens, masked, t, mask_id=2)
+    assert (dist.marginals()[..., 2][masked] == 0).all()
+    with pytest.raises(ValueError, match="mask id 2"):
+        dist.log_prob(tokens)
+
+
+def test_everything_decoded_is_certain():
+    circuit = structures.hmm(3, 2, 3, seed=0)
+    tokens = torch.tensor([[0, 1, 2]])
+    dist = CoDDBlockDistribution(structures.compile(circuit, dtype=torch.float64), torch.randn(1, 3, 3,
+                                 dtype=torch.float64), tokens, torch.zeros(1, 3, dtype=torch.bool))
+    assert float(dist.log_prob(tokens).detach()) == pytest.approx(0.0, abs=1e-12)
+    assert torch.equal(dist.sample(), tokens) and torch.equal(dist.sample_any_order(), tokens)
+
+
+# ----------------------------------------------------------------------------- samplers
+def coupled_circuits():
+    rng = np.random.default_rng(0)
+    base = rng.integers(0, 3, (300, 1))
+    data = np.where(rng.random((300, 4)) < 0.7, base, rng.integers(0, 3, (300, 4)))
+    sticky = np.array([[0.9, 0.05, 0.05], [0.05, 0.9, 0.05], [0.05, 0.05, 0.9]])
+    return {
+        "hmm": structures.hmm(4, 3, 3, transition=sticky, emission=sticky, initial=[0.3, 0.3, 0.4]),
+        "chain": structures.hidden_chain(4, 2, 3, span=[[0], [1, 2], [3]], emitter=structures.mixture_emitter(2),
+                                         seed=1),
+        "tree": structures.latent_tree(nx.star_graph(3), 3, 3, seed=2),
+        "hclt": structures.hclt(data, 2, 3, seed=3),
+        "mixture": structures.mixture(structures.hmm(4, 2, 3, seed=4), structures.hmm(4, 2, 3, seed=5)),
+    }
+
+
+def block_for(circuit, seed, batch):
+    """Two fixed blocks (3 masked positions each, one decoded), repeated to ``batch`` rows."""
+    rng = np.random.default_rng(seed)
+    logits = torch.from_numpy(rng.normal(size=(2, 4, circuit.vocab_size)) * 2)
+    masked = torch.tensor([[True, True, True, False], [True, False, True, True]])
+    tokens = torch.where(masked, circuit.vocab_size, torch.from_numpy(rng.integers(0, circuit.vocab_size, (2, 4))))
+    t = torch.tensor([0.8, 1.3], dtype=torch.float64)
+    reps = batch // 2
+    return [x.repeat(reps, *([1] * (x.dim() - 1))) for x in (logits, tokens, masked, t)]
+
+
+def gof_pvalues(circuit, samples, tokens, masked, logits, t):
+    """Goodness of fit of sampled blocks [N, B0·reps, L] to the brute-force p̂ of the first two rows."""
+    e = reference_evidence(logits[:2].numpy(), masked[:2].numpy(), t[:2].numpy())
+    pvalues = []
+    for b in range(2):
+        free = np.flatnonzero(masked[b].numpy())
+        probs = brute_free_joint(circuit, tokens[b].numpy(), ~masked[b].numpy(), e[b])
+        draws = samples[:, b::2].reshape(-1, samples.shape[-1]).numpy()
+        assert (draws[:, ~masked[b].numpy()] == tokens[b].numpy()[~masked[b].numpy()]).all()
+        pvalues.append(goodness_of_fit_pvalue(free_index(draws, free, circuit.vocab_sizes), probs))
+    return pvalues
+
+
+@pytest.mark.parametrize("name", sorted(coupled_circuits()))
+def test_joint_samples_follow_p_hat(name):
+    circuit = coupled_circuits()[name]
+    logits, tokens, masked, t = block_for(circuit, 11, 2)
+    dist = CoDDBlockDistribution(structures.compile(circuit, dtype=torch.float64), logits, tokens, masked, t)
+    samples = dist.sample((3000,), generator=torch.Generator().manual_seed(0))
+    assert samples.shape == (3000, 2, 4)
+    assert min(gof_pvalues(circuit, samples, tokens, masked, logits, t)) > 1e-3
+
+
+@pytest.mark.parametrize("order", ["confidence", "margin", "entropy", "random", "given"])
+@pytest.mark.parametrize("name", ["hmm", "chain", "hclt"])
+def test_any_order_samples_follow_p_hat(name, order):
+    circuit = coupled_circuits()[name]
+    logits, tokens, masked, t = block_for(circuit, 12, 3000)
+    dist = CoDDBlockDistribution(structures.compile(circuit, dtype=torch.float64), logits, tokens, masked, t)
+    generator = torch.Generator().manual_seed(1)
+    if order == "given":
+        order = torch.stack([torch.randperm(4, generator=generator) for _ in range(len(tokens))])
+    samples, steps = dist.sample_any_order(order, generator=generator, return_order=True)
+    assert min(gof_pvalues(circuit, samples[None], tokens, masked, logits, t)) > 1e-3
+    assert ((steps >= 0) == masked).all()
+    if isinstance(order, torch.Tensor):                                     # steps follow the given order
+        for b in range(4):
+            given_masked = order[b][masked[b][order[b]]]
+            positions = masked[b].nonzero().flatten()
+            assert torch.equal(positions[torch.argsort(steps[b][positions])], given_masked)
+
+
+def test_goodness_of_fit_rejects_independent_tokens():
+    """The test has power: tokens drawn independently from the exact marginals fail it."""
+    circuit = coupled_circuits()["hmm"]
+    logits, tokens, masked, t = block_for(circuit, 11, 3000)
+    dist = CoDDBlockDistribution(structures.compile(circuit, dtype=torch.float64), logits, tokens, masked, t)
+    marg = dist.marginals()
+    independent = torch.distributions.Categorical(probs=marg).sample()
+    assert min(gof_pvalues(circuit, independent[None], tokens, masked, logits, t)) < 1e-6
+
+
+# ----------------------------------------------------------------------------- MAP and the baseline
+@exact
+@given(circuits(), seeds)
+def test_map_by_enumeration_is_the_brute_force_maximum(circuit, seed):
+    logits, tokens, masked, t = random_block(np.random.default_rng(seed), circuit, 2, "normal")
+    dist = CoDDBlockDistribution(structures.compile(circuit, dtype=torch.float64), logits, tokens, masked, t)
+    e = reference_evidence(logits.numpy(), masked.numpy(), t.numpy())
+    if np.isneginf(brute_z(circuit, tokens.numpy(), masked.numpy(), e)).any():
+        with pytest.raises(ValueError, match="probability zero"):
+            dist.map()
+        return
+    result = dist.map()
+    assert result.exact.all()
+    for b, (xs, logp) in enumerate(brute_rows(circuit, tokens.numpy(), masked.numpy(), e)):
+        assert float(result.log_prob[b]) == pytest.approx(logp.max(), abs=1e-9)
+    torch.testing.assert_close(result.log_prob, dist.log_prob(result.assignment))
+    assert torch.equal(dist.mode(), result.assignment)
+
+
+def test_max_product_map_is_flagged_approximate_and_exact_without_latents():
+    factorized = structures.Circuit(structures.Product(*[structures.Categorical(i, 1, 3, probs=p[None])
+                                                         for i, p in enumerate(np.random.default_rng(0).dirichlet(
+                                                             np.ones(3), 4))]))
+    logits, tokens, masked, t = random_block(np.random.default_rng(1), factorized, 3, "normal")
+    dist = CoDDBlockDistribution(structures.compile(factorized, dtype=torch.float64), logits, tokens, masked, t)
+    approx, exact_ = dist.map(exact_limit=0), dist.map()
+    assert not approx.exact.any() and exact_.exact.all()
+    assert torch.equal(approx.assignment, exact_.assignment)                # no latent sums: max-product is exact
+
+
+def test_factorized_is_the_tempered_backbone():
+    logits = torch.randn(2, 3, 4)
+    dist = CoDDBlockDistribution(structures.compile(structures.hmm(3, 2, 4)), logits,
+                                 torch.zeros(2, 3, dtype=torch.long), torch.ones(2, 3, dtype=torch.bool), temperature=0.5)
+    base = dist.factorized()
+    assert isinstance(base, torch.distributions.Categorical) and base.batch_shape == (2, 3)
+    torch.testing.assert_close(base.probs, torch.softmax(logits / 0.5, -1))
+    assert dist.batch_shape == (2,) and dist.event_shape == (3,)
+
+
+# ----------------------------------------------------------------------------- gradients and errors
+def test_gradients_are_finite_for_extreme_logits():
+    circuit = structures.hmm(4, 3, 4, seed=0)
+    model = structures.compile(circuit, dtype=torch.float32)
+    logits = (torch.randn(3, 4, 4) * 1e4)
+    logits[0, 1, :2] = float("-inf")                                         # banned tokens
+    logits.requires_grad_(True)
+    masked = torch.tensor([[True, True, False, True], [True] * 4, [False, True, True, False]])
+    tokens = torch.tensor([[0, 0, 1, 0], [0] * 4, [2, 0, 0, 3]])
+    dist = CoDDBlockDistribution(model, logits, tokens, masked, temperature=0.3)
+    value = dist.sample(generator=torch.Generator().manual_seed(0))
+    loss = -dist.log_prob(value).sum()
+    loss.backward()
+    assert torch.isfinite(loss)
+    assert torch.isfinite(logits.grad).all()
+    assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
+
+
+def test_impossible_blocks_raise():
+    model = structures.compile(structures.hmm(3, 2, 3), dtype=torch.float64)
+    logits = torch.zeros(2, 3, 3, dtype=torch.float64)
+    logits[1, 2] = float("-inf")                                             # every candidate banned
+    dist = CoDDBlockDistribution(model, logits, torch.zeros(2, 3, dtype=torch.long), torch.ones(2, 3, dtype=torch.bool))
+    for query in (lambda: dist.log_normalizer, dist.marginals, dist.sample, dist.map, dist.sample_any_order):
+        with pytest.raises(ValueError, match=r"probability zero in batch row\(s\) \[1\]"):
+            query()
+    emit = np.array([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]])                      # token 2 never emitted
+    model = structures.compile(structures.hmm(3, 2, 3, emission=emit), dtype=torch.float64)
+    dist = CoDDBlockDistribution(model, torch.zeros(1, 3, 3, dtype=torch.float64), torch.tensor([[2, 0, 0]]),
+                                 torch.tensor([[False, True, True]]))
+    with pytest.raises(ValueError, match="probability zero"):
+        dist.log_normalizer
+
+
+def _dist(**overrides):
+    model = structures.compile(structures.hmm(3, 2, 4))
+    args = dict(model=model, logits=torch.randn(2, 3, 4), tokens=torch.tensor([[0, 1, 4], [4, 2, 3]]),
+                masked=torch.tensor([[False, False, True], [True, False, False]]))
+    args.update(overrides)
+    return CoDDBlockDistribution(**args, mask_id=4)
+
+
+@pytest.mark.parametrize("overrides, error, message", [
+    (dict(logits=torch.randn(2, 3, 5)), ValueError, "vocabulary mismatch"),
+    (dict(logits=torch.randn(2, 4, 4)), ValueError, "block length is 3"),
+    (dict(logits=torch.randn(3, 4)), ValueError, r"logits must have shape \[B, L, V\]"),
+    (dict(logits=torch.zeros(2, 3, 4, dtype=torch.long)), TypeError, "logits must be a float tensor"),
+    (dict(logits=torch.full((2, 3, 4), float("nan"))), ValueError, "NaN"),
+    (dict(tokens=torch.zeros(2, 4, dtype=torch.long)), ValueError, "tokens must have shape"),
+    (dict(tokens=torch.tensor([[0, 9, 4], [4, 2, 3]])), ValueError, r"tokens\[0, 1\] = 9"),
+    (dict(tokens=torch.tensor([[0, 4, 4], [4, 2, 3]])), ValueError, "mask id at a position marked decoded"),
+    (dict(masked=torch.zeros(2, 3)), TypeError, "masked must be a bool tensor"),
+    (dict(masked=torch.zeros(2, 2, dtype=torch.bool)), ValueError, "masked must have shape"),
+    (dict(temperature=0.0), ValueError, "temperature must be finite and > 0"),
+    (dict(temperature=torch.tensor([1.0, -1.0])), ValueError, "temperature"),
+    (dict(temperature=torch.ones(3)), ValueError, r"temperature must be a float or a \[2\] tensor"),
+    (dict(model="hmm"), TypeError, "CompiledCircuit"),
+])
+def test_bad_arguments_are_named(overrides, error, message):
+    with pytest.raises(error, match=message):
+        _dist(**overrides)
+
+
+@pytest.mark.parametrize("value, error, message", [
+    (torch.tensor([[0, 1, 2], [1, 2, 3]]).float(), TypeError, "integer tensor"),
+    (torch.tensor([0, 1, 2]), ValueError, "shape"),
+    (torch.tensor([[0, 1, 4], [0, 2, 3]]), ValueError, "mask id 4"),
+    (torch.tensor([[0, 1, 2], [-1, 2, 3]]), ValueError, "outside"),
+    (torch.tensor([[1, 1, 2], [0, 2, 3]]), ValueError, "differs from tokens at a decoded"),
+])
+def test_log_prob_checks_its_value(value, error, message):
+    with pytest.raises(error, match=message):
+        _dist().log_prob(value)
+
+
+def test_bad_orders_are_refused():
+    dist = _dist()
+    with pytest.raises(ValueError, match="order must be one of"):
+        dist.sample_any_order("lowest")
+    with pytest.raises(ValueError, match="permutation"):
+        dist.sample_any_order(torch.tensor([[0, 0, 1], [0, 1, 2]]))
+
+
+def test_log_prob_accepts_sample_shapes():
+    dist = _dist()
+    samples = dist.sample((5, 2), generator=torch.Generator().manual_seed(0))
+    assert samples.shape == (5, 2, 2, 3)
+    lp = dist.log_prob(samples)
+    assert lp.shape == (5, 2, 2) and torch.isfinite(lp).all()
+    seeded = dist.sample(generator=torch.Generator().manual_seed(3))
+    assert torch.equal(dist.sample(torch.Generator().manual_seed(3)), seeded)      # sample(generator) works too
+
+
+def test_any_order_can_stop_after_some_positions():
+    dist = _dist(masked=torch.tensor([[True, True, True], [True, False, True]]),
+                 tokens=torch.tensor([[4, 4, 4], [4, 2, 4]]))
+    x, steps = dist.sample_any_order("entropy", generator=torch.Generator().manual_seed(0), return_order=True,
+                                     num_positions=1)
+    assert ((steps == 0).sum(-1) == 1).all() and (steps <= 0).all()
+    assert torch.equal(x[steps < 0], dist.given_tokens[steps < 0])

@@ -1,0 +1,346 @@
+"""The semi-autoregressive sampler: schedule, remasking rules, threshold, and the CoDD modes.
+
+Stub backbones give known logits and record every input they see, so the tests can replay the
+decoding step by step. The CoDD modes are checked by goodness of fit against a circuit's exact joint.
+"""
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import pytest
+import torch
+from scipy.stats import chisquare
+
+import structures
+from pcdiff.backbones import Backbone, BackboneOutput, TinyDiffusionTransformer
+from pcdiff.layer import CoDDLayer
+from pcdiff.sampler import confidence, generate, select_top, split_evenly
+
+V, MASK = 5, 7
+
+
+class StubBackbone(Backbone):
+    """logits = ``logits_fn(tokens)``; hidden = zeros; every input recorded in ``calls``."""
+
+    def __init__(self, logits_fn, vocab_size: int = V, mask_id: int = MASK):
+        super().__init__()
+        self.logits_fn, self.vocab_size, self.mask_id, self.hidden_size = logits_fn, vocab_size, mask_id, 2
+        self.calls: list[torch.Tensor] = []
+
+    def compute(self, tokens):
+        self.calls.append(tokens.clone())
+        logits = self.logits_fn(tokens).to(torch.float32)
+        return BackboneOutput(logits, torch.zeros(*tokens.shape, self.hidden_size))
+
+
+def fixed(table: torch.Tensor):
+    """Context-free logits: row i of ``table`` [N, V] at position i."""
+    return lambda tokens: table[: tokens.shape[1]].expand(tokens.shape[0], -1, -1)
+
+
+def contextual(length: int, vocab: int = V, seed: int = 0):
+    """Random logits that also depend on the token to the left (so later steps see new logits)."""
+    g = torch.Generator().manual_seed(seed)
+    table, shift = torch.randn(length, vocab, generator=g), torch.randn(vocab + MASK + 1, vocab, generator=g)
+    return lambda tokens: table[: tokens.shape[1]] + shift[tokens.roll(1, dims=1)]
+
+
+def spy(layer: CoDDLayer) -> list[tuple[tuple, float]]:
+    """Record the logits shape and masked fraction of every distribution the layer builds."""
+    seen, build = [], layer.distribution
+
+    def distribution(logits, hidden, tokens, masked, temperature=None):
+        seen.append((tuple(logits.shape), masked.float().mean().item()))
+        return build(logits, hidden, tokens, masked, temperature)
+    layer.distribution = distribution
+    return seen
+
+
+def hmm_layer(length: int, vocab: int = V, sticky: bool = False, seed: int = 0) -> CoDDLayer:
+    if sticky:   # strongly coupled positions: the chain stays put and emits its state's token
+        hidden = vocab
+        circuit = structures.hmm(length, hidden, vocab, initial=np.full(hidden, 1 / hidden),
+                                 transition=0.1 / hidden + 0.9 * np.eye(hidden),
+                                 emission=0.1 / vocab + 0.9 * np.eye(vocab))
+    else:
+        circuit = structures.hmm(length, 3, vocab, seed=seed)
+    return CoDDLayer(circuit, mask_id=MASK, dtype=torch.float64)
+
+
+def replay(backbone: StubBackbone, final: torch.Tensor) -> list[torch.Tensor]:
+    """The sequence before each backbone call, then the result."""
+    return [*backbone.calls, final]
+
+
+# ------------------------------------------------------------------------------------------ schedule
+
+def test_split_evenly_is_llada_schedule():
+    assert split_evenly(10, 4) == [3, 3, 2, 2]
+    assert split_evenly(4, 4) == [1, 1, 1, 1]
+    assert sum(split_evenly(32, 7)) == 32
+
+
+@pytest.mark.parametrize("codd", ["off", "joint", "any_order"])
+@pytest.mark.parametrize("remasking", ["low_confidence", "margin", "entropy", "random"])
+def test_each_position_decoded_once_in_block_order(codd, remasking):
+    prompt = torch.tensor([[0, 1, 2], [3, 4, 0]])
+    backbone = StubBackbone(contextual(3 + 8))
+    layer = hmm_layer(4) if codd != "off" else None
+    out = generate(backbone, prompt, layer=layer, gen_length=8, block_length=4, steps=6, remasking=remasking,
+                   codd=codd, generator=torch.Generator().manual_seed(1))
+    assert out.shape == (2, 11) and torch.equal(out[:, :3], prompt)
+    assert ((out >= 0) & (out < V)).all()
+    states = replay(backbone, out)
+    assert len(backbone.calls) == 6                                   # steps split 3 + 3 over the blocks
+    expected = [2, 1, 1, 2, 1, 1]                                     # 4 positions over 3 steps, per block
+    for t, (before, after) in enumerate(zip(states, states[1:])):
+        decided = before != MASK
+        assert torch.equal(after[decided], before[decided])          # committed positions never change
+        new = (before == MASK) & (after != MASK)
+        assert (new.sum(-1) == expected[t]).all()
+        lo = 3 + 4 * (t // 3)
+        assert not new[:, :lo].any() and not new[:, lo + 4:].any()   # only the current block
+        assert (before[:, lo + 4:] == MASK).all()                    # later blocks still masked
+
+
+def test_uneven_steps_and_batch_size_without_prompt():
+    backbone = StubBackbone(contextual(8))
+    out = generate(backbone, None, gen_length=8, block_length=4, steps=5, batch_size=3,
+                   generator=torch.Generator().manual_seed(0))
+    assert out.shape == (3, 8) and (out != MASK).all()
+    states = replay(backbone, out)
+    counts = [int(((a == MASK) & (b != MASK)).sum(-1)[0]) for a, b in zip(states, states[1:])]
+    assert counts == [2, 1, 1, 2, 2]                                  # blocks get 3 and 2 steps
+
+
+# ------------------------------------------------------------------------------------------ remasking rules
+
+# three positions whose order differs under each rule (V = 5)
+PROBS = torch.tensor([[0.60, 0.25, 0.05, 0.05, 0.05],     # top-1 .60, margin .35,  entropy 1.10
+                      [0.55, 0.45, 0.00, 0.00, 0.00],     # top-1 .55, margin .10,  entropy 0.69
+                      [0.58, 0.105, 0.105, 0.105, 0.105]])  # top-1 .58, margin .475, entropy 1.26
+
+
+def test_confidence_scores():
+    tokens = torch.zeros(1, 3, dtype=torch.long)
+    probs = PROBS.unsqueeze(0)
+    torch.testing.assert_close(confidence("low_confidence", probs, tokens)[0], PROBS[:, 0])
+    torch.testing.assert_close(confidence("margin", probs, tokens)[0], torch.tensor([0.35, 0.10, 0.475]))
+    entropy = -(PROBS * PROBS.clamp_min(1e-30).log()).sum(-1)
+    torch.testing.assert_close(confidence("entropy", probs, tokens)[0], torch.exp(-entropy))
+    with pytest.raises(ValueError, match="remasking"):
+        confidence("topprob", probs, tokens)
+
+
+def test_select_top_takes_count_best_candidates():
+    scores = torch.tensor([[0.9, 0.1, 0.5, 0.7], [0.2, 0.8, 0.8, 0.1]])
+    candidates = torch.tensor([[False, True, True, True], [True, True, True, True]])
+    pick = select_top(scores, candidates, torch.tensor([2, 1]))
+    assert pick.tolist() == [[False, False, True, True], [False, True, False, False]]   # ties go left
+
+
+@pytest.mark.parametrize("rule, order", [("low_confidence", [0, 2, 1]), ("margin", [2, 0, 1]),
+                                         ("entropy", [1, 0, 2])])
+def test_rules_commit_in_their_order(rule, order):
+    backbone = StubBackbone(fixed(PROBS.log()))
+    out = generate(backbone, None, gen_length=3, block_length=3, steps=3, remasking=rule, temperature=0)
+    states = replay(backbone, out)
+    committed = [int(((a == MASK) & (b != MASK))[0].nonzero()) for a, b in zip(states, states[1:])]
+    assert committed == order
+    assert out[0].tolist() == [0, 0, 0]                               # greedy: each position's argmax
+
+
+def test_random_rule_picks_uniformly():
+    backbone = StubBackbone(fixed(PROBS.log()))
+    out = generate(backbone, None, gen_length=3, block_length=3, steps=3, remasking="random", batch_size=600,
+                   generator=torch.Generator().manual_seed(0))
+    first = ((backbone.calls[1] != MASK).long().argmax(-1))
+    counts = torch.bincount(first, minlength=3)
+    assert (counts > 150).all(), counts                               # about 200 each
+    assert (out != MASK).all()
+
+
+# ------------------------------------------------------------------------------------ threshold, temperature, seeds
+
+THRESHOLD_PROBS = torch.tensor([[0.95, 0.05, 0, 0, 0], [0.3, 0.7, 0, 0, 0],
+                                [0.92, 0.08, 0, 0, 0], [0.5, 0.5, 0, 0, 0]]) + 1e-9
+
+
+def test_threshold_commits_everything_confident_then_follows_schedule():
+    backbone = StubBackbone(fixed(THRESHOLD_PROBS.log()))
+    out = generate(backbone, None, gen_length=4, block_length=4, steps=4, threshold=0.9, temperature=0)
+    states = replay(backbone, out)
+    new = [((a == MASK) & (b != MASK))[0].nonzero().flatten().tolist() for a, b in zip(states, states[1:])]
+    assert new == [[0, 2], [1], [3]]                                  # the block ends after 3 calls, not 4
+    assert out[0].tolist() == [0, 1, 0, 0]
+
+
+@pytest.mark.parametrize("codd", ["off", "joint", "any_order"])
+def test_threshold_extremes(codd):
+    layer = hmm_layer(4) if codd != "off" else None
+    everything = StubBackbone(contextual(8))
+    generate(everything, None, layer=layer, gen_length=8, block_length=4, steps=8, threshold=0.0, codd=codd)
+    assert len(everything.calls) == 2                                 # one call per block
+    nothing = StubBackbone(contextual(8))
+    generate(nothing, None, layer=layer, gen_length=8, block_length=4, steps=8, threshold=1.0, codd=codd)
+    assert len(nothing.calls) == 8                                    # plain schedule
+
+
+def test_temperature_zero_is_greedy_and_ignores_the_seed():
+    table = torch.randn(6, V, generator=torch.Generator().manual_seed(3))
+    runs = [generate(StubBackbone(fixed(table)), None, gen_length=6, block_length=3, steps=2, temperature=0,
+                     batch_size=2, generator=torch.Generator().manual_seed(s)) for s in (0, 1)]
+    assert torch.equal(runs[0], runs[1])
+    assert torch.equal(runs[0][0], table.argmax(-1))
+
+
+@pytest.mark.parametrize("codd", ["off", "joint", "any_order"])
+def test_seeded_runs_reproduce(codd):
+    layer = hmm_layer(4) if codd != "off" else None
+
+    def run(seed):
+        return generate(StubBackbone(contextual(8)), None, layer=layer, gen_length=8, block_length=4, steps=4,
+                        codd=codd, batch_size=16, generator=torch.Generator().manual_seed(seed))
+    assert torch.equal(run(0), run(0))
+    assert not torch.equal(run(0), run(1))
+
+
+# ------------------------------------------------------------------------------------------ CoDD modes
+
+def joint_table(layer: CoDDLayer) -> tuple[list[tuple], np.ndarray]:
+    """Every assignment of the block and its probability under the circuit."""
+    length, vocab = layer.block_length, layer.vocab_size
+    outcomes = list(itertools.product(range(vocab), repeat=length))
+    probs = layer.circuit.log_prob(torch.tensor(outcomes)).detach().exp().numpy()
+    return outcomes, probs / probs.sum()
+
+
+def fit_pvalue(samples: torch.Tensor, outcomes, probs) -> float:
+    index = {o: k for k, o in enumerate(outcomes)}
+    counts = np.bincount([index[tuple(s)] for s in samples.tolist()], minlength=len(outcomes))
+    return chisquare(counts, probs * len(samples)).pvalue
+
+
+@pytest.mark.parametrize("codd, steps, remasking", [("joint", 1, "low_confidence"), ("any_order", 1, "low_confidence"),
+                                                    ("any_order", 3, "low_confidence"), ("joint", 3, "margin")])
+def test_codd_samples_the_circuits_joint(codd, steps, remasking):
+    # uniform logits: p̂ is the circuit itself, so the sampler must reproduce the circuit's joint
+    layer = hmm_layer(3, vocab=3, sticky=True)
+    outcomes, probs = joint_table(layer)
+    backbone = StubBackbone(lambda t: torch.zeros(*t.shape, 3), vocab_size=3)
+    out = generate(backbone, None, layer=layer, gen_length=3, block_length=3, steps=steps, codd=codd,
+                   remasking=remasking, batch_size=4000, generator=torch.Generator().manual_seed(0))
+    assert fit_pvalue(out, outcomes, probs) > 1e-3
+
+
+def test_joint_with_low_confidence_over_several_steps_is_tilted():
+    # the rule keeps the positions whose *sampled* token is likely: documented bias, unlike any_order's
+    layer = hmm_layer(3, vocab=3, sticky=True)
+    outcomes, probs = joint_table(layer)
+    backbone = StubBackbone(lambda t: torch.zeros(*t.shape, 3), vocab_size=3)
+    out = generate(backbone, None, layer=layer, gen_length=3, block_length=3, steps=3, codd="joint",
+                   batch_size=4000, generator=torch.Generator().manual_seed(0))
+    assert fit_pvalue(out, outcomes, probs) < 1e-6
+
+
+def test_factorized_sampling_cannot_reach_the_joint():
+    # the best any one-step factorized sampler can do: exact per-position marginals of the circuit
+    layer = hmm_layer(3, vocab=3, sticky=True)
+    outcomes, probs = joint_table(layer)
+    marginals = layer.circuit.marginals(torch.zeros(1, 3, dtype=torch.long), torch.zeros(1, 3, dtype=torch.bool))
+    backbone = StubBackbone(lambda t: marginals.log().expand(t.shape[0], -1, -1), vocab_size=3)
+    out = generate(backbone, None, gen_length=3, block_length=3, steps=1, batch_size=4000,
+                   generator=torch.Generator().manual_seed(0))
+    assert fit_pvalue(out, outcomes, probs) < 1e-6
+    same = (out == out[:, :1]).all(-1).float().mean()
+    assert same < 0.3 < (probs[[0, 13, 26]].sum())                     # the circuit mostly repeats one token
+
+
+def test_greedy_codd_is_deterministic_and_joint_greedy_is_the_map():
+    layer = hmm_layer(3, vocab=3, seed=4)
+    outcomes, probs = joint_table(layer)
+    backbone = StubBackbone(lambda t: torch.zeros(*t.shape, 3), vocab_size=3)
+    for codd in ("joint", "any_order"):
+        runs = [generate(backbone, None, layer=layer, gen_length=3, block_length=3, steps=1, codd=codd,
+                         temperature=0, generator=torch.Generator().manual_seed(s)) for s in (0, 1)]
+        assert torch.equal(runs[0], runs[1])
+    joint = generate(backbone, None, layer=layer, gen_length=3, block_length=3, steps=1, codd="joint", temperature=0)
+    assert tuple(joint[0].tolist()) == outcomes[int(probs.argmax())]
+
+
+@pytest.mark.parametrize("pc_frac, fractions", [(0.6, [0.5, 0.25]), (0.5, [0.25]), (1.0, [0.75, 0.5, 0.25])])
+def test_pc_frac_gates_the_circuit_and_the_layer_sees_one_block(pc_frac, fractions):
+    layer = hmm_layer(4)
+    seen = spy(layer)
+    backbone = StubBackbone(contextual(2 + 8))
+    generate(backbone, torch.tensor([[0, 1]] * 3), layer=layer, gen_length=8, block_length=4, steps=8,
+             codd="joint", pc_frac=pc_frac, generator=torch.Generator().manual_seed(0))
+    assert len(backbone.calls) == 8 and all(c.shape == (3, 10) for c in backbone.calls)
+    # masked fractions per block: 1, .75, .5, .25; the circuit runs only strictly below pc_frac
+    assert [frac for _, frac in seen] == fractions * 2
+    assert all(shape == (3, 4, V) for shape, _ in seen)
+
+
+def test_pc_frac_above_full_mask_keeps_the_factorized_output():
+    layer = hmm_layer(3, vocab=3, sticky=True)
+    seen = spy(layer)
+    backbone = StubBackbone(lambda t: torch.zeros(*t.shape, 3), vocab_size=3)
+    out = generate(backbone, None, layer=layer, gen_length=3, block_length=3, steps=1, codd="joint", pc_frac=0.9,
+                   batch_size=2000, generator=torch.Generator().manual_seed(0))
+    assert not seen
+    assert fit_pvalue(out, [o for o in itertools.product(range(3), repeat=3)], np.full(27, 1 / 27)) > 1e-3
+
+
+@pytest.mark.parametrize("codd", ["off", "joint", "any_order"])
+def test_a_mask_id_inside_the_vocabulary_is_never_generated(codd):
+    favour_mask = torch.tensor([0.0, 0.0, 0.0, 0.0, 9.0]).expand(8, -1)   # mask id 4 is a vocabulary row
+    backbone = StubBackbone(fixed(favour_mask), mask_id=4)
+    layer = CoDDLayer(structures.hmm(4, 3, V), mask_id=4) if codd != "off" else None
+    out = generate(backbone, None, layer=layer, gen_length=8, block_length=4, steps=4, codd=codd, batch_size=8,
+                   generator=torch.Generator().manual_seed(0))
+    assert len(backbone.calls) == 4 and not (out == 4).any()
+
+
+def test_tiny_transformer_end_to_end():
+    torch.manual_seed(0)
+    backbone = TinyDiffusionTransformer(V, MASK, block_length=8, dim=16, depth=1, heads=2).eval()
+    layer = hmm_layer(4)
+    prompt = torch.randint(0, V, (2, 4))
+    for codd in ("off", "joint", "any_order"):
+        out = generate(backbone, prompt, layer=layer, gen_length=4, block_length=4, steps=2, codd=codd,
+                       generator=torch.Generator().manual_seed(0))
+        assert out.shape == (2, 8) and torch.equal(out[:, :4], prompt) and (out < V).all()
+
+
+# ------------------------------------------------------------------------------------------ argument checks
+
+@pytest.mark.parametrize("kwargs, match", [
+    (dict(gen_length=6, block_length=4), "multiple of block_length"),
+    (dict(steps=0), "steps"),
+    (dict(steps=9), "steps"),
+    (dict(remasking="topprob"), "remasking"),
+    (dict(temperature=-1.0), "temperature"),
+    (dict(threshold=1.5), "threshold"),
+    (dict(threshold=0.5, remasking="random"), "random"),
+    (dict(codd="pc"), "codd"),
+    (dict(codd="joint"), "needs a CoDD layer"),
+    (dict(codd="joint", layer="block3"), "block_length"),
+    (dict(codd="joint", layer="vocab3"), "vocabulary"),
+    (dict(codd="joint", layer="mask0"), "mask id"),
+    (dict(pc_frac=0.5), "pc_frac"),
+    (dict(codd="joint", layer="ok", pc_frac=0.0), "pc_frac"),
+    (dict(generator=0), "generator"),
+    (dict(prompt=torch.zeros(2, 3)), "prompt"),
+    (dict(prompt=torch.zeros(3, dtype=torch.long)), "prompt"),
+    (dict(prompt=torch.full((1, 2), MASK)), r"prompt\[0, 0\]"),
+    (dict(prompt=torch.zeros(2, 1, dtype=torch.long), batch_size=3), "batch_size"),
+])
+def test_arguments_are_checked(kwargs, match):
+    layers = {"ok": hmm_layer(4), "block3": hmm_layer(3), "vocab3": hmm_layer(4, vocab=3),
+              "mask0": CoDDLayer(structures.hmm(4, 3, V), mask_id=0)}
+    args = dict(prompt=None, gen_length=8, block_length=4, steps=4) | kwargs
+    if isinstance(args.get("layer"), str):
+        args["layer"] = layers[args["layer"]]
+    with pytest.raises(ValueError, match=match):
+        generate(StubBackbone(contextual(8)), args.pop("prompt"), **args)
