@@ -3,7 +3,8 @@
 :func:`save_jpc` writes one that ``juice.load`` accepts.
 
 The format, the pyjuice quirks handled and the choices made are described in
-:mod:`structures.jpc.reader`, :mod:`structures.jpc.writer` and :mod:`structures.jpc.safe_pickle`.
+:mod:`structures.jpc.reader` (with :mod:`~structures.jpc.entries`, :mod:`~structures.jpc.tables`
+and :mod:`~structures.jpc.ties`), :mod:`structures.jpc.writer` and :mod:`structures.jpc.safe_pickle`.
 """
 from .reader import load_jpc, load_jpc_roots, read_jpc_entries
 from .safe_pickle import JpcError

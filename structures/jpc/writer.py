@@ -33,7 +33,7 @@ import numpy as np
 from ..circuit import Circuit
 from ..nodes import Categorical, NodeGroup, Product, Sum, iter_groups
 from ..validate import validate_groups
-from .reader import FLOAT64_KEY, _check_path
+from .entries import FLOAT64_KEY, check_path
 from .safe_pickle import JpcError, categorical_dist_pickle
 
 DEFAULT_MAX_BLOCK_SIZE = 32
@@ -210,7 +210,7 @@ def save_jpc(circuit: Circuit | NodeGroup, path, *, block_size: int = DEFAULT_MA
     vector with block size 1). The write is atomic: a temporary file in the same folder is
     moved over ``path`` only once complete.
     """
-    path = _check_path(path)
+    path = check_path(path)
     if type(block_size) is not int or block_size < 1 or block_size & (block_size - 1):
         raise JpcError(f"block_size must be a power of two, got {block_size!r}")
     if isinstance(circuit, Circuit):
