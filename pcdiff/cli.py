@@ -55,7 +55,10 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--samples", type=int, default=2000, help="generated items per setting")
     _common(demo)
 
-    train = commands.add_parser("train", help="train a backbone and a CoDD layer into a run folder")
+    train = commands.add_parser("train", help="train a backbone and a CoDD layer into a run folder",
+                                description="Train a backbone and a CoDD layer into a run folder. Under "
+                                            "`torchrun --nproc_per_node N -m pcdiff train ...` the layer trains "
+                                            "with DistributedDataParallel over the N processes.")
     _data_options(train)
     _model_options(train)
     train.add_argument("--out", help="run folder to create (default: a fresh pcdiff-runs/run-N)")
@@ -134,12 +137,19 @@ def cmd_demo(args) -> int:
 
 
 def cmd_train(args) -> int:
+    """Under torchrun (``torchrun --nproc_per_node N -m pcdiff train …``) every process runs this: the
+    layer trains with DDP over the N processes and only rank 0 prints and writes the run folder."""
     from .demo import train_run
+    from .distributed import session
     from .runs import fresh_run_directory, save_run
-    out = fresh_run_directory(args.out)
-    run = train_run(**_train_options(args))
-    save_run(run, out)
-    print(f"saved run to {out}")
+    options = _train_options(args)
+    with session(options["device"]) as (world, device):
+        out = fresh_run_directory(args.out) if world.is_main else None
+        run = train_run(**{**options, "device": device, "progress": options["progress"] and world.is_main})
+        if world.is_main:
+            save_run(run, out)
+            print(f"saved run to {out}")
+        world.barrier()
     return 0
 
 

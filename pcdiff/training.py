@@ -10,11 +10,16 @@ useless, so the cache holds ``cache_maskings`` fixed random maskings per trainin
 paper precomputes the logits once); each step picks one of them at random. Entries are computed
 on first use, so the cost is min(items × maskings, steps × batch) backbone rows, and the memory
 is items × maskings × L × (V [+ D when the adapter reads hidden states]) values of ``cache_dtype``.
+
+Under torchrun the same function trains with DDP; :mod:`pcdiff.distributed` says how the global
+batch is shared so that the result equals the single-process run.
 """
 from __future__ import annotations
 
+import math
 import pathlib
 import time
+import warnings
 
 import torch
 from tqdm.auto import tqdm
@@ -23,11 +28,14 @@ from .backbones.protocol import Backbone
 from .backbones.training import _mask_noise
 from .checkpoint import CheckpointError, latest_checkpoint, load_checkpoint, load_layer_state, save_checkpoint
 from .data import ItemData
+from .distributed import World, launched, world as current_world
 from .layer import CoDDLayer
 
 __all__ = ["train_codd_layer", "evaluate_nll", "heldout_objective", "check_compatible"]
 
 KEEP_CHECKPOINTS = 2
+#: Rank r > 0 seeds its dropout stream with seed + r · this (rank 0's is the single-process stream).
+RANK_SEED_STRIDE = 7919
 
 
 def check_compatible(layer: CoDDLayer, backbone: Backbone, length: int | None = None) -> None:
@@ -43,70 +51,93 @@ def check_compatible(layer: CoDDLayer, backbone: Backbone, length: int | None = 
         raise ValueError(f"sequence length {length} is not a multiple of the layer's block length {layer.block_length}")
 
 
-def _forward(backbone: Backbone, x0, masked, need_grad: bool):
+def _forward(backbone: Backbone, x0, masked, need_grad: bool, module=None):
+    """Backbone outputs for x0 with ``masked`` positions masked; ``module``: the backbone in DDP."""
     xt = torch.where(masked, torch.full_like(x0, backbone.mask_id), x0)
     with torch.set_grad_enabled(need_grad):
-        out = backbone(xt)
+        out = (module or backbone)(xt)
     return out.logits, out.hidden
 
 
 class _BackboneCache:
-    """Fixed maskings [N, K] per training item and the frozen backbone's outputs, filled on first use."""
+    """Fixed maskings of every training item and the frozen backbone's outputs, filled on first use.
 
-    def __init__(self, backbone, train: torch.Tensor, maskings: int, keep_hidden: bool, generator, dtype):
+    Entry e = item · K + k is the item's k-th of K maskings. Every rank draws the maskings of all
+    entries from the same generator (the single-process stream) and keeps those it owns
+    (``world.owns``), at local index e // world.size: the cache is sharded over the ranks.
+    """
+
+    def __init__(self, backbone, train: torch.Tensor, maskings: int, keep_hidden: bool, generator, dtype,
+                 world: World):
         n, length = train.shape
-        t, mask = _mask_noise(train.repeat_interleave(maskings, 0), generator)
-        self.t, self.mask = t.view(n, maskings), mask.view(n, maskings, length)
-        self.train, self.backbone, self.maskings = train, backbone, maskings
-        self.logits = torch.zeros(n, maskings, length, backbone.vocab_size, dtype=dtype)   # lazily written pages
-        self.hidden = torch.zeros(n, maskings, length, backbone.hidden_size, dtype=dtype) if keep_hidden else None
-        self.filled = torch.zeros(n, maskings, dtype=torch.bool)
+        t, mask = _mask_noise(train.new_empty(n * maskings, length), generator)    # only the shape is read
+        mine = slice(world.rank, None, world.size)
+        self.t, self.mask = t[mine].clone(), mask[mine].clone()                       # [E_local], [E_local, L]
+        self.train, self.backbone, self.maskings, self.world = train, backbone, maskings, world
+        size = len(self.t)
+        self.logits = torch.zeros(size, length, backbone.vocab_size, dtype=dtype)   # lazily written pages
+        self.hidden = torch.zeros(size, length, backbone.hidden_size, dtype=dtype) if keep_hidden else None
+        self.filled = torch.zeros(size, dtype=torch.bool)
 
-    def get(self, rows: torch.Tensor, which: torch.Tensor, device):
-        todo = torch.unique(rows * self.maskings + which)
-        todo = todo[~self.filled.view(-1)[todo]]
+    def get(self, entries: torch.Tensor, device):
+        """(t, mask, logits, hidden) of owned ``entries`` [B'] (global entry numbers)."""
+        local = entries // self.world.size
+        todo = torch.unique(local)
+        todo = todo[~self.filled[todo]]
         if len(todo):
-            r, k = todo // self.maskings, todo % self.maskings
-            logits, hidden = _forward(self.backbone, self.train[r].to(device), self.mask[r, k].to(device), False)
-            self.logits[r, k] = logits.to(self.logits.dtype).cpu()
+            items = (todo * self.world.size + self.world.rank) // self.maskings
+            logits, hidden = _forward(self.backbone, self.train[items].to(device), self.mask[todo].to(device), False)
+            self.logits[todo] = logits.to(self.logits.dtype).cpu()
             if self.hidden is not None:
-                self.hidden[r, k] = hidden.to(self.hidden.dtype).cpu()
-            self.filled[r, k] = True
-        hidden = self.hidden[rows, which].to(device).float() if self.hidden is not None else None
-        return self.t[rows, which].to(device), self.mask[rows, which].to(device), \
-            self.logits[rows, which].to(device).float(), hidden
+                self.hidden[todo] = hidden.to(self.hidden.dtype).cpu()
+            self.filled[todo] = True
+        hidden = self.hidden[local].to(device).float() if self.hidden is not None else None
+        return self.t[local].to(device), self.mask[local].to(device), self.logits[local].to(device).float(), hidden
 
 
-def _objective(layer, logits, hidden, x0, masked, t) -> tuple[torch.Tensor, torch.Tensor]:
-    """(CoDD loss, factorized loss): Σ_b nll_b / t_b / (B · N); the factorized one (the backbone's
-    softmax at the layer's temperature, as ``CoDDBlockDistribution.factorized``) without gradient."""
-    nll = layer.nll(logits, hidden if layer.needs_hidden else None, x0, masked)            # [B]
+def _objective(layer, logits, hidden, x0, masked, t, tokens: int | None = None,
+               module=None) -> tuple[torch.Tensor, torch.Tensor]:
+    """(CoDD loss, factorized loss): Σ_b nll_b / t_b / tokens (default B · N); the factorized one (the
+    backbone's softmax at the layer's temperature, as ``CoDDBlockDistribution.factorized``) without
+    gradient. ``module``: the layer in DDP (its forward is the NLL)."""
+    tokens = x0.numel() if tokens is None else tokens
+    nll = (module or layer)(logits, hidden if layer.needs_hidden else None, x0, masked)   # [B]
     with torch.no_grad():
         logq = torch.log_softmax(logits.float() / layer.temperature, -1).gather(-1, x0.unsqueeze(-1)).squeeze(-1)
         fact = -torch.where(masked, logq, torch.zeros_like(logq)).sum(-1)
-    return (nll / t).sum() / x0.numel(), (fact / t).sum() / x0.numel()
+    return (nll / t).sum() / tokens, (fact / t).sum() / tokens
 
 
 @torch.no_grad()
-def heldout_objective(layer: CoDDLayer, backbone: Backbone, x0: torch.Tensor, seed: int = 1234,
-                      batch_size: int = 512) -> dict:
-    """The training objective on ``x0`` with fixed noise: {"codd": ..., "factorized": ...} (nats per token)."""
-    generator = torch.Generator().manual_seed(seed)
+def _objective_sums(layer, backbone, x0: torch.Tensor, noise, batch_size: int, world: World) -> list[float]:
+    """[Σ CoDD, Σ factorized] of nll_b / t_b over the rows of x0. Chunk by chunk, ``noise(chunk)`` draws
+    (t, masked) for the whole chunk on every rank (one process's stream); each rank scores its part
+    of the chunk and the sums are reduced over the ranks."""
     was = backbone.training
     backbone.eval()
-    totals = {"codd": 0.0, "factorized": 0.0}
+    sums = torch.zeros(2, dtype=torch.float64)
     for start in range(0, len(x0), batch_size):
-        chunk = x0[start:start + batch_size].to(backbone.device)
-        t, masked = _mask_noise(chunk, generator)
-        logits, hidden = _forward(backbone, chunk, masked, False)
-        codd, fact = _objective(layer, logits, hidden, chunk, masked, t)
-        totals["codd"] += float(codd) * len(chunk)
-        totals["factorized"] += float(fact) * len(chunk)
+        chunk = x0[start:start + batch_size]
+        t, masked = noise(chunk)
+        part = world.split(len(chunk))
+        if part.stop > part.start:
+            rows, masked, t = (v[part].to(backbone.device) for v in (chunk, masked, t))
+            logits, hidden = _forward(backbone, rows, masked, False)
+            sums += torch.stack(_objective(layer, logits, hidden, rows, masked, t, tokens=1)).double().cpu()
     backbone.train(was)
-    return {k: v / len(x0) for k, v in totals.items()}
+    return world.sum(sums).tolist()
 
 
-@torch.no_grad()
+def heldout_objective(layer: CoDDLayer, backbone: Backbone, x0: torch.Tensor, seed: int = 1234,
+                      batch_size: int = 512, world: World | None = None) -> dict:
+    """The training objective on ``x0`` with fixed noise: {"codd": ..., "factorized": ...} (nats per token).
+    With a ``world`` of several ranks, all call it and all get the single-process value."""
+    generator = torch.Generator().manual_seed(seed)
+    codd, fact = _objective_sums(layer, backbone, x0, lambda chunk: _mask_noise(chunk, generator), batch_size,
+                                 world or World())
+    return {"codd": codd / max(x0.numel(), 1), "factorized": fact / max(x0.numel(), 1)}
+
+
 def evaluate_nll(layer: CoDDLayer, backbone: Backbone, data_tensor: torch.Tensor, masked_fraction: float,
                  seed: int = 0, batch_size: int = 512) -> dict:
     """Per-masked-token NLL (nats) of CoDD and of the factorized backbone when exactly
@@ -117,21 +148,14 @@ def evaluate_nll(layer: CoDDLayer, backbone: Backbone, data_tensor: torch.Tensor
         raise ValueError(f"data_tensor must be a non-empty [N, L] tensor, got {tuple(data_tensor.shape)}")
     check_compatible(layer, backbone, data_tensor.shape[1])
     generator = torch.Generator().manual_seed(seed)
-    was = backbone.training
-    backbone.eval()
     n, length = data_tensor.shape
     count = max(1, round(masked_fraction * length))
-    codd = fact = 0.0
-    for start in range(0, n, batch_size):
-        x0 = data_tensor[start:start + batch_size].to(backbone.device)
-        chosen = torch.rand(len(x0), length, generator=generator).argsort(-1)[:, :count]
-        masked = torch.zeros(len(x0), length, dtype=torch.bool).scatter_(1, chosen, True).to(x0.device)
-        logits, hidden = _forward(backbone, x0, masked, False)
-        ones = torch.ones(len(x0), device=x0.device)
-        c, f = _objective(layer, logits, hidden, x0, masked, ones)
-        codd += float(c) * x0.numel()
-        fact += float(f) * x0.numel()
-    backbone.train(was)
+
+    def noise(chunk):                                          # t = 1: plain NLL of the masked tokens
+        chosen = torch.rand(len(chunk), length, generator=generator).argsort(-1)[:, :count]
+        return torch.ones(len(chunk)), torch.zeros(len(chunk), length, dtype=torch.bool).scatter_(1, chosen, True)
+
+    codd, fact = _objective_sums(layer, backbone, data_tensor, noise, batch_size, World())
     tokens = n * count
     return {"codd": codd / tokens, "factorized": fact / tokens, "masked_fraction": masked_fraction,
             "masked_per_row": count, "num_masked_tokens": tokens}
@@ -160,7 +184,12 @@ def train_codd_layer(layer: CoDDLayer, backbone: Backbone, data: ItemData, steps
     factorized backbone) runs every ``eval_every`` steps and at the end; checkpoints go
     to ``checkpoint_dir`` every ``checkpoint_every`` (default ``eval_every``) steps and at the end;
     ``resume`` continues the newest one there (same step counter, optimizer and RNG states).
-    Returns {"steps", "seconds", "train_loss", "heldout", "history"}.
+
+    In a process group (torchrun, :func:`pcdiff.distributed.init`) every rank calls this alike:
+    ``batch_size`` is the global batch, shared out over the ranks; the layer (and a jointly trained
+    backbone) trains in DDP from rank 0's backbone; all ranks stop at the same step; only rank 0
+    writes checkpoints (to resume, all ranks must see ``checkpoint_dir``) and shows progress.
+    Returns {"steps", "seconds", "train_loss", "heldout", "history", "world_size"} on every rank.
     """
     if steps is None and seconds is None:
         raise ValueError("give steps or seconds (or both) to bound training")
@@ -174,6 +203,10 @@ def train_codd_layer(layer: CoDDLayer, backbone: Backbone, data: ItemData, steps
         raise ValueError(f"data vocabulary (size {data.vocab.size}, mask {data.vocab.mask_id}) does not match the "
                          f"backbone (vocab_size {backbone.vocab_size}, mask_id {backbone.mask_id})")
     check_compatible(layer, backbone, data.block_length)
+    world = current_world()
+    if world.size == 1 and launched():
+        warnings.warn("WORLD_SIZE > 1 but no process group is running: this process trains alone "
+                      "(call pcdiff.distributed.init() first to train together)", stacklevel=2)
     device = layer.circuit.device
     train, heldout = data.encode_train(), data.encode_heldout()[:eval_items]
     weights = torch.tensor(data.train_weights, dtype=torch.float64) if data.train_weights is not None else None
@@ -187,13 +220,19 @@ def train_codd_layer(layer: CoDDLayer, backbone: Backbone, data: ItemData, steps
         groups.append({"params": list(backbone.parameters()), "lr": lr if backbone_lr is None else backbone_lr})
     optimizer = torch.optim.Adam(groups, lr=lr)
     data_gen = torch.Generator().manual_seed(seed)
+    world.share(backbone)                 # ranks may have trained their backbones apart: use rank 0's
     cached = freeze_backbone and cache_backbone
     cache = _BackboneCache(backbone.eval(), train, cache_maskings, layer.needs_hidden,
-                           torch.Generator().manual_seed(seed + 1), cache_dtype) if cached else None
+                           torch.Generator().manual_seed(seed + 1), cache_dtype, world) if cached else None
     step, elapsed_before, history, recent = 0, 0.0, [], []
-    torch_rng = torch.Generator().manual_seed(seed).get_state()  # dropout's RNG for joint training
+    # dropout's RNG for joint training: one stream per rank, so ranks do not drop the same units
+    torch_rng = torch.Generator().manual_seed(seed + RANK_SEED_STRIDE * world.rank).get_state()
 
-    if resume and latest_checkpoint(checkpoint_dir) is not None:
+    found = latest_checkpoint(checkpoint_dir) if resume else None
+    if len(set(world.gather(found and found.name))) > 1:
+        raise CheckpointError(f"the ranks see different checkpoints in {checkpoint_dir}: resuming needs a "
+                              f"directory every rank shares")
+    if found is not None:
         tensors, config = load_checkpoint(checkpoint_dir)
         if config.get("kind") != "codd-training":
             raise CheckpointError(f"{checkpoint_dir}: not a CoDD training checkpoint")
@@ -207,59 +246,89 @@ def train_codd_layer(layer: CoDDLayer, backbone: Backbone, data: ItemData, steps
                                       if k.startswith("backbone.")})
         _load_optimizer(optimizer, tensors, config["optimizer"])
         data_gen.set_state(tensors["rng.data"])
-        torch_rng = tensors["rng.torch"]
+        # a checkpoint written by fewer ranks has no stream for this one: keep the fresh one
+        torch_rng = tensors.get(f"rng.torch.{world.rank}" if world.rank else "rng.torch", torch_rng)
         step, elapsed_before, history = config["step"], config["seconds"], config["history"]
+    # wrapped after loading (DDP copies rank 0's parameters when built); called for the gradient sync
+    layer_module = world.wrap(layer)
+    backbone_module = world.wrap(backbone) if not freeze_backbone else backbone
 
     def evaluate() -> dict:
         record = {"steps": step, "seconds": elapsed_before + time.perf_counter() - start,
                   "train_loss": sum(recent) / len(recent) if recent else None,
-                  "heldout": heldout_objective(layer, backbone, heldout, seed=seed + 2) if len(heldout) else None}
+                  "heldout": heldout_objective(layer, backbone, heldout, seed=seed + 2, world=world)
+                  if len(heldout) else None}
         history.append(record)
         return record
 
     def checkpoint() -> None:
         if checkpoint_dir is None:
             return
-        tensors = {f"layer.{k}": v for k, v in layer.state_dict().items()}
-        if not freeze_backbone:
-            tensors.update({f"backbone.{k}": v for k, v in backbone.state_dict().items()})
-        opt_tensors, opt_config = _flatten_optimizer(optimizer)
-        tensors.update(opt_tensors)
-        tensors["rng.data"], tensors["rng.torch"] = data_gen.get_state(), torch.get_rng_state()
-        config = {"kind": "codd-training", "layer": layer.config(), "train": run_config, "step": step,
-                  "seconds": elapsed_before + time.perf_counter() - start, "history": history,
-                  "optimizer": opt_config}
-        directory = pathlib.Path(checkpoint_dir)
-        save_checkpoint(directory / f"step-{step:09d}", tensors, config)
-        for old in sorted(directory.glob("step-*.json"))[:-KEEP_CHECKPOINTS]:
-            old.with_suffix(".safetensors").unlink(missing_ok=True)
-            old.unlink()
+        rng_states = world.gather(torch.get_rng_state())
+        if world.is_main:
+            tensors = {f"layer.{k}": v for k, v in layer.state_dict().items()}
+            if not freeze_backbone:
+                tensors.update({f"backbone.{k}": v for k, v in backbone.state_dict().items()})
+            opt_tensors, opt_config = _flatten_optimizer(optimizer)
+            tensors.update(opt_tensors)
+            tensors.update({f"rng.torch.{r}" if r else "rng.torch": state for r, state in enumerate(rng_states)})
+            tensors["rng.data"] = data_gen.get_state()
+            config = {"kind": "codd-training", "layer": layer.config(), "train": run_config, "step": step,
+                      "seconds": elapsed_before + time.perf_counter() - start, "history": history,
+                      "optimizer": opt_config}
+            directory = pathlib.Path(checkpoint_dir)
+            save_checkpoint(directory / f"step-{step:09d}", tensors, config)
+            for old in sorted(directory.glob("step-*.json"))[:-KEEP_CHECKPOINTS]:
+                old.with_suffix(".safetensors").unlink(missing_ok=True)
+                old.unlink()
+        world.barrier()
 
-    bar = tqdm(total=steps, initial=step, disable=not progress, desc="train CoDD layer", unit="step")
+    def keep_going() -> bool:
+        go = (steps is None or step < steps) and (seconds is None or time.perf_counter() - start < seconds)
+        return world.agree(go) if seconds is not None else go     # clocks differ: rank 0 decides for all
+
+    bar = tqdm(total=steps, initial=step, disable=not progress or not world.is_main, desc="train CoDD layer",
+               unit="step")
     start = time.perf_counter()
     every = checkpoint_every or eval_every
+    tokens = batch_size * train.shape[1]                            # the global batch normalizes every part
     with torch.random.fork_rng(devices=[]):
         torch.set_rng_state(torch_rng)
         backbone.train(not freeze_backbone)
-        while (steps is None or step < steps) and (seconds is None or time.perf_counter() - start < seconds):
+        while keep_going():
+            # the global batch, drawn alike on every rank; then this rank's part of it
             rows = torch.multinomial(weights, batch_size, replacement=True, generator=data_gen) \
                 if weights is not None else torch.randint(len(train), (batch_size,), generator=data_gen)
-            x0 = train[rows].to(device)
+            logits = hidden = None
             if cache is not None:
-                which = torch.randint(cache_maskings, (batch_size,), generator=data_gen)
-                t, masked, logits, hidden = cache.get(rows, which, backbone.device)
+                entries = rows * cache_maskings + torch.randint(cache_maskings, (batch_size,), generator=data_gen)
+                mine = world.owns(entries)
+                x0 = train[rows[mine]].to(device)
+                if len(x0):
+                    t, masked, logits, hidden = cache.get(entries[mine], backbone.device)
             else:
-                t, masked = _mask_noise(x0, data_gen)
-                logits, hidden = _forward(backbone, x0, masked, not freeze_backbone)
-            loss, _ = _objective(layer, logits.to(device), hidden, x0, masked.to(device), t.to(device))
-            if not torch.isfinite(loss):
-                raise FloatingPointError(f"CoDD training loss became {loss.item()} at step {step}")
+                t, masked = _mask_noise(train[rows], data_gen)
+                part = world.split(batch_size)
+                x0, t, masked = train[rows[part]].to(device), t[part], masked[part]
+            weight = 1.0
+            if not len(x0):   # nothing of this batch is ours: a zero-weight stand-in keeps DDP's collectives in step
+                x0, weight = train[rows[:1]].to(device), 0.0
+                t, masked = torch.ones(1), torch.ones_like(x0, dtype=torch.bool)
+            if logits is None:
+                logits, hidden = _forward(backbone, x0.to(backbone.device), masked.to(backbone.device),
+                                          not freeze_backbone, module=backbone_module)
+            part_loss, _ = _objective(layer, logits.to(device), hidden, x0, masked.to(device), t.to(device),
+                                      tokens=tokens, module=layer_module)
+            part_loss = part_loss * weight
+            loss = float(world.sum(part_loss.detach()))                 # the whole batch's loss, on every rank
+            if not math.isfinite(loss):
+                raise FloatingPointError(f"CoDD training loss became {loss} at step {step}")
             optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            (part_loss * world.size).backward()                         # DDP averages: the sum of the parts
             torch.nn.utils.clip_grad_norm_([p for g in groups for p in g["params"]], grad_clip)
             optimizer.step()
             step += 1
-            recent = (recent + [loss.item()])[-50:]
+            recent = (recent + [loss])[-50:]
             bar.update(1)
             bar.set_postfix(loss=f"{sum(recent) / len(recent):.4f}")
             if eval_every and step % eval_every == 0:
@@ -274,7 +343,7 @@ def train_codd_layer(layer: CoDDLayer, backbone: Backbone, data: ItemData, steps
         final = history[-1] if history and history[-1]["steps"] == step else evaluate()
         if not every or step % every:
             checkpoint()
-    return {**final, "history": history}
+    return {**final, "history": history, "world_size": world.size}
 
 
 def _flatten_optimizer(optimizer) -> tuple[dict, dict]:
