@@ -7,7 +7,9 @@ decoded, the rest masked) and a compiled circuit C over the block,
 
 with decoded positions clamped to their tokens. The backbone's log-probabilities enter the circuit
 as soft evidence at the masked leaves, so one upward pass gives the normalizer Z, its gradient the
-exact marginals, and a top-down walk exact joint samples (see :mod:`structures.queries`).
+exact marginals, and a top-down walk exact joint samples (see :mod:`structures.queries`). With
+``top_k`` each masked position keeps only its k most likely tokens and p̂ is exact on that support
+(see :mod:`pcdiff.evidence`).
 """
 from __future__ import annotations
 
@@ -18,7 +20,10 @@ from torch.distributions import Categorical, Distribution, constraints
 
 import structures
 
-__all__ = ["CoDDBlockDistribution", "MapResult", "soft_evidence"]
+from .distribution_checks import check_arguments, check_force_include, check_value, temperature_tensor
+from .evidence import candidate_evidence, check_top_k, soft_evidence
+
+__all__ = ["CoDDBlockDistribution", "MapResult", "SampleWithMarginals", "soft_evidence"]
 
 ORDER_RULES = ("confidence", "margin", "entropy", "random")
 
@@ -31,22 +36,11 @@ class MapResult(NamedTuple):
     exact: torch.Tensor
 
 
-def soft_evidence(logits: torch.Tensor, masked: torch.Tensor, temperature: torch.Tensor,
-                  banned: int | None = None) -> torch.Tensor:
-    """log_softmax(logits / T) at masked positions (-inf at token ``banned``), 0 at decoded ones: [B, L, V].
-
-    A masked row whose logits are all -inf stays all -inf (an impossible block, reported by the
-    caller) instead of turning into NaN; decoded rows are zeroed *before* the softmax so that
-    whatever they hold cannot leak NaN into gradients.
-    """
-    keep = masked.unsqueeze(-1)                                              # [B, L, 1]
-    z = torch.where(keep, logits / temperature.reshape(-1, 1, 1), torch.zeros_like(logits))
-    dead = torch.isneginf(z).all(dim=-1, keepdim=True)                      # [B, L, 1]
-    e = torch.log_softmax(torch.where(dead, torch.zeros_like(z), z), dim=-1)
-    e = torch.where(dead, torch.full_like(e, float("-inf")), e)
-    if banned is not None and 0 <= banned < e.shape[-1]:
-        e = torch.where(keep, e.index_fill(-1, torch.tensor([banned], device=e.device), float("-inf")), e)
-    return e
+class SampleWithMarginals(NamedTuple):
+    """``sample`` [*sample_shape, B, L] exact joint samples; ``marginals`` [B, L, V] the exact
+    marginals (or [B, L, k] over :attr:`CoDDBlockDistribution.candidate_ids`)."""
+    sample: torch.Tensor
+    marginals: torch.Tensor
 
 
 class CoDDBlockDistribution(Distribution):
@@ -65,18 +59,27 @@ class CoDDBlockDistribution(Distribution):
         validate_args: check every argument (and every ``log_prob`` value) up front.
         mask_id: the backbone's mask id; if it lies inside the vocabulary it is banned at masked
             positions (p̂ never predicts the mask) and rejected in ``log_prob``'s values.
+        top_k: None (every token), or k in [1, V]: each masked position keeps its k most likely
+            tokens and p̂ is exact on that support, renormalized (leaf cost L·H·k instead of L·H·V).
+        force_include: [B, L] long, with ``top_k``: these tokens (e.g. the training targets x0) join
+            the candidates of the masked positions, replacing the least likely where missing.
 
     ``batch_shape`` is [B], ``event_shape`` is [L]. Queries: :meth:`log_prob`, :meth:`marginals`,
-    :meth:`sample`, :meth:`sample_any_order`, :meth:`mode` / :meth:`map`, :meth:`factorized`;
-    :attr:`log_normalizer` is computed lazily. A block with Z = 0 raises ValueError.
+    :meth:`sample`, :meth:`sample_with_marginals`, :meth:`sample_any_order`, :meth:`mode` /
+    :meth:`map`, :meth:`factorized`; :attr:`log_normalizer` is computed lazily. A block with Z = 0
+    raises ValueError.
     """
 
     arg_constraints: dict = {}   # checked by hand: the constraints couple shapes across arguments
 
     def __init__(self, model, logits, tokens, masked, temperature=1.0, log_params=None, node_potentials=None,
-                 validate_args=True, mask_id: int | None = None):
+                 validate_args=True, mask_id: int | None = None, top_k: int | None = None,
+                 force_include: torch.Tensor | None = None):
         if validate_args:
-            _check_arguments(model, logits, tokens, masked, mask_id)
+            check_arguments(model, logits, tokens, masked, mask_id)
+        self.top_k = check_top_k(top_k, model.vocab_size)
+        if force_include is not None:
+            check_force_include(force_include, masked, self.top_k, model.vocab_size)
         device, dtype = model.device, model.dtype
         batch, length = tokens.shape
         self.model = model
@@ -84,11 +87,16 @@ class CoDDBlockDistribution(Distribution):
         self.masked = masked.to(device)
         self.given_tokens = tokens.to(device)
         self.tokens = torch.where(self.masked, torch.zeros_like(self.given_tokens), self.given_tokens)  # 0 at masked
-        self.temperature = _temperature(temperature, batch, device, dtype, validate_args)
+        self.temperature = temperature_tensor(temperature, batch, device, dtype, validate_args)
         self.mask_id = mask_id
         self.log_params = log_params
         self.node_potentials = node_potentials
-        self.evidence = soft_evidence(self.logits.to(dtype), self.masked, self.temperature, mask_id)   # [B, L, V]
+        if self.top_k is None:
+            self.evidence = soft_evidence(self.logits.to(dtype), self.masked, self.temperature, mask_id)  # [B, L, V]
+        else:                                                                                   # [B, L, k]
+            self.evidence = candidate_evidence(self.logits.to(dtype), self.tokens, self.masked, self.temperature,
+                                               self.top_k, mask_id, None if force_include is None
+                                               else force_include.to(device).long())
         self._log_z: torch.Tensor | None = None
         super().__init__(torch.Size([batch]), torch.Size([length]), validate_args=False)
         self._validate_args = validate_args
@@ -97,6 +105,28 @@ class CoDDBlockDistribution(Distribution):
     @property
     def support(self):
         return constraints.integer_interval(0, self.model.vocab_size - 1)
+
+    @property
+    def candidate_ids(self) -> torch.Tensor:
+        """[B, L, k] the tokens each position may take (k = V without ``top_k``: every token); the
+        ``over_candidates`` marginals are aligned with it. At decoded positions slot 0 holds the token."""
+        if self.top_k is not None:
+            return self.evidence.ids
+        vocab = torch.arange(self.model.vocab_size, device=self.tokens.device)
+        return vocab.expand(*self.tokens.shape, -1)
+
+    def candidate_slot(self, value: torch.Tensor) -> torch.Tensor:
+        """[..., B, L] where each token of ``value`` [..., B, L] (within the candidates, e.g. a sample)
+        sits in :attr:`candidate_ids`: the token itself without ``top_k``."""
+        if self.top_k is None:
+            return value
+        return (value.unsqueeze(-1) == self.evidence.ids).long().argmax(-1)
+
+    def _over_vocab(self, probs: torch.Tensor, over_candidates: bool) -> torch.Tensor:
+        """Marginals from the core ([B, L, V], or [B, L, k] with top-k) as the caller asked for them."""
+        if self.top_k is None or over_candidates:
+            return probs
+        return self.evidence.scatter(probs, self.model.vocab_size)
 
     @property
     def num_masked(self) -> torch.Tensor:
@@ -151,12 +181,30 @@ class CoDDBlockDistribution(Distribution):
         score = self._score(flat, rows).reshape(*sample_shape, *self.batch_shape)
         return score - self.log_normalizer
 
-    def marginals(self) -> torch.Tensor:
-        """[B, L, V] exact marginals of p̂ (one-hot at decoded positions)."""
+    def marginals(self, over_candidates: bool = False) -> torch.Tensor:
+        """[B, L, V] exact marginals of p̂ (one-hot at decoded positions); with ``over_candidates``
+        [B, L, k], the probability of each of :attr:`candidate_ids` (no [B, L, V] tensor with top-k)."""
         self._require_possible()
         with torch.no_grad():
-            return self.model.marginals(self.tokens, ~self.masked, self.evidence.detach(),
-                                        **self._query_args(detach=True))
+            probs = self.model.marginals(self.tokens, ~self.masked, self.evidence.detach(),
+                                         **self._query_args(detach=True))
+        return self._over_vocab(probs, over_candidates)
+
+    def sample_with_marginals(self, sample_shape=torch.Size(), generator: torch.Generator | None = None,
+                              over_candidates: bool = False) -> SampleWithMarginals:
+        """:meth:`sample` and :meth:`marginals` together, from one upward pass of the circuit (and
+        its backward) instead of three: the core's ``sample_and_marginals``."""
+        if isinstance(sample_shape, torch.Generator):
+            sample_shape, generator = torch.Size(), sample_shape
+        sample_shape = torch.Size(sample_shape)
+        n = sample_shape.numel()
+        with torch.no_grad():
+            out = self.model.sample_and_marginals(self.tokens, ~self.masked, self.evidence.detach(), num_samples=n,
+                                                  generator=generator, **self._query_args(detach=True))
+        if self._log_z is None:
+            self._log_z = out.log_normalizer                  # no gradient: recomputed if one is needed
+        sample = out.sample.reshape(*sample_shape, *self.batch_shape, *self.event_shape)
+        return SampleWithMarginals(sample, self._over_vocab(out.marginals, over_candidates))
 
     def sample(self, sample_shape=torch.Size(), generator: torch.Generator | None = None) -> torch.Tensor:
         """Exact joint samples of every masked position: [*sample_shape, B, L] (decoded positions kept).
@@ -197,8 +245,10 @@ class CoDDBlockDistribution(Distribution):
             active = ~fixed.all(-1)                                          # [B] rows with work left
             score = -rank if rank is not None else _order_score(order, marg, generator)
             pos = score.masked_fill(fixed, float("-inf")).argmax(-1)          # [B]
-            probs = marg[rows, pos].clamp_min(0)                              # [B, V]
+            probs = marg[rows, pos].clamp_min(0)                              # [B, V] (or [B, k]: candidates)
             token = torch.multinomial(probs, 1, generator=generator).squeeze(-1)
+            if self.top_k is not None:
+                token = self.evidence.ids[rows, pos].gather(-1, token.unsqueeze(-1)).squeeze(-1)
             x[rows[active], pos[active]] = token[active]
             step_of[rows[active], pos[active]] = step
             fixed = fixed.clone()
@@ -227,10 +277,12 @@ class CoDDBlockDistribution(Distribution):
         Rows with at most ``exact_limit`` completions (V ** num_masked) are enumerated: exact. The
         others use the core's max-product pass, which is exact for circuits without latent sums
         (or deterministic ones) and otherwise maximizes over tokens *and* latent states jointly
-        (Viterbi for an HMM): an approximation of the token MAP, flagged by ``exact`` False.
+        (Viterbi for an HMM): an approximation of the token MAP, flagged by ``exact`` False. With
+        ``top_k`` only the candidates count (k ** num_masked completions).
         """
         self._require_possible()
-        small = float(self.model.vocab_size) ** self.num_masked.double() <= exact_limit     # [B]
+        choices = float(self.top_k or self.model.vocab_size)
+        small = choices ** self.num_masked.double() <= exact_limit                          # [B]
         with torch.no_grad():
             x = self.tokens.clone()
             if not bool(small.all()):
@@ -248,14 +300,16 @@ class CoDDBlockDistribution(Distribution):
 
     def _enumerate_best(self, rows: torch.Tensor) -> torch.Tensor:
         """[len(rows), L] the best completion of each of ``rows``, by scoring every completion at once."""
-        vocab, device = self.model.vocab_size, rows.device
+        device = rows.device
         candidates, owner = [], []
         for j, b in enumerate(rows.tolist()):
             positions = self.masked[b].nonzero().flatten()
-            codes = torch.arange(vocab ** len(positions), device=device)
-            digits = (codes.unsqueeze(-1) // vocab ** torch.arange(len(positions), device=device)) % vocab
+            ids = self.candidate_ids[b, positions]                            # [m, k]
+            k = ids.shape[-1]
+            codes = torch.arange(k ** len(positions), device=device)
+            digits = (codes.unsqueeze(-1) // k ** torch.arange(len(positions), device=device)) % k
             x = self.tokens[b].expand(len(codes), -1).clone()
-            x[:, positions] = digits                                          # [V^m, L]
+            x[:, positions] = ids[torch.arange(len(positions), device=device), digits]          # [k^m, L]
             candidates.append(x)
             owner.append(torch.full((len(x),), j, device=device))
         x, owner = torch.cat(candidates), torch.cat(owner)
@@ -270,23 +324,13 @@ class CoDDBlockDistribution(Distribution):
 
     # ------------------------------------------------------------------ checks
     def _check_value(self, value: torch.Tensor) -> None:
-        if value.is_floating_point() or value.dtype == torch.bool or value.is_complex():
-            raise TypeError(f"log_prob: value must be an integer tensor of token ids, got dtype {value.dtype}")
-        if value.dim() < 2 or value.shape[-2:] != self.tokens.shape:
-            raise ValueError(f"log_prob: value must have shape [..., {', '.join(map(str, self.tokens.shape))}], "
-                             f"got {tuple(value.shape)}")
-        vocab = self.model.vocab_size
-        if self.mask_id is not None and bool((self.masked & (value == self.mask_id)).any()):
-            raise ValueError(f"log_prob: value holds the mask id {self.mask_id} at a masked position; "
-                             "it must be a completion of the block")
-        if bool(((value < 0) | (value >= vocab)).any()):
-            raise ValueError(f"log_prob: value has token ids outside [0, {vocab})")
-        if bool((~self.masked & (value != self.tokens)).any()):
-            raise ValueError("log_prob: value differs from tokens at a decoded (unmasked) position")
+        check_value(value, self.tokens, self.masked, self.model.vocab_size, self.mask_id,
+                    self.evidence.ids if self.top_k is not None else None)
 
     def __repr__(self) -> str:
         return (f"CoDDBlockDistribution(batch={self.batch_shape[0]}, block_length={self.event_shape[0]}, "
-                f"vocab={self.model.vocab_size}, masked={int(self.masked.sum())})")
+                f"vocab={self.model.vocab_size}, masked={int(self.masked.sum())}"
+                + (f", top_k={self.top_k})" if self.top_k is not None else ")"))
 
 
 def _order_score(rule: str, marg: torch.Tensor, generator) -> torch.Tensor:
@@ -308,51 +352,3 @@ def _raise_if_impossible(log_z: torch.Tensor) -> None:
         raise ValueError(f"CoDDBlockDistribution: the block has probability zero in batch row(s) {rows[:10]}: "
                          "no completion of the masked positions is possible under the circuit and the backbone "
                          "(e.g. every candidate token banned, or decoded tokens the circuit forbids)")
-
-
-def _temperature(temperature, batch: int, device, dtype, validate: bool) -> torch.Tensor:
-    t = torch.as_tensor(temperature, device=device, dtype=dtype)
-    if t.dim() == 0:
-        t = t.expand(batch)
-    if validate:
-        if t.shape != (batch,):
-            raise ValueError(f"temperature must be a float or a [{batch}] tensor, got shape {tuple(t.shape)}")
-        if not bool((torch.isfinite(t) & (t > 0)).all()):
-            raise ValueError(f"temperature must be finite and > 0, got {temperature!r}")
-    return t
-
-
-def _check_arguments(model, logits, tokens, masked, mask_id) -> None:
-    if not isinstance(model, structures.CompiledCircuit):
-        raise TypeError(f"model must be a structures.CompiledCircuit, got {type(model).__name__}")
-    length, vocab = model.num_vars, model.vocab_size
-    if not isinstance(logits, torch.Tensor) or not logits.is_floating_point():
-        raise TypeError(f"logits must be a float tensor [B, L, V], got {getattr(logits, 'dtype', type(logits))}")
-    if logits.dim() != 3:
-        raise ValueError(f"logits must have shape [B, L, V], got {tuple(logits.shape)}")
-    if logits.shape[1] != length:
-        raise ValueError(f"logits cover {logits.shape[1]} positions but the circuit's block length is {length}")
-    if logits.shape[2] != vocab:
-        raise ValueError(f"vocabulary mismatch: the backbone's logits have V = {logits.shape[2]} but the circuit's "
-                         f"vocabulary is {vocab}")
-    if bool(torch.isnan(logits).any()) or bool((logits == float("inf")).any()):
-        raise ValueError("logits contain NaN or +inf (use -inf to ban a token)")
-    if not isinstance(tokens, torch.Tensor) or tokens.is_floating_point() or tokens.dtype == torch.bool:
-        raise TypeError(f"tokens must be an integer tensor [B, L], got {getattr(tokens, 'dtype', type(tokens))}")
-    if tokens.shape != logits.shape[:2]:
-        raise ValueError(f"tokens must have shape {tuple(logits.shape[:2])} (logits' [B, L]), "
-                         f"got {tuple(tokens.shape)}")
-    if not isinstance(masked, torch.Tensor) or masked.dtype != torch.bool:
-        raise TypeError(f"masked must be a bool tensor [B, L] (True = masked), "
-                        f"got {getattr(masked, 'dtype', type(masked))}")
-    if masked.shape != tokens.shape:
-        raise ValueError(f"masked must have shape {tuple(tokens.shape)}, got {tuple(masked.shape)}")
-    limits = torch.tensor(model.vocab_sizes, device=tokens.device)
-    bad = ~masked & ((tokens < 0) | (tokens >= limits))
-    if bool(bad.any()):
-        b, i = (int(v) for v in bad.nonzero()[0])
-        hint = " (the mask id at a position marked decoded?)" if int(tokens[b, i]) == mask_id else ""
-        raise ValueError(f"tokens[{b}, {i}] = {int(tokens[b, i])} is a decoded token out of range for position {i} "
-                         f"(vocab {model.vocab_sizes[i]}){hint}")
-    if mask_id is not None and 0 <= mask_id < vocab and bool((~masked & (tokens == mask_id)).any()):
-        raise ValueError(f"tokens hold the mask id {mask_id} at a position marked decoded (masked False)")

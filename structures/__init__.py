@@ -8,13 +8,13 @@ from .circuit import Circuit
 from .nodes import Categorical, NodeGroup, Product, StructureError, Sum
 from .library import (chow_liu_tree, factorized_emitter, hclt, hidden_chain, hmm, latent_tree, mixture,
                       mixture_emitter, mutual_information)
-from .compile import CompiledCircuit, Evidence, LogParams, compile
+from .compile import CandidateEvidence, CompiledCircuit, Evidence, LogParams, compile
 from .learn import em_step, expected_counts, fit
 from .jpc import JpcError, load_jpc, load_jpc_roots, save_jpc
 
 __all__ = [
     "Circuit", "Categorical", "NodeGroup", "Product", "StructureError", "Sum",
-    "CompiledCircuit", "Evidence", "LogParams", "compile",
+    "CandidateEvidence", "CompiledCircuit", "Evidence", "LogParams", "compile",
     "hmm", "hidden_chain", "factorized_emitter", "mixture_emitter", "latent_tree", "chow_liu_tree", "hclt",
     "mutual_information", "mixture",
     "em_step", "expected_counts", "fit",

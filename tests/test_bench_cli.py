@@ -111,13 +111,6 @@ def test_topk_marginals_are_the_exact_marginals_of_the_restricted_evidence(k):
     assert bool(keep.gather(-1, step.clamp(max=11).unsqueeze(-1)).squeeze(-1)[changed].all())
 
 
-def test_topk_refuses_a_circuit_that_is_not_a_homogeneous_hmm():
-    layer = CoDDLayer.from_structure("tree", 4, 5, hidden=3, mask_id=5)
-    logits, tokens = torch.randn(2, 4, 5), torch.full((2, 4), 5)
-    with pytest.raises(ValueError, match="homogeneous HMM"):
-        topk_marginals(layer, logits, tokens, torch.ones(2, 4, dtype=torch.bool), 2)
-
-
 def test_llada_shaped_step_runs_at_tiny_dimensions_on_cpu():
     pytest.importorskip("transformers")
     config = dict(gpu.LLADA, hidden_size=32, num_hidden_layers=1, num_attention_heads=2, num_key_value_heads=2,

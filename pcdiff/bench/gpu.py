@@ -201,8 +201,8 @@ def llada_report(row: dict, device: str = "cuda") -> str:
              f"{r['prompt']} prompt + {r['generate']} generated positions; block {r['block']} half masked; "
              f"layer: static HMM H={r['hidden']}, float32; top-k k={r['k']}. {row['rounds']} interleaved rounds.",
              "- step overhead = (backbone + proposal) / (backbone + factorized) − 1.",
-             "- CoDD top-k: exact marginals over each position's k candidates, tokens drawn per position from "
-             "them (no joint sample: the core's sampler has no top-k leaf path).",
+             "- CoDD top-k: the exact joint sample and marginals over each position's k candidates "
+             "(`structures.CandidateEvidence`).",
              f"- Peak memory: {MEMORY_HOW[device]}."]
     return "\n".join([markdown_table(head, cells), "", *notes])
 

@@ -1,78 +1,121 @@
-"""A top-k CoDD proposal: the circuit's leaves computed from the k most likely tokens of each position.
+"""Top-k CoDD at large vocabularies: the exact restricted layer, and its cost against the full one.
 
-At LLaDA's vocabulary (V = 126,464) the full leaves cost a [L, V] @ [V, H] product per step; later
-pyjuice versions of CoDD keep only each position's top-k candidates (k ≈ 1,024). This module does
-that on top of the core's public API, without a sparse leaf path in the core:
-
-1. leaves by hand: ``leaf[b, i, h] = log Σ_{v ∈ top-k(i)} g_h(v) · q_i(v)`` from a gather of the
-   emission table, [H, B, L, k];
-2. the core's upward pass with those leaves as ``node_potentials`` (masked positions unobserved and
-   without soft evidence: their leaf is exactly the potential), giving log Z; its gradient w.r.t.
-   the potentials is the posterior of every position's latent state;
-3. exact token marginals over the candidates: ``P(x_i = v) = Σ_h post[i, h] · g_h(v) q_i(v) / e^{leaf[i, h]}``.
-
-The proposal then draws each masked position from its marginals and commits by the remasking rule
-(like the factorized proposal, with the layer's marginals): no joint sample, since the core's
-sampler has no top-k leaf path. Restricted to a homogeneous HMM (one emission table).
+At LLaDA's vocabulary (V = 126,464) the full leaves cost a [L, V] @ [V, H] product per step. With
+``top_k`` the layer keeps each masked position's k most likely tokens and is exact on that support
+(:mod:`pcdiff.evidence`; the core's :class:`structures.CandidateEvidence` gathers k emission columns
+per position, L·H·k). This module gives the LLaDA-shaped GPU row its top-k proposal
+(:func:`topk_step`: an exact joint sample of the restricted p̂ and its exact marginals, from one
+upward pass) and measures full against top-k, time and peak memory, for a decoding step and a
+training step (``python -m pcdiff.bench.topk``).
 """
 from __future__ import annotations
 
+import argparse
+import time
+
 import torch
 
-from ..distribution import soft_evidence
-from ..sampler import confidence, select_top
+from ..layer import CoDDLayer
+from ..sampler import BlockDecoder, confidence, select_top
+from .common import MEMORY_HOW, markdown_table, mib, peak_memory, torch_threads, warm_then_time
+from .layer_overhead import half_masked_block
+
+__all__ = ["topk_marginals", "topk_step", "measure", "report", "main", "DEFAULT_SIZE"]
+
+#: the CPU measurement's sizes: latent states, block length, vocabulary, batch, candidates
+DEFAULT_SIZE = dict(H=256, L=32, V=32768, B=8, k=1024)
 
 
-def _latent_order(model) -> torch.Tensor:
-    """[L·H] flat input-node index of (position i, latent state h), in that order."""
-    by_var = model.input_nodes_by_var
-    if len(model.input_logits) != 1 or len({len(n) for n in by_var}) != 1:
-        raise ValueError("the top-k proposal needs a homogeneous HMM circuit (one emission table)")
-    order = torch.cat(by_var)
-    if order.numel() != model.layout.num_input_nodes:
-        raise ValueError("the top-k proposal needs one input group per position")
-    return order
+def _distribution(layer, logits, tokens, masked, k: int, temperature: float = 1.0):
+    return layer.distribution(logits, None, tokens, masked, temperature=temperature, top_k=k)
 
 
 def topk_marginals(layer, logits: torch.Tensor, tokens: torch.Tensor, masked: torch.Tensor, k: int,
                    temperature: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
-    """Exact marginals of p̂ restricted to each position's top-k tokens of q = softmax(logits / T).
-
-    logits [B, L, V], tokens [B, L], masked [B, L] -> (probs [B, L, k], candidate ids [B, L, k]).
-    Rows at decoded positions are meaningless (callers look at masked positions only).
-    """
-    model = layer.circuit
-    batch, length, vocab = logits.shape
-    order = _latent_order(model)
-    temp = torch.full((batch,), float(temperature), device=logits.device, dtype=model.dtype)
-    q = soft_evidence(logits.to(model.dtype), masked, temp, layer.mask_id)              # [B, L, V], 0 if decoded
-    values, ids = q.topk(min(k, vocab), dim=-1)                                          # [B, L, k]
+    """Exact marginals of p̂ restricted to each masked position's top-k tokens of softmax(logits / T):
+    (probs [B, L, k], candidate ids [B, L, k]); at decoded positions slot 0 holds the token."""
     with torch.no_grad():
-        emission = model.log_params().inputs[0]                                          # [H, V]
-    hidden = emission.shape[0]
-    # Gathered along the table's contiguous rows (H of them): a gather of [V, H] rows from the
-    # transposed view would stride through the whole table.
-    terms = values + emission[:, ids]                                                    # [H, B, L, k]
-    leaf = torch.logsumexp(terms, dim=-1)                                                # [H, B, L]
-    potentials = torch.zeros(batch, model.layout.num_input_nodes, device=logits.device, dtype=model.dtype)
-    by_position = leaf.permute(1, 2, 0)                                                  # [B, L, H]
-    potentials[:, order] = torch.where(masked.unsqueeze(-1), by_position, 0.0).reshape(batch, length * hidden)
-    with torch.enable_grad():
-        potentials.requires_grad_(True)
-        log_z = model.log_prob(tokens, ~masked, node_potentials=potentials)               # [B]
-        (grad,) = torch.autograd.grad(log_z.sum(), potentials)
-    posterior = grad[:, order].reshape(batch, length, hidden)                            # [B, L, H]
-    probs = torch.einsum("blh,hblk->blk", posterior, torch.exp(terms - leaf.unsqueeze(-1)))
-    return probs, ids
+        dist = _distribution(layer, logits, tokens, masked, k, temperature)
+        return dist.marginals(over_candidates=True), dist.candidate_ids
 
 
 def topk_step(layer, logits, tokens, masked, count: int, k: int, rule: str = "low_confidence",
               generator: torch.Generator | None = None) -> torch.Tensor:
-    """One decoding step with the top-k proposal: tokens [B, L] with ``count`` more positions committed."""
-    probs, ids = topk_marginals(layer, logits, tokens, masked, k)
-    flat = probs.reshape(-1, probs.shape[-1]).clamp_min(0)
-    pick = torch.multinomial(flat, 1, generator=generator).reshape(probs.shape[:-1])      # [B, L] candidate slot
-    proposal = ids.gather(-1, pick.unsqueeze(-1)).squeeze(-1)
-    scores = confidence(rule, probs, pick, generator)
+    """One decoding step with the top-k layer: an exact joint sample of the restricted p̂, the
+    ``count`` positions the remasking rule ranks highest committed. Tokens [B, L]."""
+    with torch.no_grad():
+        dist = _distribution(layer, logits, tokens, masked, k)
+        proposal, probs = dist.sample_with_marginals(generator=generator, over_candidates=True)   # [B, L], [B, L, k]
+    scores = confidence(rule, probs, dist.candidate_slot(proposal), generator)
     n = torch.minimum(torch.full_like(masked.sum(-1), count), masked.sum(-1))
     return torch.where(select_top(scores, masked, n), proposal, tokens)
+
+
+# ------------------------------------------------------------------------------ full vs top-k
+def workloads(size: dict, seed: int = 0, device="cpu") -> dict:
+    """Zero-argument calls: decode and train, full and top-k, on one half-masked block batch."""
+    H, L, V, B, k = (size[a] for a in ("H", "L", "V", "B", "k"))
+    full = CoDDLayer.from_structure("hmm", L, V, hidden=H, mask_id=V, seed=seed, device=device)
+    restricted = CoDDLayer(full.circuit, mask_id=V, top_k=k)                    # the same circuit
+    tokens, masked = (t.to(device) for t in half_masked_block(L, V, B, seed))
+    gen = torch.Generator(device=device).manual_seed(seed)
+    logits = 3 * torch.randn(B, L, V, generator=gen, device=device)
+    x0 = torch.where(masked, torch.randint(0, V, (B, L), generator=gen, device=device), tokens)
+    count = -(-L // 4)
+    params = [p for p in full.parameters() if p.requires_grad]
+    fns = {}
+    for name, layer in (("full", full), ("top-k", restricted)):
+        decoder = BlockDecoder(layer, mask_id=V, codd="joint", generator=gen)
+
+        def decode(decoder=decoder):
+            with torch.no_grad():
+                return decoder.step(logits, logits[..., :1], tokens, masked, count)   # static: hidden unused
+
+        def train(layer=layer):
+            return torch.autograd.grad(layer.nll(logits, None, x0, masked).sum(), params)
+        fns[f"{name} decode"], fns[f"{name} train"] = decode, train
+    return fns
+
+
+def measure(size: dict = DEFAULT_SIZE, budget: float = 10.0, seed: int = 0, device="cpu") -> dict:
+    fns = workloads(size, seed, device)
+    seconds, rounds = warm_then_time(fns, budget, 2, 20, device)
+    return {"size": dict(size), "rounds": rounds, "seconds": seconds,
+            "peak": {name: peak_memory(fn, device) for name, fn in fns.items()}, "device": str(device)}
+
+
+def report(row: dict) -> str:
+    s, peak, size = row["seconds"], row["peak"], row["size"]
+    head = ["workload", "full ms", "top-k ms", "top-k / full time", "full peak MiB", "top-k peak MiB",
+            "top-k / full memory"]
+    cells = [[w, f"{1e3 * s[f'full {w}']:.1f}", f"{1e3 * s[f'top-k {w}']:.1f}",
+              f"{s[f'top-k {w}'] / s[f'full {w}']:.2f}", mib(peak[f"full {w}"]), mib(peak[f"top-k {w}"]),
+              f"{peak[f'top-k {w}'] / max(1, peak[f'full {w}']):.2f}"] for w in ("decode", "train")]
+    sizes = ", ".join(f"{a}={size[a]}" for a in ("H", "L", "V", "B", "k"))
+    notes = [f"- Static HMM layer, float32, random parameters and logits; {sizes}; {row['rounds']} interleaved rounds.",
+             "- decode: `BlockDecoder.step(codd=\"joint\")` on a half-masked block (exact joint sample + exact "
+             "marginals from one upward pass); train: `layer.nll` (top-k: ground truth forced into the "
+             "candidates) and its gradient w.r.t. the circuit's parameters.",
+             f"- One float32 [B, L, V] tensor (the logits) is {mib(4 * size['B'] * size['L'] * size['V'])} MiB.",
+             f"- Peak memory on {row['device']}: {MEMORY_HOW[torch.device(row['device']).type]}."]
+    return "\n".join([markdown_table(head, cells), "", *notes])
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m pcdiff.bench.topk", description=__doc__.split("\n")[0])
+    for name, value in DEFAULT_SIZE.items():
+        parser.add_argument(f"--{name}", type=int, default=value)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--budget", type=float, default=10.0, help="seconds of timed rounds")
+    parser.add_argument("--device", default="cpu")
+    args = parser.parse_args(argv)
+    start = time.perf_counter()
+    with torch_threads(args.threads):
+        row = measure({a: getattr(args, a) for a in DEFAULT_SIZE}, args.budget, device=args.device)
+    print(report(row))
+    print(f"\n(torch threads {args.threads}; took {time.perf_counter() - start:.0f} s)")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -55,6 +55,7 @@ class WeightTable:
         self._probs = probs
         self._may_underflow = may_underflow
         self._probs_t: torch.Tensor | None = None
+        self._log_t: torch.Tensor | None = None
 
     @property
     def probs(self) -> torch.Tensor:
@@ -69,6 +70,14 @@ class WeightTable:
         if self._probs_t is None:
             self._probs_t = self.probs.transpose(-1, -2).contiguous()
         return self._probs_t
+
+    @property
+    def log_t(self) -> torch.Tensor:
+        """``log`` with its last two dims swapped, contiguous: observed tokens gather its rows (and
+        scatter back into them in backward) faster than strided columns; built once per pass."""
+        if self._log_t is None:
+            self._log_t = self.log.transpose(-1, -2).contiguous()
+        return self._log_t
 
     @property
     def may_underflow(self) -> bool:

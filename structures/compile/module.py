@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from ..circuit import Circuit
+from .candidates import CandidateEvidence
 from .layout import Layout, build_layout
 from .upward import PassTables, upward
 
@@ -30,12 +31,15 @@ class Evidence:
     """Validated query input (see :mod:`structures.queries.evidence`).
 
     tokens [B, n] (0 where unobserved), observed [B, n] bool, soft [B, n, V] log-potentials or None,
-    node_potentials [B, num_input_nodes] log-potentials on input nodes or None.
+    node_potentials [B, num_input_nodes] log-potentials on input nodes or None, candidates: soft
+    evidence restricted to k candidate tokens per position (a :class:`CandidateEvidence`, never
+    together with ``soft``) or None.
     """
     tokens: torch.Tensor
     observed: torch.Tensor
     soft: torch.Tensor | None = None
     node_potentials: torch.Tensor | None = None
+    candidates: CandidateEvidence | None = None
 
     @property
     def batch_size(self) -> int:
@@ -173,6 +177,12 @@ class CompiledCircuit(nn.Module):
         from ..queries import sample
         return sample(self, x, mask, soft_evidence, num_samples, generator,
                       node_potentials=node_potentials, log_params=log_params)
+
+    def sample_and_marginals(self, x=None, mask=None, soft_evidence=None, num_samples=None, generator=None, *,
+                             node_potentials=None, log_params=None):
+        from ..queries import sample_and_marginals
+        return sample_and_marginals(self, x, mask, soft_evidence, num_samples, generator,
+                                    node_potentials=node_potentials, log_params=log_params)
 
     def map(self, x=None, mask=None, soft_evidence=None, *, node_potentials=None, log_params=None):
         from ..queries import map_assignment

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import torch
 
+from .candidates import candidate_leaves, observed_candidate_term
 from .kernels import WeightTable, log_matmul_exp, log_max_product
 from .layout import InputBucket, SumBucket
 
@@ -64,12 +65,14 @@ def _input_bucket(model, b: int, bucket: InputBucket, ev, tables: PassTables, se
         table = tables.input(shared)                                         # [K, V]
     else:
         table = WeightTable.stack([tables.input(s) for s in bucket.sources])  # [G, K, V]
+    cand = ev.candidates                                                      # [B, n, k] or None
     if getattr(model, f"bucket_in_order_{b}"):                                # groups are variables 0..n-1
         tokens, observed, soft = ev.tokens, ev.observed, ev.soft
     else:
         variables = getattr(model, f"bucket_vars_{b}")                       # [G]
         tokens, observed = ev.tokens[:, variables], ev.observed[:, variables]
         soft = ev.soft[:, variables] if ev.soft is not None else None        # [B, G, V]
+        cand = cand[:, variables] if cand is not None else None              # [B, G, k]
     any_observed, all_observed = bool(observed.any()), bool(observed.all())
 
     observed_value = None
@@ -77,16 +80,20 @@ def _input_bucket(model, b: int, bucket: InputBucket, ev, tables: PassTables, se
         if shared is not None:
             # Rows of a contiguous [V, K] gather (and scatter back in backward) faster than strided
             # columns, and keep the leaves contiguous for every op downstream.
-            observed_value = table.log.t().contiguous()[tokens]                      # [B, G, K]
+            observed_value = table.log_t[tokens]                                     # [B, G, K]
         else:
             rows = getattr(model, f"bucket_rows_{b}")
             observed_value = table.log.transpose(1, 2)[rows, tokens]
         if soft is not None:
             observed_value = observed_value + soft.gather(2, tokens.unsqueeze(-1))
+        elif cand is not None:
+            observed_value = observed_value + observed_candidate_term(tokens, cand).unsqueeze(-1)
     if all_observed:
         leaves = observed_value
     else:
-        if soft is None and semiring == "sum":
+        if cand is not None:                                                  # O(k·K) per position, not O(V·K)
+            free_value = candidate_leaves(cand, table, shared is not None, semiring)
+        elif soft is None and semiring == "sum":
             batch = tokens.shape[0]
             free_value = table.log.new_zeros(batch, len(bucket.groups), bucket.num_nodes)  # rows sum to one
         elif soft is None:

@@ -3,13 +3,15 @@
 Every query takes the same three arguments:
   x              [B, n] integer token ids (entries at unobserved positions are ignored),
   mask           [B, n] bool, True = observed; omitted = every position of ``x`` observed,
-  soft_evidence  [B, n, V] log-potentials multiplied into the leaves (V = the circuit's vocab).
+  soft_evidence  [B, n, V] log-potentials multiplied into the leaves (V = the circuit's vocab), or a
+                 :class:`CandidateEvidence` (k candidate tokens per position, -inf elsewhere).
 Errors name the argument and what is wrong with it.
 """
 from __future__ import annotations
 
 import torch
 
+from ..compile.candidates import CandidateEvidence
 from ..compile.module import CompiledCircuit, Evidence, LogParams
 
 
@@ -47,6 +49,9 @@ def make_evidence(model: CompiledCircuit, x=None, mask=None, soft_evidence=None,
             raise TypeError(f"mask must be a bool tensor (True = observed), got dtype {mask.dtype}")
         if mask.dim() != 2 or mask.shape[1] != n:
             raise ValueError(f"mask must have shape [batch, {n}], got {tuple(mask.shape)}")
+    candidates = None
+    if isinstance(soft_evidence, CandidateEvidence):
+        candidates, soft_evidence = _check_candidates(model, soft_evidence), None
     if soft_evidence is not None:
         soft_evidence = torch.as_tensor(soft_evidence, device=device)
         if not soft_evidence.is_floating_point():
@@ -66,6 +71,8 @@ def make_evidence(model: CompiledCircuit, x=None, mask=None, soft_evidence=None,
         _check_below_inf(node_potentials, "node_potentials")
         node_potentials = node_potentials.to(dtype)
 
+    if candidates is not None:
+        soft_evidence = candidates.ids                                       # for the batch-size checks only
     batch = _batch_size(x, mask, soft_evidence, node_potentials) or default_batch or 1
     for name, t in (("x", x), ("mask", mask), ("soft_evidence", soft_evidence), ("node_potentials", node_potentials)):
         if t is not None and t.shape[0] != batch:
@@ -83,7 +90,27 @@ def make_evidence(model: CompiledCircuit, x=None, mask=None, soft_evidence=None,
         b, i = (int(v) for v in bad.nonzero()[0])
         raise ValueError(f"x[{b}, {i}] = {int(x[b, i])} is out of range for variable {i} "
                          f"(vocab {model.vocab_sizes[i]})")
-    return Evidence(tokens=tokens, observed=mask, soft=soft_evidence, node_potentials=node_potentials)
+    return Evidence(tokens=tokens, observed=mask, soft=None if candidates is not None else soft_evidence,
+                    node_potentials=node_potentials, candidates=candidates)
+
+
+def _check_candidates(model: CompiledCircuit, cand: CandidateEvidence) -> CandidateEvidence:
+    n, vocab = model.num_vars, model.vocab_size
+    ids, pot = cand.ids, cand.log_potentials
+    if not torch.is_tensor(ids) or ids.is_floating_point() or ids.dtype == torch.bool or ids.is_complex():
+        raise TypeError(f"soft_evidence.ids must be an integer tensor of token ids, got {getattr(ids, 'dtype', ids)}")
+    if not torch.is_tensor(pot) or not pot.is_floating_point():
+        raise TypeError(f"soft_evidence.log_potentials must be a float tensor, got {getattr(pot, 'dtype', pot)}")
+    if ids.dim() != 3 or ids.shape[1] != n or ids.shape[2] < 1:
+        raise ValueError(f"soft_evidence.ids must have shape [batch, {n}, k] with k >= 1, got {tuple(ids.shape)}")
+    if pot.shape != ids.shape:
+        raise ValueError(f"soft_evidence.log_potentials must have the shape of ids {tuple(ids.shape)}, "
+                         f"got {tuple(pot.shape)}")
+    ids, pot = ids.to(device=model.device, dtype=torch.long), pot.to(device=model.device, dtype=model.dtype)
+    if ids.numel() and bool(((ids < 0) | (ids >= vocab)).any()):
+        raise ValueError(f"soft_evidence.ids holds token ids outside [0, {vocab}) (the circuit's vocabulary)")
+    _check_below_inf(pot, "soft_evidence.log_potentials")
+    return CandidateEvidence(ids, pot)
 
 
 def check_log_params(model: CompiledCircuit, log_params, batch: int):

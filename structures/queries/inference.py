@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import torch
 
+from ..compile.candidates import CandidateEvidence
 from ..compile.module import CompiledCircuit
 from .evidence import check_log_params, make_evidence
 
@@ -26,20 +27,43 @@ def log_prob(model: CompiledCircuit, x=None, mask=None, soft_evidence=None, *, n
 def marginals(model: CompiledCircuit, x=None, mask=None, soft_evidence=None, *, node_potentials=None,
               log_params=None) -> torch.Tensor:
     """``[B, n, V]``: posterior marginals P(x_i = v | observed positions, evidence) of every position
-    (one-hot at observed positions). Raises if some batch row's evidence is impossible."""
+    (one-hot at observed positions). With :class:`CandidateEvidence` ``[B, n, k]``: the probability
+    of each candidate slot (``soft_evidence.scatter`` turns it into ``[B, n, V]``). Raises if some
+    batch row's evidence is impossible."""
     evidence = make_evidence(model, x, mask, soft_evidence, node_potentials)
     check_log_params(model, log_params, evidence.batch_size)
+    tables = constant_tables(model, log_params)
     with torch.enable_grad():
-        base = evidence.soft if evidence.soft is not None else torch.zeros(
-            evidence.batch_size, model.num_vars, model.vocab_size, dtype=model.dtype, device=model.device)
-        soft = base.detach().requires_grad_(True)
-        evidence.soft = soft
-        if log_params is not None:
-            log_params = type(log_params)([t.detach() for t in log_params.sums], [t.detach() for t in log_params.inputs])
-        log_z = model.root_value(evidence, log_params)
+        leaf = differentiable_evidence(model, evidence)
+        log_z = model.upward(evidence, tables=tables)[model.layout.root][:, 0]
         raise_if_impossible(log_z, "marginals")
-        (grad,) = torch.autograd.grad(log_z.sum(), soft)
+        (grad,) = torch.autograd.grad(log_z.sum(), leaf)
     return grad
+
+
+def constant_tables(model: CompiledCircuit, log_params):
+    """The pass tables as constants (no gradient w.r.t. the parameters), so the marginals' backward
+    pass reaches the evidence only, and the module's own tables come from its inference cache."""
+    with torch.no_grad():
+        if log_params is not None:
+            log_params = type(log_params)([t.detach() for t in log_params.sums],
+                                          [t.detach() for t in log_params.inputs])
+        return model.pass_tables(log_params)
+
+
+def differentiable_evidence(model: CompiledCircuit, evidence) -> torch.Tensor:
+    """Put a fresh leaf requiring grad in ``evidence`` (in place) and return it: the dense soft
+    evidence (zeros if none was given) or the candidates' log-potentials. The gradient of log Z
+    w.r.t. it is the marginals."""
+    if evidence.candidates is not None:
+        cand = evidence.candidates
+        leaf = cand.log_potentials.detach().requires_grad_(True)
+        evidence.candidates = CandidateEvidence(cand.ids, leaf)
+        return leaf
+    base = evidence.soft if evidence.soft is not None else torch.zeros(
+        evidence.batch_size, model.num_vars, model.vocab_size, dtype=model.dtype, device=model.device)
+    evidence.soft = base.detach().requires_grad_(True)
+    return evidence.soft
 
 
 def raise_if_impossible(log_z: torch.Tensor, query: str) -> None:

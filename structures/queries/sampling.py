@@ -7,7 +7,8 @@ gives the max-product completion.
 """
 from __future__ import annotations
 
-from typing import Callable
+import dataclasses
+from typing import Callable, NamedTuple
 
 import torch
 
@@ -15,7 +16,15 @@ from ..compile.kernels import gumbel_argmax
 from ..compile.module import CompiledCircuit, Evidence, LogParams
 from ..nodes import Categorical, Product, Sum
 from .evidence import check_log_params, make_evidence
-from .inference import raise_if_impossible
+from .inference import constant_tables, differentiable_evidence, raise_if_impossible
+
+
+class SampleAndMarginals(NamedTuple):
+    """``sample`` [B, n] or [S, B, n]; ``marginals`` [B, n, V] (over the candidates, [B, n, k], with
+    :class:`CandidateEvidence`); ``log_normalizer`` [B] log Z of the evidence."""
+    sample: torch.Tensor
+    marginals: torch.Tensor
+    log_normalizer: torch.Tensor
 
 
 def sample(model: CompiledCircuit, x=None, mask=None, soft_evidence=None, num_samples: int | None = None,
@@ -25,26 +34,50 @@ def sample(model: CompiledCircuit, x=None, mask=None, soft_evidence=None, num_sa
     Returns ``[B, n]`` (observed positions copied from ``x``), or ``[num_samples, B, n]``.
     With no batched argument, B = 1.
     """
-    if num_samples is not None and (not isinstance(num_samples, int) or num_samples < 1):
-        raise ValueError(f"num_samples must be a positive int, got {num_samples!r}")
+    _check_num_samples(num_samples)
     evidence = make_evidence(model, x, mask, soft_evidence, node_potentials)
     batch = evidence.batch_size
     repeats = num_samples or 1
     check_log_params(model, log_params, batch)
-    if repeats > 1:
-        evidence = _repeat(evidence, repeats)
-        if log_params is not None:
-            log_params = LogParams([t.repeat(repeats, 1, 1) if t.dim() == 3 else t for t in log_params.sums],
-                                   log_params.inputs)
+    evidence, log_params = _repeat(evidence, repeats), _repeat_params(log_params, repeats)
     with torch.no_grad():
         tables = model.pass_tables(log_params)
         lp = tables.log_params
         values = model.upward(evidence, semiring="sum", tables=tables)
         raise_if_impossible(values[model.layout.root][:, 0], "sample")
         tokens = _top_down(model, values, evidence, lp, lambda logits: gumbel_argmax(logits, generator))
-    if num_samples is None:
-        return tokens
-    return tokens.reshape(repeats, batch, model.num_vars)
+    return tokens if num_samples is None else tokens.reshape(repeats, batch, model.num_vars)
+
+
+def sample_and_marginals(model: CompiledCircuit, x=None, mask=None, soft_evidence=None,
+                         num_samples: int | None = None, generator: torch.Generator | None = None, *,
+                         node_potentials=None, log_params=None) -> SampleAndMarginals:
+    """Exact samples (as :func:`sample`), the exact marginals (as :func:`~structures.queries.marginals`)
+    and log Z, from ONE upward pass: the pass runs with the evidence requiring grad, its backward
+    gives the marginals, and the top-down walk reuses its stored values."""
+    _check_num_samples(num_samples)
+    evidence = make_evidence(model, x, mask, soft_evidence, node_potentials)
+    batch = evidence.batch_size
+    repeats = num_samples or 1
+    check_log_params(model, log_params, batch)
+    tables = constant_tables(model, log_params)
+    with torch.enable_grad():
+        leaf = differentiable_evidence(model, evidence)
+        values = model.upward(evidence, tables=tables)
+        log_z = values[model.layout.root][:, 0]
+        raise_if_impossible(log_z, "sample_and_marginals")
+        (marginals,) = torch.autograd.grad(log_z.sum(), leaf)
+    with torch.no_grad():
+        values = [None if v is None else v.detach() for v in values]
+        if repeats > 1:                                       # S draws per row: the stored values repeated
+            values = [None if v is None else v.repeat(repeats, *([1] * (v.dim() - 1))) for v in values]
+        evidence = _repeat(dataclasses.replace(evidence, soft=None if evidence.soft is None else evidence.soft.detach(),
+                                               candidates=None if evidence.candidates is None
+                                               else evidence.candidates.detach()), repeats)
+        lp = _repeat_params(tables.log_params, repeats)
+        tokens = _top_down(model, values, evidence, lp, lambda logits: gumbel_argmax(logits, generator))
+    sample = tokens if num_samples is None else tokens.reshape(repeats, batch, model.num_vars)
+    return SampleAndMarginals(sample, marginals, log_z.detach())
 
 
 def map_assignment(model: CompiledCircuit, x=None, mask=None, soft_evidence=None, *, node_potentials=None,
@@ -60,20 +93,39 @@ def map_assignment(model: CompiledCircuit, x=None, mask=None, soft_evidence=None
     evidence = make_evidence(model, x, mask, soft_evidence, node_potentials)
     check_log_params(model, log_params, evidence.batch_size)
     with torch.no_grad():
+        if evidence.candidates is not None:
+            evidence.candidates = evidence.candidates.merged()
         tables = model.pass_tables(log_params)
         lp = tables.log_params
         values = model.upward(evidence, semiring="max", tables=tables)
         raise_if_impossible(values[model.layout.root][:, 0], "map")
         tokens = _top_down(model, values, evidence, lp, lambda logits: logits.argmax(-1))
-        full = Evidence(tokens, torch.ones_like(evidence.observed), evidence.soft, evidence.node_potentials)
+        full = dataclasses.replace(evidence, tokens=tokens, observed=torch.ones_like(evidence.observed))
         score = model.upward(full, tables=tables)[model.layout.root][:, 0]
     return tokens, score
 
 
+def _check_num_samples(num_samples) -> None:
+    if num_samples is not None and (not isinstance(num_samples, int) or num_samples < 1):
+        raise ValueError(f"num_samples must be a positive int, got {num_samples!r}")
+
+
 def _repeat(ev: Evidence, repeats: int) -> Evidence:
+    """The evidence repeated ``repeats`` times along the batch (row b of copy r is row r·B + b)."""
+    if repeats == 1:
+        return ev
+
     def rep(t):
         return None if t is None else t.repeat(repeats, *([1] * (t.dim() - 1)))
-    return Evidence(rep(ev.tokens), rep(ev.observed), rep(ev.soft), rep(ev.node_potentials))
+    return Evidence(rep(ev.tokens), rep(ev.observed), rep(ev.soft), rep(ev.node_potentials),
+                    None if ev.candidates is None else ev.candidates.repeat(repeats))
+
+
+def _repeat_params(log_params: LogParams | None, repeats: int) -> LogParams | None:
+    """Per-sample sum tables repeated like :func:`_repeat` (shared tables are left alone)."""
+    if log_params is None or repeats == 1:
+        return log_params
+    return LogParams([t.repeat(repeats, 1, 1) if t.dim() == 3 else t for t in log_params.sums], log_params.inputs)
 
 
 def _top_down(model: CompiledCircuit, values, evidence: Evidence, lp: LogParams,
@@ -120,7 +172,13 @@ def _top_down(model: CompiledCircuit, values, evidence: Evidence, lp: LogParams,
             rows, nodes = rows[free], nodes[free]
             if rows.numel() == 0:
                 continue
-            logits = lp.inputs[layout.group_input_source[i]][nodes]      # [A, V]
+            table = lp.inputs[layout.group_input_source[i]]              # [K, V]
+            if evidence.candidates is not None:                            # choose among the k candidates
+                ids = evidence.candidates.ids[rows, g.var]                 # [A, k]
+                logits = table[nodes.unsqueeze(-1), ids] + evidence.candidates.log_potentials[rows, g.var]
+                tokens[rows, g.var] = ids.gather(-1, choose(logits).unsqueeze(-1)).squeeze(-1)
+                continue
+            logits = table[nodes]                                          # [A, V]
             if evidence.soft is not None:
                 logits = logits + evidence.soft[rows, g.var]
             tokens[rows, g.var] = choose(logits)

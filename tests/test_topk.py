@@ -1,0 +1,357 @@
+"""Top-k candidate evidence and the one-pass sample + marginals query are exact (brute force, float64):
+the core's CandidateEvidence is the dense evidence it stands for; ``sample_and_marginals`` is the
+separate queries; ``top_k = V`` is the full layer, ``top_k < V`` the restricted renormalized product;
+``force_include`` keeps the ground truth in the support; bad arguments are refused."""
+import numpy as np
+import pytest
+import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import structures
+from brute import brute_free_joint, brute_log_prob, brute_marginals, brute_max_product, evaluate, free_index, \
+    goodness_of_fit_pvalue
+from pcdiff.bench.topk import topk_marginals, topk_step
+from pcdiff.distribution import CoDDBlockDistribution
+from pcdiff.layer import CoDDLayer
+from pcdiff.sampler import BlockDecoder, generate
+from strategies import circuits, queries, seeds
+from structures.queries.evidence import make_evidence
+from test_distribution import LOGIT_KINDS, assert_log_close, brute_rows, brute_z, log_prob_table, random_block, \
+    reference_evidence
+from test_exactness import kwargs, random_sum_tables, reference, row_tables
+
+exact = settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+few = settings(max_examples=6, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow])
+SAMPLES, ALPHA = 8000, 1e-5
+
+
+# ----------------------------------------------------------------------------- core: candidate evidence
+def candidates_for(rng, circuit, q):
+    """Random candidates for the query: (CandidateEvidence, the dense evidence it means [B, n, V]).
+
+    k in 1..V+1 slots per position, duplicates and ids past a variable's vocabulary allowed, the
+    observed token usually among them; potentials from the query's soft evidence (tame, ±1e4, -inf)."""
+    batch, n, vocab = q.batch, circuit.num_vars, circuit.vocab_size
+    k = int(rng.integers(1, vocab + 2))
+    ids = rng.integers(0, vocab, size=(batch, n, k))
+    keep_observed = rng.random((batch, n)) < 0.8
+    ids[..., 0] = np.where(keep_observed, q.x, ids[..., 0])
+    soft = q.soft if q.soft is not None else rng.normal(size=(batch, n, vocab))
+    pot = np.take_along_axis(soft, ids, axis=-1)
+    dense = np.full((batch, n, vocab), -np.inf)
+    for b, i, j in np.ndindex(batch, n, k):
+        dense[b, i, ids[b, i, j]] = np.logaddexp(dense[b, i, ids[b, i, j]], pot[b, i, j])
+    return structures.CandidateEvidence(torch.from_numpy(ids), torch.from_numpy(pot)), dense
+
+
+def brute_with(circuit, model, q, dense, brute, b):
+    c, x, mask, _ = reference(circuit, model, q, b)
+    return brute(c, x, mask, dense[b])
+
+
+@exact
+@given(circuits(), st.data())
+def test_candidate_evidence_is_the_dense_evidence_it_stands_for(circuit, data):
+    q = data.draw(queries(circuit))
+    model = structures.compile(circuit, dtype=torch.float64)
+    cand, dense = candidates_for(np.random.default_rng(data.draw(seeds)), circuit, q)
+    args = {**kwargs(q), "soft_evidence": cand}
+    expected = np.array([brute_with(circuit, model, q, dense, brute_log_prob, b) for b in range(q.batch)])
+    assert_log_close(model.log_prob(**args).detach().numpy(), expected)
+    if np.isneginf(expected).any():
+        for query in (model.marginals, model.sample_and_marginals, model.map):
+            with pytest.raises(ValueError, match="probability zero"):
+                query(**args)
+        return
+    marginals = model.marginals(**args)
+    assert marginals.shape == cand.ids.shape
+    for b in range(q.batch):
+        np.testing.assert_allclose(cand.scatter(marginals, circuit.vocab_size)[b].numpy(),
+                                   brute_with(circuit, model, q, dense, brute_marginals, b), atol=1e-9)
+    best = [brute_with(circuit, model, q, dense, brute_max_product, b) for b in range(q.batch)]
+    merged = make_evidence(model, **{**args, "soft_evidence": cand.merged()})     # as map does
+    root_max = model.upward(merged, semiring="max")[model.layout.root][:, 0]
+    assert_log_close(root_max.detach().numpy(), best)
+    assignment, score = model.map(**args)
+    for b in range(q.batch):                                            # the completion attains the max
+        ref = reference(circuit, model, q, b)[0]
+        picked = dense[b][np.arange(circuit.num_vars), assignment[b].numpy()].sum()
+        with np.errstate(divide="ignore"):
+            assert_log_close(np.log(evaluate(ref, assignment[b:b + 1].numpy(), semiring="max")[0]) + picked, best[b])
+        assert_log_close(score[b].numpy(), brute_log_prob(ref, assignment[b].numpy(), np.ones(circuit.num_vars, bool),
+                                                          dense[b]))
+    joint = model.sample_and_marginals(**args, num_samples=3, generator=torch.Generator().manual_seed(0))
+    torch.testing.assert_close(joint.marginals, marginals, rtol=0, atol=1e-12)
+    assert_log_close(joint.log_normalizer.numpy(), expected)
+    for tokens in (assignment, *joint.sample):                          # every free token is a candidate
+        assert bool(((tokens.unsqueeze(-1) == cand.ids).any(-1) | torch.from_numpy(q.mask)).all())
+
+
+# ----------------------------------------------------------------------------- core: one pass
+@settings(few, max_examples=10)
+@given(circuits(), st.data())
+def test_sample_and_marginals_is_the_separate_queries_in_one_pass(circuit, data):
+    """With dense or candidate evidence (and per-sample sum tables): the marginals and log Z of the
+    separate queries, and samples (its own and ``sample``'s) that pass goodness of fit."""
+    q = data.draw(queries(circuit, max_batch=2, max_free_configs=48))
+    model = structures.compile(circuit, dtype=torch.float64)
+    tables = random_sum_tables(model, data, q.batch) if data.draw(st.booleans()) else None
+    inputs = [t.detach() for t in model.log_params().inputs]
+    args = {**kwargs(q), "log_params": None if tables is None else structures.LogParams(tables, inputs)}
+    dense = None
+    if data.draw(st.booleans()):
+        args["soft_evidence"], dense = candidates_for(np.random.default_rng(data.draw(seeds)), circuit, q)
+    log_z = model.log_prob(**args).detach()
+    if torch.isneginf(log_z).any():
+        with pytest.raises(ValueError, match="probability zero"):
+            model.sample_and_marginals(**args)
+        return
+    joint = model.sample_and_marginals(**args, num_samples=SAMPLES, generator=torch.Generator().manual_seed(2))
+    torch.testing.assert_close(joint.marginals, model.marginals(**args), rtol=0, atol=1e-12)
+    torch.testing.assert_close(joint.log_normalizer, log_z, rtol=1e-12, atol=1e-12)
+    assert joint.sample.shape == (SAMPLES, q.batch, circuit.num_vars)
+    separate = model.sample(**args, num_samples=SAMPLES, generator=torch.Generator().manual_seed(3))
+    for samples in (joint.sample, separate):
+        for b in range(q.batch):
+            ref, x, mask, soft = reference(circuit, model, q, b, None if tables is None else row_tables(tables, b))
+            probs = brute_free_joint(ref, x, mask, soft if dense is None else dense[b])
+            index = free_index(samples[:, b].numpy(), np.flatnonzero(~q.mask[b]), circuit.vocab_sizes)
+            assert goodness_of_fit_pvalue(index, probs) > ALPHA
+
+
+def test_candidate_evidence_is_refused_when_malformed():
+    model = structures.compile(structures.hmm(3, 2, 4))
+    ids, pot = torch.zeros(2, 3, 2, dtype=torch.long), torch.zeros(2, 3, 2)
+    bad = [(structures.CandidateEvidence(ids.float(), pot), TypeError, "ids must be an integer"),
+           (structures.CandidateEvidence(ids, pot.long()), TypeError, "log_potentials must be a float"),
+           (structures.CandidateEvidence(ids[:, :2], pot[:, :2]), ValueError, r"shape \[batch, 3, k\]"),
+           (structures.CandidateEvidence(ids[..., :0], pot[..., :0]), ValueError, "k >= 1"),
+           (structures.CandidateEvidence(ids, pot[..., :1]), ValueError, "shape of ids"),
+           (structures.CandidateEvidence(ids + 4, pot), ValueError, r"outside \[0, 4\)"),
+           (structures.CandidateEvidence(ids, torch.full_like(pot, float("nan"))), ValueError, "NaN")]
+    for cand, error, message in bad:
+        with pytest.raises(error, match=message):
+            model.log_prob(soft_evidence=cand)
+    with pytest.raises(ValueError, match="batch size"):
+        model.log_prob(torch.zeros(3, 3, dtype=torch.long), soft_evidence=structures.CandidateEvidence(ids, pot))
+
+
+# ----------------------------------------------------------------------------- the layer with top-k
+def restricted_evidence(dist, logits, masked, t, mask_id):
+    """numpy evidence of p̂_k: the full log-softmax, -inf outside each masked position's candidates."""
+    e = reference_evidence(logits.numpy(), masked.numpy(), t.numpy(), mask_id)
+    inside = dist.evidence.scatter(torch.ones_like(dist.evidence.log_potentials), e.shape[-1]).numpy() > 0
+    return np.where(masked.numpy()[..., None] & ~inside, -np.inf, e)
+
+
+def check_restricted(circuit, dist, tokens, masked, e):
+    """log_prob of every completion inside the support, log Z, and marginals against brute force."""
+    assert_log_close(dist.log_normalizer.detach().numpy(), brute_z(circuit, tokens.numpy(), masked.numpy(), e))
+    rows = [(xs[np.isfinite(lp)], lp[np.isfinite(lp)]) for xs, lp in brute_rows(circuit, tokens.numpy(),
+                                                                                 masked.numpy(), e)]
+    for (xs, expected), actual in zip(rows, log_prob_table(dist, [xs for xs, _ in rows])):
+        assert_log_close(actual, expected)
+        assert np.exp(actual).sum() == pytest.approx(1.0, abs=1e-9)
+    marg = dist.marginals().numpy()
+    for b in range(len(tokens)):
+        np.testing.assert_allclose(marg[b], brute_marginals(circuit, tokens[b].numpy(), ~masked[b].numpy(), e[b]),
+                                   atol=1e-9)
+    np.testing.assert_allclose(dist.evidence.scatter(dist.marginals(over_candidates=True), e.shape[-1]).numpy(),
+                               marg, atol=1e-12)
+
+
+@exact
+@given(circuits(), st.sampled_from(LOGIT_KINDS), seeds, st.data())
+def test_topk_layer_is_brute_force_of_the_restricted_product(circuit, kind, seed, data):
+    vocab = circuit.vocab_size
+    k = data.draw(st.integers(1, vocab))
+    logits, tokens, masked, t = random_block(np.random.default_rng(seed), circuit, 3, kind)
+    inside = min(circuit.vocab_sizes) >= 2 and data.draw(st.booleans())
+    mask_id = 0 if inside else vocab                                     # inside the vocabulary: banned
+    tokens = torch.where(masked, mask_id, torch.where(tokens == 0, 1, tokens) if inside else tokens)
+    model = structures.compile(circuit, dtype=torch.float64)
+    dist = CoDDBlockDistribution(model, logits, tokens, masked, temperature=t, mask_id=mask_id, top_k=k)
+    ids = dist.candidate_ids
+    assert ids.shape == (3, circuit.num_vars, k)
+    q = torch.log_softmax(logits / t.reshape(-1, 1, 1), -1).masked_fill(
+        torch.arange(vocab) == mask_id, float("-inf"))                  # the candidates are a top-k set
+    chosen = torch.zeros_like(q, dtype=torch.bool).scatter(-1, ids, True)
+    worst_in = q.masked_fill(~chosen, float("inf")).amin(-1)
+    best_out = q.masked_fill(chosen, float("-inf")).amax(-1)
+    assert bool(((worst_in >= best_out) | (best_out == float("-inf")))[masked].all())
+    e = restricted_evidence(dist, logits, masked, t, mask_id)
+    if np.isneginf(brute_z(circuit, tokens.numpy(), masked.numpy(), e)).any():
+        with pytest.raises(ValueError, match="probability zero"):
+            dist.log_normalizer
+        return
+    check_restricted(circuit, dist, tokens, masked, e)
+    result = dist.map()
+    for b, (xs, logp) in enumerate(brute_rows(circuit, tokens.numpy(), masked.numpy(), e)):
+        if bool(result.exact[b]):
+            assert float(result.log_prob[b]) == pytest.approx(logp.max(), abs=1e-9)
+
+
+@exact
+@given(circuits(), st.sampled_from(LOGIT_KINDS), seeds)
+def test_top_k_equal_to_the_vocabulary_is_the_full_layer(circuit, kind, seed):
+    logits, tokens, masked, t = random_block(np.random.default_rng(seed), circuit, 3, kind)
+    model = structures.compile(circuit, dtype=torch.float64)
+    full = CoDDBlockDistribution(model, logits, tokens, masked, temperature=t, mask_id=circuit.vocab_size)
+    every = CoDDBlockDistribution(model, logits, tokens, masked, temperature=t, mask_id=circuit.vocab_size,
+                                  top_k=circuit.vocab_size)
+    try:
+        log_z = full.log_normalizer
+    except ValueError:
+        with pytest.raises(ValueError, match="probability zero"):
+            every.log_normalizer
+        return
+    torch.testing.assert_close(every.log_normalizer, log_z, rtol=1e-10, atol=0)
+    torch.testing.assert_close(every.marginals(), full.marginals(), rtol=0, atol=1e-10)
+    sample = full.sample(generator=torch.Generator().manual_seed(0))
+    torch.testing.assert_close(every.log_prob(sample), full.log_prob(sample), rtol=1e-10, atol=1e-10)
+    torch.testing.assert_close(every.map().log_prob, full.map().log_prob, rtol=1e-10, atol=1e-10)
+
+
+def _small_block(seed=0, batch=2, length=4, vocab=5):
+    circuit = structures.hmm(length, 3, vocab, seed=seed)
+    logits, tokens, masked, t = random_block(np.random.default_rng(seed), circuit, batch, "normal")
+    return circuit, structures.compile(circuit, dtype=torch.float64), logits, tokens, masked, t
+
+
+@pytest.mark.parametrize("k", [2, 5])
+def test_topk_samples_follow_the_restricted_joint(k):
+    circuit, model, logits, tokens, masked, t = _small_block(seed=3)
+    dist = CoDDBlockDistribution(model, logits, tokens, masked, temperature=t, mask_id=5, top_k=k)
+    e = restricted_evidence(dist, logits, masked, t, 5)
+    generator = torch.Generator().manual_seed(4)
+    for samples in (dist.sample((SAMPLES,), generator=generator),
+                    dist.sample_with_marginals((SAMPLES,), generator=generator).sample):
+        for b in range(len(tokens)):
+            free = np.flatnonzero(masked[b].numpy())
+            probs = brute_free_joint(circuit, tokens[b].numpy(), ~masked[b].numpy(), e[b])
+            assert goodness_of_fit_pvalue(free_index(samples[:, b].numpy(), free, circuit.vocab_sizes), probs) > ALPHA
+    order = dist.sample_any_order("margin", generator=generator)
+    assert bool(((order.unsqueeze(-1) == dist.candidate_ids).any(-1)).all())
+
+
+def test_sample_with_marginals_is_sample_and_marginals_in_one_pass():
+    circuit, model, logits, tokens, masked, t = _small_block(seed=5)
+    for k in (None, 3):
+        dist = CoDDBlockDistribution(model, logits, tokens, masked, temperature=t, mask_id=5, top_k=k)
+        sample, marg = dist.sample_with_marginals(generator=torch.Generator().manual_seed(6))
+        torch.testing.assert_close(marg, dist.marginals(), rtol=0, atol=1e-12)
+        assert torch.equal(sample, dist.sample(generator=torch.Generator().manual_seed(6)))   # same walk, same noise
+        assert dist.sample_with_marginals(over_candidates=True).marginals.shape == dist.candidate_ids.shape
+        slots = dist.candidate_slot(sample).unsqueeze(-1)
+        assert torch.equal(dist.candidate_ids.gather(-1, slots).squeeze(-1), sample)
+
+
+# ----------------------------------------------------------------------------- training: force_include
+def test_force_include_puts_the_ground_truth_among_the_candidates():
+    circuit, model, logits, tokens, masked, t = _small_block(seed=7, batch=4, vocab=8)
+    x0 = torch.where(masked, torch.from_numpy(np.random.default_rng(8).integers(0, 8, tokens.shape)), tokens)
+    plain = CoDDBlockDistribution(model, logits, tokens, masked, temperature=t, mask_id=8, top_k=2)
+    forced = CoDDBlockDistribution(model, logits, tokens, masked, temperature=t, mask_id=8, top_k=2, force_include=x0)
+    before, after = plain.candidate_ids, forced.candidate_ids
+    had = (before == x0.unsqueeze(-1)).any(-1)
+    assert bool(((after == x0.unsqueeze(-1)).any(-1) | ~masked).all())
+    assert torch.equal(after[had & masked], before[had & masked])                 # nothing to force: unchanged
+    replaced = masked & ~had
+    assert bool(replaced.any())
+    q = torch.gather(logits, -1, before)
+    lowest = q.argmin(-1, keepdim=True)                                          # the least likely one goes
+    kept_before = before.masked_fill(torch.zeros_like(before, dtype=torch.bool).scatter(-1, lowest, True), -1)
+    for b, i in replaced.nonzero().tolist():
+        assert set(after[b, i].tolist()) == {x0[b, i].item()} | (set(kept_before[b, i].tolist()) - {-1})
+    with pytest.raises(ValueError, match="force_include"):
+        plain.log_prob(x0)
+    e = restricted_evidence(forced, logits, masked, t, 8)
+    check_restricted(circuit, forced, tokens, masked, e)
+    assert torch.isfinite(forced.log_prob(x0)).all()
+
+
+def test_layer_top_k_trains_on_the_forced_support_and_k_equal_v_is_the_full_nll():
+    layer = CoDDLayer.from_structure("hmm", 4, 12, hidden=3, mask_id=12, dtype=torch.float64, top_k=2)
+    gen = torch.Generator().manual_seed(0)
+    logits = (3 * torch.randn(3, 8, 12, generator=gen, dtype=torch.float64)).requires_grad_(True)
+    x0 = torch.randint(0, 12, (3, 8), generator=gen)
+    masked = torch.rand(3, 8, generator=gen) < 0.7
+    forced = layer.nll(logits, None, x0, masked)
+    forced.sum().backward()
+    assert torch.isfinite(forced).all() and torch.isfinite(logits.grad).all() and bool(logits.grad.abs().sum() > 0)
+    assert all(torch.isfinite(p.grad).all() for p in layer.parameters() if p.grad is not None)
+    layer.top_k = None
+    full = layer.nll(logits, None, x0, masked)
+    assert bool((forced <= full + 1e-9).all())                                    # Z_k sums over fewer completions
+    layer.top_k = 12
+    torch.testing.assert_close(layer.nll(logits, None, x0, masked), full, rtol=1e-10, atol=1e-10)
+    rebuilt = CoDDLayer.from_config(layer.config())
+    assert rebuilt.top_k == 12 and "top_k=12" in repr(rebuilt)
+
+
+@pytest.mark.parametrize("top_k", [0, -1, 13, 1.5, True, "4"])
+def test_bad_top_k_is_refused(top_k):
+    with pytest.raises(ValueError, match="top_k must be None or an int in"):
+        CoDDLayer.from_structure("hmm", 4, 12, hidden=2, top_k=top_k)
+    _, model, logits, tokens, masked, t = _small_block(vocab=12)
+    with pytest.raises(ValueError, match="top_k"):
+        CoDDBlockDistribution(model, logits, tokens, masked, t, top_k=top_k)
+    layer = CoDDLayer(model)
+    with pytest.raises(ValueError, match="top_k"):
+        layer.top_k = top_k
+
+
+def test_bad_force_include_is_refused():
+    _, model, logits, tokens, masked, t = _small_block()
+    x0 = torch.where(masked, 1, tokens)
+    for kwargs_, error, message in [(dict(force_include=x0), ValueError, "force_include needs top_k"),
+                                    (dict(top_k=2, force_include=x0[:, :2]), ValueError, "must have shape"),
+                                    (dict(top_k=2, force_include=x0.float()), TypeError, "integer tensor"),
+                                    (dict(top_k=2, force_include=x0 + 5 * masked), ValueError, r"outside \[0, 5\)")]:
+        with pytest.raises(error, match=message):
+            CoDDBlockDistribution(model, logits, tokens, masked, t, **kwargs_)
+
+
+# ----------------------------------------------------------------------------- decoding with top-k
+def test_joint_step_is_unchanged_by_the_single_pass():
+    """BlockDecoder.joint now asks for sample and marginals together: same tokens as three passes."""
+    circuit, model, logits, tokens, masked, t = _small_block(seed=9, batch=3)
+    layer = CoDDLayer(model, mask_id=5)
+    for rule in ("low_confidence", "margin", "entropy"):
+        decoder = BlockDecoder(layer, mask_id=5, remasking=rule, codd="joint",
+                               generator=torch.Generator().manual_seed(1))
+        got = decoder.step(logits, logits, tokens, masked, 2)
+        dist = layer.distribution(logits, None, tokens, masked)
+        proposal = dist.sample(generator=torch.Generator().manual_seed(1))
+        expected = decoder._commit(dist.marginals(), proposal, tokens, masked, 2)
+        assert torch.equal(got, expected)
+
+
+@pytest.mark.parametrize("codd", ["joint", "any_order"])
+def test_generate_propagates_a_top_k_layer(codd):
+    from test_sampler import StubBackbone, contextual
+    layer = CoDDLayer(structures.hmm(4, 3, 5, seed=0), mask_id=7, dtype=torch.float64, top_k=2)
+    backbone = StubBackbone(contextual(11))
+    seen, build = [], layer.distribution
+    layer.distribution = lambda *args, **kw: seen.append(build(*args, **kw)) or seen[-1]
+    prompt = torch.tensor([[0, 1, 2], [3, 4, 0]])
+    out = generate(backbone, prompt, layer=layer, gen_length=8, block_length=4, steps=4, codd=codd,
+                   generator=torch.Generator().manual_seed(0))
+    assert out.shape == (2, 11) and ((out >= 0) & (out < 5)).all()
+    assert seen and all(d.top_k == 2 for d in seen)
+    greedy = generate(backbone, prompt, layer=layer, gen_length=8, block_length=4, steps=8, codd="joint",
+                      temperature=0)
+    assert ((greedy >= 0) & (greedy < 5)).all()
+
+
+def test_bench_topk_works_for_any_circuit():
+    layer = CoDDLayer.from_structure("tree", 4, 5, hidden=3, mask_id=5, dtype=torch.float64)
+    gen = torch.Generator().manual_seed(0)
+    logits, tokens = torch.randn(2, 4, 5, generator=gen, dtype=torch.float64), torch.full((2, 4), 5)
+    masked = torch.ones(2, 4, dtype=torch.bool)
+    probs, ids = topk_marginals(layer, logits, tokens, masked, 2)
+    expected = layer.distribution(logits, None, tokens, masked, top_k=2).marginals()
+    torch.testing.assert_close(torch.zeros_like(expected).scatter_add(-1, ids, probs), expected)
+    step = topk_step(layer, logits, tokens, masked, count=2, k=2, generator=gen)
+    assert bool(((step != 5).sum(-1) == 2).all())
