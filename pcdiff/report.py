@@ -55,39 +55,33 @@ def markdown_tables(results: dict) -> str:
 
 
 def save_plots(results: dict, out_dir: pathlib.Path) -> list[pathlib.Path]:
+    """perplexity.png (as the paper's Figure 1), generation.png and infill.png in ``out_dir``."""
+    out_dir = pathlib.Path(out_dir)
+    ppl, gen, infill = results["perplexity"], results["generation"], results["infill"]
+    methods = (("one_step", "one-step (factorized)"), ("sequential", "sequential"), ("codd", "CoDD"))
+    modes = (("factorized", "factorized"), ("codd", "CoDD"))
+    return [
+        _line_plot(out_dir / "perplexity.png", "Held-out perplexity", "masked fraction", "perplexity per masked token",
+                   [(label, [float(f) for f in ppl[m]], list(ppl[m].values())) for m, label in methods]),
+        _line_plot(out_dir / "generation.png", "Generation: valid items vs steps", "steps per block", "valid rate",
+                   [(label, [int(s) for s in gen[m]], [cell["valid"] for cell in gen[m].values()])
+                    for m, label in modes]),
+        _line_plot(out_dir / "infill.png", "One-step infill", "masked fraction", "valid rate",
+                   [(label, [float(f) for f in infill[m]], list(infill[m].values())) for m, label in modes]),
+    ]
+
+
+def _line_plot(path: pathlib.Path, title: str, xlabel: str, ylabel: str, series) -> pathlib.Path:
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    out_dir = pathlib.Path(out_dir)
-    paths = []
-
     fig, ax = plt.subplots(figsize=(5, 3.5))
-    ppl = results["perplexity"]
-    for method, label in (("one_step", "one-step (factorized)"), ("sequential", "sequential"), ("codd", "CoDD")):
-        fracs = [float(f) for f in ppl[method]]
-        ax.plot(fracs, list(ppl[method].values()), marker="o", label=label)
-    ax.set(xlabel="masked fraction", ylabel="perplexity per masked token", title="Held-out perplexity")
+    for label, xs, ys in series:
+        ax.plot(xs, ys, marker="o", label=label)
+    ax.set(xlabel=xlabel, ylabel=ylabel, title=title)
     ax.legend()
-    paths.append(_save(fig, out_dir / "perplexity.png"))
-
-    fig, ax = plt.subplots(figsize=(5, 3.5))
-    gen = results["generation"]
-    for mode, label in (("factorized", "factorized"), ("codd", "CoDD")):
-        steps = list(gen[mode])
-        ax.plot([int(s) for s in steps], [gen[mode][s]["valid"] for s in steps], marker="o", label=label)
-    ax.set(xlabel="steps per block", ylabel="valid rate", title="Generation: valid items vs steps")
-    ax.legend()
-    paths.append(_save(fig, out_dir / "generation.png"))
-
-    fig, ax = plt.subplots(figsize=(5, 3.5))
-    infill = results["infill"]
-    for mode, label in (("factorized", "factorized"), ("codd", "CoDD")):
-        ax.plot([float(f) for f in infill[mode]], list(infill[mode].values()), marker="o", label=label)
-    ax.set(xlabel="masked fraction", ylabel="valid rate", title="One-step infill")
-    ax.legend()
-    paths.append(_save(fig, out_dir / "infill.png"))
-    return paths
+    return _save(fig, path)
 
 
 def _save(fig, path: pathlib.Path) -> pathlib.Path:
