@@ -79,13 +79,7 @@ def check_exact(circuit, dist, logits, tokens, masked, t, mask_id=None):
     if mask_id is not None:                                                  # log_prob refuses the mask id
         rows = [(xs[keep], lp[keep]) for b, (xs, lp) in enumerate(rows)
                 for keep in [~((xs == mask_id) & masked[b].numpy()).any(1)]]
-    for (xs, expected), actual in zip(rows, log_prob_table(dist, [xs for xs, _ in rows])):
-        assert_log_close(actual, expected)
-        assert np.exp(actual).sum() == pytest.approx(1.0, abs=1e-9)
-    marg = dist.marginals().numpy()
-    for b in range(len(tokens)):
-        np.testing.assert_allclose(marg[b], brute_marginals(circuit, tokens[b].numpy(), ~masked[b].numpy(), e[b]),
-                                   atol=1e-9)
+    assert_matches_brute_force(dist, circuit, tokens, masked, e, rows)
 
 
 def brute_z(circuit, tokens, masked, e):
@@ -349,3 +343,16 @@ def test_any_order_can_stop_after_some_positions():
                                      num_positions=1)
     assert ((steps == 0).sum(-1) == 1).all() and (steps <= 0).all()
     assert torch.equal(x[steps < 0], dist.given_tokens[steps < 0])
+
+
+def assert_matches_brute_force(dist, circuit, tokens, masked, e, rows) -> np.ndarray:
+    """log_prob over every completion in ``rows`` (normalized to 1) and the marginals equal brute force;
+    returns the marginals."""
+    for (xs, expected), actual in zip(rows, log_prob_table(dist, [xs for xs, _ in rows])):
+        assert_log_close(actual, expected)
+        assert np.exp(actual).sum() == pytest.approx(1.0, abs=1e-9)
+    marg = dist.marginals().numpy()
+    for b in range(len(tokens)):
+        np.testing.assert_allclose(marg[b], brute_marginals(circuit, tokens[b].numpy(), ~masked[b].numpy(), e[b]),
+                                   atol=1e-9)
+    return marg

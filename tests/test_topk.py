@@ -17,8 +17,8 @@ from pcdiff.layer import CoDDLayer
 from pcdiff.sampler import BlockDecoder, generate
 from strategies import circuits, queries, seeds
 from structures.queries.evidence import make_evidence
-from test_distribution import LOGIT_KINDS, assert_log_close, brute_rows, brute_z, log_prob_table, random_block, \
-    reference_evidence
+from test_distribution import LOGIT_KINDS, assert_log_close, assert_matches_brute_force, brute_rows, brute_z, \
+    log_prob_table, random_block, reference_evidence
 from test_exactness import kwargs, random_sum_tables, reference, row_tables
 
 exact = settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -150,13 +150,7 @@ def check_restricted(circuit, dist, tokens, masked, e):
     assert_log_close(dist.log_normalizer.detach().numpy(), brute_z(circuit, tokens.numpy(), masked.numpy(), e))
     rows = [(xs[np.isfinite(lp)], lp[np.isfinite(lp)]) for xs, lp in brute_rows(circuit, tokens.numpy(),
                                                                                  masked.numpy(), e)]
-    for (xs, expected), actual in zip(rows, log_prob_table(dist, [xs for xs, _ in rows])):
-        assert_log_close(actual, expected)
-        assert np.exp(actual).sum() == pytest.approx(1.0, abs=1e-9)
-    marg = dist.marginals().numpy()
-    for b in range(len(tokens)):
-        np.testing.assert_allclose(marg[b], brute_marginals(circuit, tokens[b].numpy(), ~masked[b].numpy(), e[b]),
-                                   atol=1e-9)
+    marg = assert_matches_brute_force(dist, circuit, tokens, masked, e, rows)
     np.testing.assert_allclose(dist.evidence.scatter(dist.marginals(over_candidates=True), e.shape[-1]).numpy(),
                                marg, atol=1e-12)
 
