@@ -98,6 +98,7 @@ class CoDDBlockDistribution(Distribution):
                                                self.top_k, mask_id, None if force_include is None
                                                else force_include.to(device).long())
         self._log_z: torch.Tensor | None = None
+        self._shared_log_params: structures.LogParams | None = None
         super().__init__(torch.Size([batch]), torch.Size([length]), validate_args=False)
         self._validate_args = validate_args
 
@@ -136,6 +137,14 @@ class CoDDBlockDistribution(Distribution):
     def _query_args(self, rows: torch.Tensor | None = None, detach: bool = False) -> dict:
         """Keyword arguments for the core's queries, optionally gathered to batch ``rows``."""
         np_, lp = self.node_potentials, self.log_params
+        if lp is None and not detach and torch.is_grad_enabled() and \
+                any(p.requires_grad for p in self.model.parameters()):
+            # Training: log Z and the score of x0 share one normalization of the tables (the [K, V]
+            # emission log-softmax dominates at large V) instead of each query redoing it. Without
+            # gradients the module's own inference cache already serves every query.
+            if self._shared_log_params is None:
+                self._shared_log_params = self.model.log_params()
+            lp = self._shared_log_params
         if rows is not None:
             np_ = None if np_ is None else np_[rows]
             lp = None if lp is None else structures.LogParams([t[rows] if t.dim() == 3 else t for t in lp.sums],

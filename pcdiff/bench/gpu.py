@@ -154,7 +154,7 @@ def llada_backbone(config: dict, mask_id: int, device, dtype=torch.bfloat16) -> 
 
 def llada_parts(backbone, layer, run: dict, seed: int) -> dict:
     """Backbone forward and the three proposals for the current block, as zero-argument calls."""
-    device, vocab, block = backbone.device, backbone.vocab_size, run["block"]
+    device, block = backbone.device, run["block"]
     gen = torch.Generator(device=device).manual_seed(seed)
     length = run["prompt"] + run["generate"]
     x = torch.randint(0, backbone.mask_id, (run["batch"], length), generator=gen, device=device)
