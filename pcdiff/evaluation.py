@@ -77,7 +77,7 @@ def perplexity_table(backbone, layer, x0, fractions=(0.25, 0.5, 0.75, 1.0), seed
 def gap_closed(perplexity: dict[str, dict[str, float]]) -> dict[str, float]:
     """``(NLL_one_step − NLL_codd) / (NLL_one_step − NLL_sequential)`` per fraction."""
     out = {}
-    for frac, ppl_one in perplexity["one_step"].items():
+    for frac in perplexity["one_step"]:
         one, seq, codd = (math.log(perplexity[k][frac]) for k in ("one_step", "sequential", "codd"))
         out[frac] = (one - codd) / (one - seq) if abs(one - seq) > 1e-12 else float("nan")
     return out
