@@ -164,8 +164,9 @@ class BlockDecoder:
 
         The next position is picked from the conditionals alone (for "low_confidence": the highest
         top-1 probability) before its token is drawn, so the committed tokens are an exact draw for
-        every rule. One marginals query per committed position; the layer's ``sample_any_order``
-        would decode the whole block each step and throw most of it away.
+        every rule. One marginals query per committed position, over the candidates with top-k
+        (O(L·k), no [B, L, V] tensor); the layer's ``sample_any_order`` would decode the whole block
+        each step and throw most of it away.
         """
         tokens, masked = tokens.clone(), masked.clone()
         rows = torch.arange(tokens.shape[0], device=tokens.device)
@@ -176,7 +177,8 @@ class BlockDecoder:
             if not masked.any() or (self.threshold is None and not owed.any()):
                 break
             dist = self.layer.distribution(logits, hidden, tokens, masked, temperature=self.layer_temperature)
-            probs = dist.marginals()                                             # [B, L, V] conditionals
+            # [B, L, k] conditionals over each position's candidates (k = V without top-k: every token)
+            probs = dist.marginals(over_candidates=True)
             scores = confidence(self.rule, probs, probs.argmax(-1), self.generator).masked_fill(~masked, -math.inf)
             if self.threshold is not None:
                 owed |= (scores > self.threshold).any(-1)
@@ -184,11 +186,21 @@ class BlockDecoder:
             if not owed.any():
                 break
             pos = scores.argmax(-1)                                              # [B]
-            token = _draw(probs[rows, pos], self.greedy, self.generator)         # [B]
+            token = self._draw_candidate(dist, probs[rows, pos], rows, pos)       # [B]
             tokens[rows[owed], pos[owed]] = token[owed]
             masked[rows[owed], pos[owed]] = False
             done += owed.long()
         return tokens
+
+    def _draw_candidate(self, dist, probs, rows, pos):
+        """A token for position ``pos`` [B] of each row from its conditional ``probs`` [B, k] over
+        ``dist.candidate_ids``: a slot is drawn, then mapped to its token id. The slots are first put
+        in token order, so that with k = V the same noise draws the same token as the dense mode."""
+        if dist.top_k is None:
+            return _draw(probs, self.greedy, self.generator)                     # slot = token id
+        ids, order = dist.candidate_ids[rows, pos].sort(-1)                      # [B, k]
+        slot = _draw(probs.gather(-1, order), self.greedy, self.generator)
+        return ids.gather(-1, slot.unsqueeze(-1)).squeeze(-1)
 
     def _commit(self, probs, proposal, tokens, masked, count, chosen=None):
         """``chosen``: where each proposed token sits on probs' last axis (default: its id)."""

@@ -339,6 +339,52 @@ def test_generate_propagates_a_top_k_layer(codd):
     assert ((greedy >= 0) & (greedy < 5)).all()
 
 
+@pytest.mark.parametrize("remasking, temperature, vocab, mask_id", [
+    ("low_confidence", 1.0, 5, 7), ("margin", 1.0, 5, 7), ("entropy", 1.0, 5, 7), ("random", 1.0, 5, 7),
+    ("low_confidence", 0, 5, 7), ("margin", 1.0, 6, 5)])                  # last: a mask id inside the vocabulary
+def test_any_order_with_top_k_equal_to_the_vocabulary_draws_the_dense_tokens(remasking, temperature, vocab, mask_id):
+    from test_sampler import StubBackbone, contextual
+    layer = CoDDLayer(structures.hmm(4, 3, vocab, seed=1), mask_id=mask_id, dtype=torch.float64)
+    seen, build = [], layer.distribution
+    layer.distribution = lambda *args, **kw: seen.append(build(*args, **kw)) or seen[-1]
+
+    def run(top_k):
+        layer.top_k = top_k
+        backbone = StubBackbone(contextual(8, vocab), vocab_size=vocab, mask_id=mask_id)
+        return generate(backbone, None, layer=layer, gen_length=8, block_length=4, steps=4, codd="any_order",
+                        remasking=remasking, temperature=temperature, batch_size=32,
+                        generator=torch.Generator().manual_seed(2))
+    dense = run(None)
+    assert {d.top_k for d in seen} == {None}
+    seen.clear()
+    assert torch.equal(run(vocab), dense)
+    assert {d.top_k for d in seen} == {vocab}                             # the candidate path really ran
+
+
+@pytest.mark.parametrize("temperature", [1.0, 0])
+def test_any_order_with_top_k_commits_candidates_from_candidate_marginals(monkeypatch, temperature):
+    k, vocab, batch, length = 2, 8, 64, 4
+    layer = CoDDLayer(structures.hmm(length, 3, vocab, seed=2), mask_id=vocab, dtype=torch.float64, top_k=k)
+    gen = torch.Generator().manual_seed(3)
+    logits = torch.randn(batch, length, vocab, generator=gen, dtype=torch.float64)
+    masked = torch.rand(batch, length, generator=gen) < 0.75
+    masked[:, 0] = True
+    tokens = torch.where(masked, vocab, torch.randint(0, vocab, (batch, length), generator=gen))
+    shapes, marginals = [], CoDDBlockDistribution.marginals
+
+    def recording(self, over_candidates=False):
+        out = marginals(self, over_candidates)
+        shapes.append(tuple(out.shape))
+        return out
+    monkeypatch.setattr(CoDDBlockDistribution, "marginals", recording)
+    decoder = BlockDecoder(layer, mask_id=vocab, codd="any_order", temperature=temperature, generator=gen)
+    out = decoder.step(logits, logits, tokens, masked, count=length)     # every masked position, one at a time
+    assert len(shapes) == int(masked.sum(-1).max()) and set(shapes) == {(batch, length, k)}   # never [B, L, V]
+    assert torch.equal(out[~masked], tokens[~masked]) and bool((out < vocab).all())
+    candidates = logits.topk(k, dim=-1).indices                         # each position's k most likely tokens
+    assert bool((out.unsqueeze(-1) == candidates).any(-1)[masked].all())
+
+
 def test_bench_topk_works_for_any_circuit():
     layer = CoDDLayer.from_structure("tree", 4, 5, hidden=3, mask_id=5, dtype=torch.float64)
     gen = torch.Generator().manual_seed(0)
