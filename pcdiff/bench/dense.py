@@ -17,6 +17,7 @@ the plain ``log`` would need the guarded gradient the compiled circuit uses.
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 
@@ -54,8 +55,9 @@ class DenseHMM(nn.Module):
     def log_prob(self, x: torch.Tensor) -> torch.Tensor:
         """``[B]``: log P(x) of fully observed sequences x [B, L] (long token ids)."""
         log_emission = torch.log_softmax(self.emission_logits, dim=-1)         # [H, V]
-        # Rows of a contiguous [V, H] gather (and scatter back) faster than strided columns.
-        leaves = log_emission.t().contiguous()[x]                              # [B, L, H], gathered once
+        # Rows of a contiguous [V, H] gather (and scatter back) faster than strided columns, and an
+        # embedding lookup is several times faster than advanced indexing on small tables.
+        leaves = F.embedding(x, log_emission.t().contiguous())                 # [B, L, H], gathered once
         return self._forward(leaves)
 
     def soft_log_normalizer(self, soft_evidence: torch.Tensor) -> torch.Tensor:

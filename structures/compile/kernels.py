@@ -91,16 +91,21 @@ class WeightTable:
                    any(t.may_underflow for t in tables))
 
 
-def log_matmul_exp(x: torch.Tensor, table: WeightTable, shared: bool) -> torch.Tensor:
+def log_matmul_exp(x: torch.Tensor, table: WeightTable, shared: bool, finite_inputs: bool = False) -> torch.Tensor:
     """``y[b, g, k] = log Σ_c exp(log_weights[g, k, c] + x[b, g, c])``.
 
     x: [B, G, C] log-values. table: [G, K, C], or per sample [B, G, K, C]; with ``shared`` a
     single table [K, C] (or per sample [B, K, C]) serves every group (tied parameters: one large
     GEMM). Returns [B, G, K]. With ``shared`` and a [K, C] table, x may also be [B, C] (→ [B, K]).
+
+    ``finite_inputs`` promises that no entry of x is -inf: the shift needs no clamp. With every
+    weight at least the smallest normal number too, each shifted sum is at least the weight of its
+    largest input, never 0, so the plain ``log`` (a native op, several times cheaper in backward than
+    the guarded one) is exact.
     """
     if x.dim() == 2 and table.may_underflow:
         return log_matmul_exp(x.unsqueeze(1), table, shared).squeeze(1)      # the repair indexes [B, G, K]
-    m = stable_shift(x)
+    m = x.detach().amax(dim=-1, keepdim=True) if finite_inputs else stable_shift(x)
     p = torch.exp(x - m)
     weights = table.probs
     if shared:
@@ -109,9 +114,9 @@ def log_matmul_exp(x: torch.Tensor, table: WeightTable, shared: bool) -> torch.T
         s = torch.einsum("bgc,gkc->bgk", p, weights)
     else:
         s = torch.einsum("bgc,bgkc->bgk", p, weights)
-    y = guarded_log(s) + m
     if not table.may_underflow:
-        return y
+        return (torch.log(s) if finite_inputs else guarded_log(s)) + m
+    y = guarded_log(s) + m
     return _repair_underflow(y, s, x, table.log, shared)
 
 

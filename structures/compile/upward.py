@@ -6,7 +6,10 @@ a homogeneous HMM reuses one transition table at every position.
 """
 from __future__ import annotations
 
+import math
+
 import torch
+import torch.nn.functional as F
 
 from .candidates import candidate_leaves, observed_candidate_term
 from .kernels import WeightTable, log_matmul_exp, log_max_product
@@ -36,8 +39,14 @@ def upward(model, evidence, tables: PassTables, semiring: str) -> list[torch.Ten
     """Log value ``[B, K]`` of every group of ``model`` (indexed like ``circuit.groups``)."""
     layout = model.layout
     values: list[torch.Tensor | None] = [None] * layout.num_groups
+    # Whether every value computed so far is finite: while it holds, sum layers whose weights cannot
+    # underflow skip the all -inf row guards (the clamped shift, the guarded log's backward). It
+    # stops holding at a -inf leaf (impossible evidence, a -inf potential) or at the first table with
+    # (near-)zero weights.
+    finite = semiring == "sum"
     for b, bucket in enumerate(layout.input_buckets):
         leaves = _input_bucket(model, b, bucket, evidence, tables, semiring)
+        finite = finite and leaves.detach().amin().item() > -math.inf     # one reduction, no [B, G, K] mask
         for g, value in zip(bucket.groups, leaves.unbind(1)):
             values[g] = value
     for layer in layout.layers:
@@ -49,10 +58,11 @@ def upward(model, evidence, tables: PassTables, semiring: str) -> list[torch.Ten
                 out = term if out is None else out + term
             values[step.group] = out
         for bucket in layer.sums:
+            finite = finite and not any(t.may_underflow for t in _bucket_tables(bucket, tables))
             if len(bucket.groups) == 1:
-                values[bucket.groups[0]] = _single_sum(bucket, values, tables, semiring)
+                values[bucket.groups[0]] = _single_sum(bucket, values, tables, semiring, finite)
                 continue
-            out = _sum_bucket(bucket, values, tables, semiring)
+            out = _sum_bucket(bucket, values, tables, semiring, finite)
             for g, value in zip(bucket.groups, out.unbind(1)):
                 values[g] = value
     return values
@@ -80,7 +90,7 @@ def _input_bucket(model, b: int, bucket: InputBucket, ev, tables: PassTables, se
         if shared is not None:
             # Rows of a contiguous [V, K] gather (and scatter back in backward) faster than strided
             # columns, and keep the leaves contiguous for every op downstream.
-            observed_value = table.log_t[tokens]                                     # [B, G, K]
+            observed_value = F.embedding(tokens, table.log_t)                        # [B, G, K]
         else:
             rows = getattr(model, f"bucket_rows_{b}")
             observed_value = table.log.transpose(1, 2)[rows, tokens]
@@ -111,7 +121,13 @@ def _input_bucket(model, b: int, bucket: InputBucket, ev, tables: PassTables, se
     return leaves
 
 
-def _single_sum(bucket: SumBucket, values, tables: PassTables, semiring: str) -> torch.Tensor:
+def _bucket_tables(bucket: SumBucket, tables: PassTables) -> list[WeightTable]:
+    if bucket.shared_source is not None:
+        return [tables.sum(bucket.shared_source)]
+    return [tables.sum(s) for s in bucket.sources]
+
+
+def _single_sum(bucket: SumBucket, values, tables: PassTables, semiring: str, finite: bool) -> torch.Tensor:
     """Values ``[B, K]`` of a bucket holding one sum group (every layer of a chain): plain 2-D GEMM."""
     children = bucket.children[0]
     x = torch.cat([values[c] for c in children], dim=1) if len(children) > 1 else values[children[0]]  # [B, C]
@@ -119,11 +135,11 @@ def _single_sum(bucket: SumBucket, values, tables: PassTables, semiring: str) ->
     if semiring == "max":
         return log_max_product(x.unsqueeze(1), table.log.unsqueeze(-3)).squeeze(1)
     if table.log.dim() == 3:
-        return log_matmul_exp(x.unsqueeze(1), table, shared=True).squeeze(1)
-    return log_matmul_exp(x, table, shared=True)
+        return log_matmul_exp(x.unsqueeze(1), table, shared=True, finite_inputs=finite).squeeze(1)
+    return log_matmul_exp(x, table, shared=True, finite_inputs=finite)
 
 
-def _sum_bucket(bucket: SumBucket, values, tables: PassTables, semiring: str) -> torch.Tensor:
+def _sum_bucket(bucket: SumBucket, values, tables: PassTables, semiring: str, finite: bool) -> torch.Tensor:
     """Values ``[B, G, K]`` of one bucket of same-shape sum groups."""
     inputs = [torch.cat([values[c] for c in children], dim=1) if len(children) > 1 else values[children[0]]
               for children in bucket.children]
@@ -132,7 +148,7 @@ def _sum_bucket(bucket: SumBucket, values, tables: PassTables, semiring: str) ->
     if shared is not None:
         table = tables.sum(shared)                                           # [K, C] or [B, K, C]
         if semiring == "sum":
-            return log_matmul_exp(x, table, shared=True)
+            return log_matmul_exp(x, table, shared=True, finite_inputs=finite)
         return log_max_product(x, table.log.unsqueeze(-3))
     group_tables = [tables.sum(s) for s in bucket.sources]
     if any(t.log.dim() == 3 for t in group_tables):
@@ -144,5 +160,5 @@ def _sum_bucket(bucket: SumBucket, values, tables: PassTables, semiring: str) ->
     else:
         stacked = WeightTable.stack(group_tables)                             # [G, K, C]
     if semiring == "sum":
-        return log_matmul_exp(x, stacked, shared=False)
+        return log_matmul_exp(x, stacked, shared=False, finite_inputs=finite)
     return log_max_product(x, stacked.log)
