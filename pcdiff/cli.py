@@ -11,6 +11,8 @@ import sys
 
 import torch
 
+from .allocator import keep_heap_pages
+
 #: Exceptions that describe a user's mistake, not a bug: printed as one line.
 USER_ERRORS = (ValueError, FileNotFoundError, IsADirectoryError, PermissionError, TypeError)
 
@@ -105,6 +107,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    keep_heap_pages()
     try:
         return COMMANDS[args.command](args)
     except USER_ERRORS as err:

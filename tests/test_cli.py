@@ -97,3 +97,11 @@ def test_unknown_option_and_help_exit_cleanly():
     assert result.returncode == 2 and "unrecognized arguments" in result.stderr
     result = subprocess.run([sys.executable, "-m", "pcdiff", "--help"], capture_output=True, text=True)
     assert result.returncode == 0 and "demo" in result.stdout
+
+
+def test_the_commands_keep_freed_heap_pages_on_glibc():
+    import platform
+
+    from pcdiff.allocator import keep_heap_pages
+    on_glibc = sys.platform.startswith("linux") and platform.libc_ver()[0] == "glibc"
+    assert keep_heap_pages() is on_glibc

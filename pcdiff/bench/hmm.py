@@ -29,6 +29,7 @@ import torch
 
 import structures
 
+from ..allocator import keep_heap_pages
 from .common import interleaved_medians, machine_info, mark, markdown_table, torch_threads, warm_then_time
 from .dense import DenseHMM
 from .report import Section, markers, write_sections
@@ -279,6 +280,7 @@ def parse_args(argv):
 def main(argv=None) -> str:
     """The HMM part alone; returns the section's markdown (as printed)."""
     args = parse_args(argv)
+    keep_heap_pages()
     devices = [args.device] if args.device != "auto" else ["cpu"] + (["cuda"] * torch.cuda.is_available())
     with torch_threads(args.threads):
         info = machine_info(args.threads, "cuda" in devices)

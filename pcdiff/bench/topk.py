@@ -17,6 +17,7 @@ import torch
 
 from ..layer import CoDDLayer
 from ..sampler import BlockDecoder, confidence, select_top
+from ..allocator import keep_heap_pages
 from .common import MEMORY_HOW, markdown_table, mib, peak_memory, torch_threads, warm_then_time
 from .layer_overhead import half_masked_block
 
@@ -109,6 +110,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--budget", type=float, default=10.0, help="seconds of timed rounds")
     parser.add_argument("--device", default="cpu")
     args = parser.parse_args(argv)
+    keep_heap_pages()
     start = time.perf_counter()
     with torch_threads(args.threads):
         row = measure({a: getattr(args, a) for a in DEFAULT_SIZE}, args.budget, device=args.device)

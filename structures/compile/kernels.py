@@ -106,16 +106,22 @@ def log_matmul_exp(x: torch.Tensor, table: WeightTable, shared: bool, finite_inp
     if x.dim() == 2 and table.may_underflow:
         return log_matmul_exp(x.unsqueeze(1), table, shared).squeeze(1)      # the repair indexes [B, G, K]
     m = x.detach().amax(dim=-1, keepdim=True) if finite_inputs else stable_shift(x)
-    p = torch.exp(x - m)
+    p = (x - m).exp_()                           # in place on a temporary: one allocation fewer
     weights = table.probs
     if shared:
-        s = torch.matmul(p, table.probs_t)                             # [B, G, C] @ [(B,) C, K]
+        # A table that will get a gradient enters as a transposed view: mm's backward then returns
+        # that gradient in the table's own layout, where the contiguous copy (a little faster
+        # forward, and free at inference where it is cached) would need a strided transpose of it.
+        weights_t = table.probs.transpose(-1, -2) if table.probs.requires_grad else table.probs_t
+        s = torch.matmul(p, weights_t)                                 # [B, G, C] @ [(B,) C, K]
     elif weights.dim() == 3:
         s = torch.einsum("bgc,gkc->bgk", p, weights)
     else:
         s = torch.einsum("bgc,bgkc->bgk", p, weights)
     if not table.may_underflow:
-        return (torch.log(s) if finite_inputs else guarded_log(s)) + m
+        if not torch.is_grad_enabled():
+            return s.log_().add_(m)              # nothing is saved for a backward: reuse the GEMM's output
+        return (torch.log(s) if finite_inputs else guarded_log(s)).add_(m)
     y = guarded_log(s) + m
     return _repair_underflow(y, s, x, table.log, shared)
 

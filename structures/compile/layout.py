@@ -72,6 +72,7 @@ class Layout:
     group_input_source: dict[int, int]
     input_node_offset: dict[int, int]  # input group → offset of its nodes in the flat input-node axis
     num_input_nodes: int
+    last_read: list[list[int]] = field(default_factory=list)  # per layer, the groups it reads for the last time
 
 
 def build_layout(circuit: Circuit) -> Layout:
@@ -128,11 +129,27 @@ def build_layout(circuit: Circuit) -> Layout:
                                     children=[[index[ch.id] for ch in groups[i].children] for i in members],
                                     sources=[group_sum_source[i] for i in members], num_nodes=k, num_child_nodes=c))
 
+    ordered = [layers[d] for d in sorted(layers)]
     return Layout(num_groups=len(groups), root=index[circuit.root.id], num_vars=circuit.num_vars,
                   vocab_sizes=list(circuit.vocab_sizes), input_buckets=input_buckets,
-                  layers=[layers[d] for d in sorted(layers)], sum_sources=sum_sources, input_sources=input_sources,
+                  layers=ordered, sum_sources=sum_sources, input_sources=input_sources,
                   group_sum_source=group_sum_source, group_input_source=group_input_source,
-                  input_node_offset=input_node_offset, num_input_nodes=offset)
+                  input_node_offset=input_node_offset, num_input_nodes=offset, last_read=_last_reads(ordered))
+
+
+def _last_reads(layers: list[Layer]) -> list[list[int]]:
+    """Per layer, the groups no later layer reads: a pass that only needs the root drops their values
+    there, so its memory stays at a few layers' worth instead of growing with the circuit."""
+    last: dict[int, int] = {}
+    for position, layer in enumerate(layers):
+        for step in layer.products:
+            last.update((child, position) for child in step.children)
+        for bucket in layer.sums:
+            last.update((child, position) for children in bucket.children for child in children)
+    per_layer: list[list[int]] = [[] for _ in layers]
+    for group, position in last.items():
+        per_layer[position].append(group)
+    return per_layer
 
 
 def _is_identity(column: np.ndarray, child_size: int) -> bool:

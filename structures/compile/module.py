@@ -141,11 +141,13 @@ class CompiledCircuit(nn.Module):
 
     # ------------------------------------------------------------------ upward pass
     def upward(self, evidence: Evidence, log_params: LogParams | None = None, semiring: str = "sum",
-               tables: PassTables | None = None) -> list[torch.Tensor | None]:
-        """Log value ``[B, K]`` of every node group (indexed like ``circuit.groups``)."""
+               tables: PassTables | None = None, keep_all: bool = True) -> list[torch.Tensor | None]:
+        """Log value ``[B, K]`` of every node group (indexed like ``circuit.groups``); with
+        ``keep_all=False`` only the root's (the others are None)."""
         if semiring not in ("sum", "max"):
             raise ValueError(f"semiring must be 'sum' or 'max', got {semiring!r}")
-        return upward(self, evidence, tables if tables is not None else self.pass_tables(log_params), semiring)
+        tables = tables if tables is not None else self.pass_tables(log_params)
+        return upward(self, evidence, tables, semiring, keep_all)
 
     def pass_tables(self, log_params: LogParams | None) -> PassTables:
         """The parameter tables for one pass. Without gradients and with the module's own parameters
@@ -160,8 +162,10 @@ class CompiledCircuit(nn.Module):
             self._table_cache = (key, PassTables(self.log_params()))
         return self._table_cache[1]
 
-    def root_value(self, evidence: Evidence, log_params: LogParams | None = None, semiring: str = "sum"):
-        return self.upward(evidence, log_params, semiring)[self.layout.root][:, 0]
+    def root_value(self, evidence: Evidence, log_params: LogParams | None = None, semiring: str = "sum",
+                   tables: PassTables | None = None) -> torch.Tensor:
+        """``[B]``: the root's log value (the other groups' values are dropped as the pass goes)."""
+        return self.upward(evidence, log_params, semiring, tables, keep_all=False)[self.layout.root][:, 0]
 
     # ------------------------------------------------------------------ queries
     def log_prob(self, x=None, mask=None, soft_evidence=None, *, node_potentials=None, log_params=None):

@@ -35,8 +35,15 @@ class PassTables:
         return self._inputs[t]
 
 
-def upward(model, evidence, tables: PassTables, semiring: str) -> list[torch.Tensor | None]:
-    """Log value ``[B, K]`` of every group of ``model`` (indexed like ``circuit.groups``)."""
+def upward(model, evidence, tables: PassTables, semiring: str, keep_all: bool = True) -> list[torch.Tensor | None]:
+    """Log value ``[B, K]`` of every group of ``model`` (indexed like ``circuit.groups``).
+
+    With ``keep_all=False`` only the root's value is kept (the others are None): each value is
+    dropped after its last reader, so that memory is reused within the pass. Holding every layer's
+    output until the end and freeing it all at once makes the allocator return the pages to the
+    system after each pass and fault them back in on the next, a slowdown of up to 1.7x on small
+    circuits.
+    """
     layout = model.layout
     values: list[torch.Tensor | None] = [None] * layout.num_groups
     # Whether every value computed so far is finite: while it holds, sum layers whose weights cannot
@@ -49,7 +56,7 @@ def upward(model, evidence, tables: PassTables, semiring: str) -> list[torch.Ten
         finite = finite and leaves.detach().amin().item() > -math.inf     # one reduction, no [B, G, K] mask
         for g, value in zip(bucket.groups, leaves.unbind(1)):
             values[g] = value
-    for layer in layout.layers:
+    for position, layer in enumerate(layout.layers):
         for step in layer.products:
             out = None
             for j, child in enumerate(step.children):
@@ -65,6 +72,9 @@ def upward(model, evidence, tables: PassTables, semiring: str) -> list[torch.Ten
             out = _sum_bucket(bucket, values, tables, semiring, finite)
             for g, value in zip(bucket.groups, out.unbind(1)):
                 values[g] = value
+        if not keep_all:
+            for g in layout.last_read[position]:
+                values[g] = None
     return values
 
 

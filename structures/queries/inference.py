@@ -35,7 +35,7 @@ def marginals(model: CompiledCircuit, x=None, mask=None, soft_evidence=None, *, 
     tables = constant_tables(model, log_params)
     with torch.enable_grad():
         leaf = differentiable_evidence(model, evidence)
-        log_z = model.upward(evidence, tables=tables)[model.layout.root][:, 0]
+        log_z = model.root_value(evidence, tables=tables)
         raise_if_impossible(log_z, "marginals")
         (grad,) = torch.autograd.grad(log_z.sum(), leaf)
     return grad

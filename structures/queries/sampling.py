@@ -101,7 +101,7 @@ def map_assignment(model: CompiledCircuit, x=None, mask=None, soft_evidence=None
         raise_if_impossible(values[model.layout.root][:, 0], "map")
         tokens = _top_down(model, values, evidence, lp, lambda logits: logits.argmax(-1))
         full = dataclasses.replace(evidence, tokens=tokens, observed=torch.ones_like(evidence.observed))
-        score = model.upward(full, tables=tables)[model.layout.root][:, 0]
+        score = model.root_value(full, tables=tables)
     return tokens, score
 
 
