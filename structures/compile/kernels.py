@@ -9,6 +9,8 @@ max input has weight zero) are recomputed by log-sum-exp. Zero probabilities are
 """
 from __future__ import annotations
 
+import math
+
 import torch
 
 
@@ -82,7 +84,10 @@ class WeightTable:
     @property
     def may_underflow(self) -> bool:
         if self._may_underflow is None:
-            self._may_underflow = bool(self.probs.detach().amin() < torch.finfo(self.probs.dtype).tiny)
+            # From the log table (no [K, V] exponential where only log values are needed), with a
+            # margin of one nat so that rounding in exp can never take a weight below ``tiny``.
+            floor = math.log(torch.finfo(self.log.dtype).tiny) + 1.0
+            self._may_underflow = bool(self.log.detach().amin() < floor)
         return self._may_underflow
 
     @classmethod
@@ -91,21 +96,29 @@ class WeightTable:
                    any(t.may_underflow for t in tables))
 
 
-def log_matmul_exp(x: torch.Tensor, table: WeightTable, shared: bool, finite_inputs: bool = False) -> torch.Tensor:
+def log_matmul_exp(x: torch.Tensor, table: WeightTable, shared: bool,
+                   finite_inputs: bool | None = False) -> torch.Tensor:
     """``y[b, g, k] = log Σ_c exp(log_weights[g, k, c] + x[b, g, c])``.
 
     x: [B, G, C] log-values. table: [G, K, C], or per sample [B, G, K, C]; with ``shared`` a
     single table [K, C] (or per sample [B, K, C]) serves every group (tied parameters: one large
     GEMM). Returns [B, G, K]. With ``shared`` and a [K, C] table, x may also be [B, C] (→ [B, K]).
 
-    ``finite_inputs`` promises that no entry of x is -inf: the shift needs no clamp. With every
-    weight at least the smallest normal number too, each shifted sum is at least the weight of its
-    largest input, never 0, so the plain ``log`` (a native op, several times cheaper in backward than
-    the guarded one) is exact.
+    ``finite_inputs`` True promises that no row of x is all -inf: the shift needs no clamp. With
+    every weight at least the smallest normal number too, each shifted sum is then at least the
+    weight of its row's largest input, never 0, so the plain ``log`` (a native op, several times
+    cheaper in backward than the guarded one) is exact. None: find out from the row maxima (one
+    small reduction; worth it for one large GEMM, not for every layer of a chain).
     """
     if x.dim() == 2 and table.may_underflow:
         return log_matmul_exp(x.unsqueeze(1), table, shared).squeeze(1)      # the repair indexes [B, G, K]
-    m = x.detach().amax(dim=-1, keepdim=True) if finite_inputs else stable_shift(x)
+    if finite_inputs is None:
+        m = x.detach().amax(dim=-1, keepdim=True)
+        finite_inputs = m.amin().item() > -math.inf
+        if not finite_inputs:
+            m = m.clamp_min(torch.finfo(x.dtype).min)
+    else:
+        m = x.detach().amax(dim=-1, keepdim=True) if finite_inputs else stable_shift(x)
     p = (x - m).exp_()                           # in place on a temporary: one allocation fewer
     weights = table.probs
     if shared:

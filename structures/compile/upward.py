@@ -53,7 +53,8 @@ def upward(model, evidence, tables: PassTables, semiring: str, keep_all: bool = 
     finite = semiring == "sum"
     for b, bucket in enumerate(layout.input_buckets):
         leaves = _input_bucket(model, b, bucket, evidence, tables, semiring)
-        finite = finite and leaves.detach().amin().item() > -math.inf     # one reduction, no [B, G, K] mask
+        if finite and not _leaves_surely_finite(bucket, evidence, tables):
+            finite = leaves.detach().amin().item() > -math.inf           # one reduction, no [B, G, K] mask
         for g, value in zip(bucket.groups, leaves.unbind(1)):
             values[g] = value
     for position, layer in enumerate(layout.layers):
@@ -76,6 +77,14 @@ def upward(model, evidence, tables: PassTables, semiring: str, keep_all: bool = 
             for g in layout.last_read[position]:
                 values[g] = None
     return values
+
+
+def _leaves_surely_finite(bucket: InputBucket, ev, tables: PassTables) -> bool:
+    """Leaves from observed tokens (and the 0 of an unobserved position) are finite when no emission
+    probability is (near) zero; only evidence and potentials can add a -inf."""
+    if ev.soft is not None or ev.candidates is not None or ev.node_potentials is not None:
+        return False
+    return not any(tables.input(s).may_underflow for s in set(bucket.sources))
 
 
 def _input_bucket(model, b: int, bucket: InputBucket, ev, tables: PassTables, semiring: str) -> torch.Tensor:
@@ -120,7 +129,7 @@ def _input_bucket(model, b: int, bucket: InputBucket, ev, tables: PassTables, se
             best = table.log.amax(-1)                                         # [K] or [G, K]
             free_value = best.expand(tokens.shape[0], len(bucket.groups), bucket.num_nodes)
         elif semiring == "sum":
-            free_value = log_matmul_exp(soft, table, shared=shared is not None)
+            free_value = log_matmul_exp(soft, table, shared=shared is not None, finite_inputs=None)
         else:
             free_value = log_max_product(soft, table.log.unsqueeze(0) if shared is not None else table.log)
         leaves = free_value if not any_observed else torch.where(observed.unsqueeze(-1), observed_value, free_value)

@@ -77,21 +77,33 @@ def make_evidence(model: CompiledCircuit, x=None, mask=None, soft_evidence=None,
     for name, t in (("x", x), ("mask", mask), ("soft_evidence", soft_evidence), ("node_potentials", node_potentials)):
         if t is not None and t.shape[0] != batch:
             raise ValueError(f"{name} has batch size {t.shape[0]}, other arguments have {batch}")
+    all_observed = mask is None and x is not None
     if mask is None:
         mask = torch.full((batch, n), x is not None, dtype=torch.bool, device=device)
     if x is None:
         if bool(mask.any()):
             raise ValueError("mask marks observed positions but no x was given")
         x = torch.zeros((batch, n), dtype=torch.long, device=device)
-    tokens = torch.where(mask, x, torch.zeros_like(x))
-    limits = torch.tensor(model.vocab_sizes, device=device)
-    bad = mask & ((tokens < 0) | (tokens >= limits))
-    if bool(bad.any()):
-        b, i = (int(v) for v in bad.nonzero()[0])
-        raise ValueError(f"x[{b}, {i}] = {int(x[b, i])} is out of range for variable {i} "
-                         f"(vocab {model.vocab_sizes[i]})")
+    tokens = x if all_observed else torch.where(mask, x, torch.zeros_like(x))   # 0: in every vocabulary
+    _check_token_range(model, tokens, x)
     return Evidence(tokens=tokens, observed=mask, soft=None if candidates is not None else soft_evidence,
                     node_potentials=node_potentials, candidates=candidates)
+
+
+def _check_token_range(model: CompiledCircuit, tokens: torch.Tensor, x: torch.Tensor) -> None:
+    """Every token id within its variable's vocabulary; one min/max reduction when all variables
+    share one vocabulary (a per-call cost on the hot path of every query)."""
+    if tokens.numel() == 0:
+        return
+    sizes = model.vocab_sizes
+    if min(sizes) == max(sizes):
+        low, high = torch.aminmax(tokens)
+        if int(low) >= 0 and int(high) < sizes[0]:
+            return
+    bad = (tokens < 0) | (tokens >= torch.tensor(sizes, device=tokens.device))
+    if bool(bad.any()):
+        b, i = (int(v) for v in bad.nonzero()[0])
+        raise ValueError(f"x[{b}, {i}] = {int(x[b, i])} is out of range for variable {i} (vocab {sizes[i]})")
 
 
 def _check_candidates(model: CompiledCircuit, cand: CandidateEvidence) -> CandidateEvidence:
