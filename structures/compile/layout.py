@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from dataclasses import dataclass, field
+from functools import cached_property
 
 import numpy as np
 
@@ -24,7 +25,7 @@ class InputBucket:
     sources: list[int]                # input parameter table of each group
     num_nodes: int
 
-    @property
+    @cached_property
     def shared_source(self) -> int | None:
         return self.sources[0] if len(set(self.sources)) == 1 else None
 
@@ -38,7 +39,7 @@ class SumBucket:
     num_nodes: int
     num_child_nodes: int
 
-    @property
+    @cached_property       # read on every pass
     def shared_source(self) -> int | None:
         return self.sources[0] if len(set(self.sources)) == 1 else None
 
