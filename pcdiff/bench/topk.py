@@ -15,9 +15,9 @@ import time
 
 import torch
 
+from ..allocator import keep_heap_pages
 from ..layer import CoDDLayer
 from ..sampler import BlockDecoder, confidence, select_top
-from ..allocator import keep_heap_pages
 from .common import MEMORY_HOW, markdown_table, mib, peak_memory, torch_threads, warm_then_time
 from .layer_overhead import half_masked_block
 
