@@ -349,3 +349,18 @@ def test_fit_improves_the_likelihood(method):
     history = structures.fit(model, data, epochs=4, batch_size=64, method=method, lr=0.1, progress=False)
     assert len(history) == 4 and history[-1] > start + 0.01
     assert history[-1] == pytest.approx(model.log_prob(data).mean().item() / 5)
+
+
+@exact
+@given(circuits(), st.data())
+def test_a_root_only_pass_keeps_the_root_alone_and_agrees_with_the_full_pass(circuit, data):
+    q = data.draw(queries(circuit))
+    model = compiled(circuit)
+    args = kwargs(q)
+    evidence = make_evidence(model, args["x"], args["mask"], args["soft_evidence"], args["node_potentials"])
+    full = model.upward(evidence)
+    lean = model.upward(evidence, keep_all=False)
+    root = model.layout.root
+    assert all(v is None for g, v in enumerate(lean) if g != root)
+    assert all(v is not None for v in full)
+    torch.testing.assert_close(lean[root], full[root], rtol=0, atol=0)
