@@ -112,8 +112,15 @@ def torchrun(*args, cwd=None) -> subprocess.CompletedProcess:
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONFAULTHANDLER": "1"}   # a crash shows its Python stack
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", *args]
     done = subprocess.run(command, env=env, cwd=cwd, capture_output=True, text=True, timeout=300)
+    if done.returncode != 0 and TEARDOWN_CRASH in done.stderr:
+        # A rare abort inside torch's C++ runtime as a worker exits (about 1 run in 30 on a 2-core
+        # machine): launch once more. Any other failure, or a second abort, fails the test.
+        done = subprocess.run(command, env=env, cwd=cwd, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stdout[-6000:] + done.stderr[-6000:]
     return done
+
+
+TEARDOWN_CRASH = "terminate called without an active exception"
 
 
 @pytest.fixture(scope="module")
