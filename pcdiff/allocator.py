@@ -3,10 +3,10 @@
 A circuit pass allocates and frees many small tensors; glibc's malloc hands the top of its heap
 back to the kernel whenever enough of it is free and faults the pages in again on the next
 allocation. Depending on where a process's heap happens to sit, that happens on every pass: we
-measured 6-7x more page faults and passes 1.6x slower on a small HMM, in 4 to 8 of every 10
-processes started. Asking malloc to grow and shrink the heap in 64 MiB steps removes it, the way
-PyTorch's CPU launcher does by preloading jemalloc or tcmalloc. A process setting, so only the
-``pcdiff`` commands make it, never an import.
+measured 6-7x more page faults and passes 1.6x slower on a small HMM, in 2 to 8 of every 10
+processes started (it varied by batch). Asking malloc to grow and shrink the heap in 64 MiB steps
+removes it, the way PyTorch's CPU launcher does by preloading jemalloc or tcmalloc. A process
+setting, so only the ``pcdiff`` commands make it, never an import.
 """
 from __future__ import annotations
 

@@ -99,9 +99,14 @@ def test_unknown_option_and_help_exit_cleanly():
     assert result.returncode == 0 and "demo" in result.stdout
 
 
-def test_the_commands_keep_freed_heap_pages_on_glibc():
+def test_the_commands_keep_freed_heap_pages_on_glibc(monkeypatch, tmp_path):
     import platform
 
+    from pcdiff import cli
     from pcdiff.allocator import keep_heap_pages
     on_glibc = sys.platform.startswith("linux") and platform.libc_ver()[0] == "glibc"
     assert keep_heap_pages() is on_glibc
+    calls = []
+    monkeypatch.setattr(cli, "keep_heap_pages", lambda: calls.append(True))
+    assert cli.main(["convert", str(tmp_path / "missing.jpc"), str(tmp_path / "out.jpc")]) == 2
+    assert calls == [True]
