@@ -183,8 +183,13 @@ def log_max_product(x: torch.Tensor, log_weights: torch.Tensor, max_elements: in
 
 
 def gumbel_argmax(logits: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
-    """One exact draw from ``softmax(logits)`` along the last dim (Gumbel-max trick)."""
-    u = torch.rand(logits.shape, generator=generator, device=logits.device, dtype=logits.dtype)
-    tiny = torch.finfo(logits.dtype).tiny
-    gumbel = -torch.log(-torch.log(u.clamp(min=tiny, max=1.0 - torch.finfo(logits.dtype).eps)))
-    return torch.argmax(logits + gumbel, dim=-1)
+    """One exact draw from ``softmax(logits)`` along the last dim (Gumbel-max trick).
+
+    ``-log(-log U)`` is a standard Gumbel variable; U is kept inside [tiny, 1 - eps] so that the
+    noise stays finite and a -inf logit can never win (or make a NaN). In place on the noise, one
+    allocation. (``Exp(1)`` noise would need fewer ops, but torch draws it 3-4x slower on CPU.)
+    """
+    noise = torch.rand(logits.shape, generator=generator, device=logits.device, dtype=logits.dtype)
+    noise.clamp_(min=torch.finfo(logits.dtype).tiny, max=1.0 - torch.finfo(logits.dtype).eps)
+    noise.log_().neg_().log_()                                         # log(-log U) = -Gumbel
+    return torch.argmax(logits - noise, dim=-1)

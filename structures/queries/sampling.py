@@ -130,57 +130,67 @@ def _repeat_params(log_params: LogParams | None, repeats: int) -> LogParams | No
 
 def _top_down(model: CompiledCircuit, values, evidence: Evidence, lp: LogParams,
               choose: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
+    """Walk from the root to the leaves, one choice per reached sum node, all rows at once.
+
+    In a decomposable circuit a sample reaches at most one node of each group (two nodes of one
+    scope would need a product with overlapping children below their last common ancestor), so the
+    walk carries, per group, the reached node of every row as a [B] index (-1: not reached) and
+    never asks which rows are active: no host sync per group. Rows a group does not reach are
+    computed along and discarded.
+    """
     groups = model._circuit.groups
     layout = model.layout
     batch = evidence.batch_size
     device = evidence.tokens.device
     index = {g.id: i for i, g in enumerate(groups)}
-    active: list[torch.Tensor | None] = [None] * len(groups)
-    active[layout.root] = torch.ones(batch, 1, dtype=torch.bool, device=device)
+    rows = torch.arange(batch, device=device)
+    node_of: list[torch.Tensor | None] = [None] * len(groups)         # per group, [B] node index or -1
+    node_of[layout.root] = torch.zeros(batch, dtype=torch.long, device=device)
     tokens = evidence.tokens.clone()
 
-    def reach(child: int, rows: torch.Tensor, nodes: torch.Tensor) -> None:
-        if active[child] is None:
-            active[child] = torch.zeros(batch, groups[child].num_nodes, dtype=torch.bool, device=device)
-        active[child][rows, nodes] = True
+    def reach(child: int, nodes: torch.Tensor) -> None:
+        """Rows with ``nodes >= 0`` reach ``child`` at that node; rows already there keep theirs."""
+        seen = node_of[child]
+        node_of[child] = nodes if seen is None else torch.where(nodes >= 0, nodes, seen)
 
     for i in reversed(range(len(groups))):
-        if active[i] is None:
+        nodes = node_of[i]
+        if nodes is None:
             continue
-        rows, nodes = active[i].nonzero(as_tuple=True)                  # the (sample, node) pairs reached
-        if rows.numel() == 0:
-            continue
+        reached = nodes >= 0
+        at = nodes.clamp(min=0)                                         # a valid index for unreached rows
         g = groups[i]
         children = [index[c.id] for c in g.children]
         if isinstance(g, Sum):
-            x = torch.cat([values[c] for c in children], dim=1)          # [B, C]
+            x = torch.cat([values[c] for c in children], dim=1) if len(children) > 1 else values[children[0]]
             table = lp.sums[layout.group_sum_source[i]]
-            weights = table[nodes] if table.dim() == 2 else table[rows, nodes]
-            pick = choose(weights + x[rows])                             # [A] over the concatenated children
+            weights = table[at] if table.dim() == 2 else table[rows, at]  # [B, C]
+            pick = torch.where(reached, choose(weights + x), -1)        # over the concatenated children
             start = 0
             for c in children:
                 width = groups[c].num_nodes
-                hit = (pick >= start) & (pick < start + width)
-                reach(c, rows[hit], pick[hit] - start)
+                inside = (pick >= start) & (pick < start + width)
+                reach(c, torch.where(inside, pick - start, -1))
                 start += width
         elif isinstance(g, Product):
             for j, c in enumerate(children):
                 edges = getattr(model, f"edges_{i}_{j}", None)               # absent: identity edges
-                reach(c, rows, nodes if edges is None else edges[nodes])
+                reach(c, nodes if edges is None else torch.where(reached, edges[at], -1))
         elif isinstance(g, Categorical):
-            free = ~evidence.observed[rows, g.var]
-            rows, nodes = rows[free], nodes[free]
-            if rows.numel() == 0:
+            # Leaves draw over the vocabulary: only the rows that need a token, found once.
+            (free,) = (reached & ~evidence.observed[:, g.var]).nonzero(as_tuple=True)
+            if free.numel() == 0:
                 continue
             table = lp.inputs[layout.group_input_source[i]]              # [K, V]
+            leaf_nodes = at[free]
             if evidence.candidates is not None:                            # choose among the k candidates
-                ids = evidence.candidates.ids[rows, g.var]                 # [A, k]
-                logits = table[nodes.unsqueeze(-1), ids] + evidence.candidates.log_potentials[rows, g.var]
-                tokens[rows, g.var] = ids.gather(-1, choose(logits).unsqueeze(-1)).squeeze(-1)
+                ids = evidence.candidates.ids[free, g.var]                 # [A, k]
+                logits = table[leaf_nodes.unsqueeze(-1), ids] + evidence.candidates.log_potentials[free, g.var]
+                tokens[free, g.var] = ids.gather(-1, choose(logits).unsqueeze(-1)).squeeze(-1)
                 continue
-            logits = table[nodes]                                          # [A, V]
+            logits = table[leaf_nodes]                                     # [A, V]
             if evidence.soft is not None:
-                logits = logits + evidence.soft[rows, g.var]
-            tokens[rows, g.var] = choose(logits)
+                logits = logits + evidence.soft[free, g.var]
+            tokens[free, g.var] = choose(logits)
     return tokens
 
