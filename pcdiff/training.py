@@ -36,6 +36,8 @@ __all__ = ["train_codd_layer", "evaluate_nll", "heldout_objective", "check_compa
 KEEP_CHECKPOINTS = 2
 #: Rank r > 0 seeds its dropout stream with seed + r · this (rank 0's is the single-process stream).
 RANK_SEED_STRIDE = 7919
+#: Cached backbone outputs are computed in fixed chunks of this many entries (see ``_BackboneCache.get``).
+CACHE_CHUNK = 64
 
 
 def check_compatible(layer: CoDDLayer, backbone: Backbone, length: int | None = None) -> None:
@@ -82,7 +84,12 @@ class _BackboneCache:
     def get(self, entries: torch.Tensor, device):
         """(t, mask, logits, hidden) of owned ``entries`` [B'] (global entry numbers)."""
         local = entries // self.world.size
-        todo = torch.unique(local)
+        # Whole fixed chunks of entries are computed together: a backbone's bits depend on the batch
+        # it ran in (BLAS blocks rows by batch size), so an entry must not depend on which entries
+        # happened to be asked for first (a resumed run asks in another order).
+        chunks = torch.unique(local // CACHE_CHUNK)
+        todo = (chunks.unsqueeze(-1) * CACHE_CHUNK + torch.arange(CACHE_CHUNK)).flatten()
+        todo = todo[todo < len(self.filled)]
         todo = todo[~self.filled[todo]]
         if len(todo):
             items = (todo * self.world.size + self.world.rank) // self.maskings
