@@ -12,16 +12,17 @@ from typing import Iterable
 import torch
 from tqdm.auto import tqdm
 
-from .compile.module import CompiledCircuit, LogParams
+from .compiled import CompiledCircuit
+from .types import LogParams
 
 
-def expected_counts(model: CompiledCircuit, x, mask=None, soft_evidence=None) -> tuple[LogParams, torch.Tensor]:
+def expected_counts(model: CompiledCircuit, x, observed=None, soft_evidence=None) -> tuple[LogParams, torch.Tensor]:
     """Expected edge / emission counts over the batch, and the batch log-likelihoods ``[B]``."""
     with torch.enable_grad():
         current = model.log_params()
         leaves = LogParams([t.detach().requires_grad_(True) for t in current.sums],
                            [t.detach().requires_grad_(True) for t in current.inputs])
-        ll = model.log_prob(x, mask, soft_evidence, log_params=leaves)
+        ll = model.log_prob(x, observed, soft_evidence, log_params=leaves)
         if bool(torch.isneginf(ll).any()):
             raise ValueError("expected_counts: some batch rows have probability zero under the model")
         grads = torch.autograd.grad(ll.sum(), leaves.sums + leaves.inputs, allow_unused=True)
@@ -31,7 +32,7 @@ def expected_counts(model: CompiledCircuit, x, mask=None, soft_evidence=None) ->
 
 
 @torch.no_grad()
-def em_step(model: CompiledCircuit, x, mask=None, soft_evidence=None, step_size: float = 1.0,
+def em_step(model: CompiledCircuit, x, observed=None, soft_evidence=None, step_size: float = 1.0,
             pseudocount: float = 0.0) -> torch.Tensor:
     """One (mini-batch) EM step; returns the batch's mean log-likelihood before the step.
 
@@ -40,12 +41,12 @@ def em_step(model: CompiledCircuit, x, mask=None, soft_evidence=None, step_size:
     """
     _check_model(model, "em_step")
     _check_em_arguments(step_size, pseudocount)
-    counts, ll = expected_counts(model, x, mask, soft_evidence)
+    counts, ll = expected_counts(model, x, observed, soft_evidence)
     current = model.log_params()
     updated = LogParams([], [])
-    for name, supports in (("sums", "sum_support"), ("inputs", "input_support")):
-        for t, (theta, count) in enumerate(zip(getattr(current, name), getattr(counts, name))):
-            support = getattr(model, f"{supports}_{t}")
+    for name, own in (("sums", model.sums), ("inputs", model.inputs)):
+        for theta, count, table in zip(getattr(current, name), getattr(counts, name), own):
+            support = table.support
             target = (count.clamp_min(0) + pseudocount) * support
             total = target.sum(-1, keepdim=True)
             # A row with no counts (a node this batch never reaches) keeps its parameters.

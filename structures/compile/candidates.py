@@ -12,83 +12,14 @@ potentials, i.e. the marginals, and w.r.t. the emission table).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 import torch.nn.functional as F
 
-from .kernels import WeightTable, guarded_log, stable_shift
+from ..logspace import guarded_log, stable_shift
+from ..types import CandidateEvidence
+from .kernels import WeightTable
 
-__all__ = ["CandidateEvidence", "candidate_leaves", "observed_candidate_term"]
-
-
-@dataclass(frozen=True)
-class CandidateEvidence:
-    """Soft evidence restricted to candidate tokens: the sparse form of soft evidence that is -inf
-    outside k tokens per position.
-
-    ids [B, n, k] long: position i of row b may only take the tokens ``ids[b, i]``;
-    log_potentials [B, n, k] float: their log-potentials (-inf allowed, e.g. a banned token).
-
-    It means the dense evidence ``e[b, i, v] = log Σ_{j: ids[b, i, j] = v} exp(log_potentials[b, i, j])``
-    (-inf for a token that is no candidate), so a token listed twice counts with the sum of its
-    potentials. Like dense evidence it applies at every position: at an observed position with token
-    x it adds ``e[b, i, x]`` (-inf, an impossible event, when x is no candidate there). Queries given
-    it cost O(n·k·K) at the leaves; marginals come back over the candidates, [B, n, k], and samples
-    as token ids. (A max-product pass sees the slots one by one: ``map`` first :meth:`merged`
-    duplicates, which a sum never needs.)
-    """
-    ids: torch.Tensor
-    log_potentials: torch.Tensor
-
-    @property
-    def num_candidates(self) -> int:
-        return self.ids.shape[-1]
-
-    @property
-    def dtype(self) -> torch.dtype:
-        return self.log_potentials.dtype
-
-    @property
-    def shape(self) -> torch.Size:
-        return self.log_potentials.shape
-
-    def __getitem__(self, index) -> "CandidateEvidence":
-        return CandidateEvidence(self.ids[index], self.log_potentials[index])
-
-    def detach(self) -> "CandidateEvidence":
-        return CandidateEvidence(self.ids, self.log_potentials.detach())
-
-    def repeat(self, times: int) -> "CandidateEvidence":
-        """Repeated ``times`` along the batch (row b of copy r is row r·B + b)."""
-        return CandidateEvidence(self.ids.repeat(times, 1, 1), self.log_potentials.repeat(times, 1, 1))
-
-    def scatter(self, values: torch.Tensor, vocab: int) -> torch.Tensor:
-        """Per-candidate ``values`` [B, n, k] summed into a dense [B, n, vocab] tensor (0 elsewhere):
-        marginals over the candidates -> marginals over the vocabulary."""
-        return values.new_zeros(*values.shape[:-1], vocab).scatter_add_(-1, self.ids, values)
-
-    def merged(self) -> "CandidateEvidence":
-        """The same evidence with every token held by one slot: a token listed twice gets the
-        log-sum of its potentials in its first slot and -inf in the others. Max-product needs it
-        (a max over slots would see duplicates separately); sums and samples do not."""
-        ids, order = self.ids.sort(dim=-1)
-        pot = self.log_potentials.gather(-1, order)
-        first = torch.ones_like(ids, dtype=torch.bool)
-        first[..., 1:] = ids[..., 1:] != ids[..., :-1]                       # each run of equal ids starts here
-        run = first.long().cumsum(-1) - 1                                   # [B, n, k] run of each slot
-        # each run shifted by its own max: a potential far below the position's max keeps its value
-        top = torch.full_like(pot, float("-inf")).scatter_reduce(-1, run, pot, "amax")
-        shift = top.clamp_min(torch.finfo(pot.dtype).min).gather(-1, run)
-        total = torch.zeros_like(pot).scatter_add(-1, run, torch.exp(pot - shift))
-        merged = guarded_log(total).gather(-1, run) + shift
-        return CandidateEvidence(ids, torch.where(first, merged, torch.full_like(merged, float("-inf"))))
-
-    def dense(self, vocab: int) -> torch.Tensor:
-        """The equivalent dense soft evidence [B, n, vocab] (-inf outside the candidates)."""
-        m = stable_shift(self.log_potentials)
-        total = self.scatter(torch.exp(self.log_potentials - m), vocab)
-        return guarded_log(total) + m
+__all__ = ["sum_candidate_leaves", "max_candidate_leaves", "observed_candidate_term"]
 
 
 def observed_candidate_term(tokens: torch.Tensor, cand: CandidateEvidence) -> torch.Tensor:
@@ -101,42 +32,50 @@ def observed_candidate_term(tokens: torch.Tensor, cand: CandidateEvidence) -> to
     return guarded_log(torch.exp(pot - m).sum(-1)) + m.squeeze(-1)
 
 
-def candidate_leaves(cand: CandidateEvidence, table: WeightTable, shared: bool, semiring: str,
-                     max_elements: int = 1 << 24) -> torch.Tensor:
-    """Leaf values [B, G, K] of unobserved positions under candidate evidence ``cand`` [B, G, k].
-
-    ``table`` is the bucket's emission table: [K, V] (``shared``) or one per group [G, K, V].
-    """
+def _flat(cand: CandidateEvidence, shared: bool):
+    """The candidates as N = B·G rows: ids [N, k], potentials [N, k], and each row's table [N]
+    (its group, or 0 when one ``shared`` table serves every group)."""
     batch, groups, k = cand.ids.shape
-    vocab, nodes = table.log.shape[-1], table.log.shape[-2]
     group = torch.arange(groups, device=cand.ids.device).repeat(batch)      # [N] group of each (b, g)
-    ids = cand.ids.reshape(-1, k)                                           # [N, k], N = B·G
-    pot = cand.log_potentials.reshape(-1, k)
-    log3 = table.log.unsqueeze(0) if shared else table.log                  # [1 or G, K, V]
-    if semiring == "max":
-        out = _max_leaves(ids, pot, log3, group if not shared else torch.zeros_like(group), max_elements)
-        return out.reshape(batch, groups, nodes)
-    rows = ids if shared else ids + vocab * group.unsqueeze(-1)             # rows of the flat [(G·)V, K] table
+    table_of = torch.zeros_like(group) if shared else group
+    return cand.ids.reshape(-1, k), cand.log_potentials.reshape(-1, k), table_of
+
+
+def sum_candidate_leaves(cand: CandidateEvidence, table: WeightTable, shared: bool) -> torch.Tensor:
+    """Leaf values [B, G, K] of unobserved positions under candidate evidence ``cand`` [B, G, k]:
+    ``log Σ_j g_z(ids[j]) · exp(pot[j])``. ``table`` is the bucket's emission table: [K, V]
+    (``shared``) or one per group [G, K, V]."""
+    batch, groups, _ = cand.ids.shape
+    vocab, nodes = table.log.shape[-1], table.log.shape[-2]
+    ids, pot, table_of = _flat(cand, shared)
+    rows = ids + vocab * table_of.unsqueeze(-1)                             # rows of the flat [(G·)V, K] table
     m = stable_shift(pot)                                                   # [N, 1]
     weights = torch.exp(pot - m)
     s = F.embedding_bag(rows, table.probs_t.reshape(-1, nodes), per_sample_weights=weights, mode="sum")
     y = guarded_log(s) + m                                                  # [N, K]
     if table.may_underflow:
-        y = _repair(y, s, ids, pot, log3, group if not shared else torch.zeros_like(group))
+        log3 = table.log.unsqueeze(0) if shared else table.log              # [1 or G, K, V]
+        y = _repair(y, s, ids, pot, log3, table_of)
     return y.reshape(batch, groups, nodes)
 
 
-def _max_leaves(ids, pot, log3, group, max_elements: int) -> torch.Tensor:
-    """max_j log g_z(ids[n, j]) + pot[n, j]: [N, K], in chunks of N that keep [c, K, k] bounded."""
-    nodes, k = log3.shape[1], ids.shape[1]
+def max_candidate_leaves(cand: CandidateEvidence, table: WeightTable, shared: bool,
+                         max_elements: int = 1 << 24) -> torch.Tensor:
+    """Max-product leaves [B, G, K]: ``max_j log g_z(ids[j]) + pot[j]``, in chunks of rows that keep
+    the [c, K, k] intermediate under ``max_elements``."""
+    batch, groups, k = cand.ids.shape
+    nodes = table.log.shape[-2]
+    ids, pot, table_of = _flat(cand, shared)
+    log3 = table.log.unsqueeze(0) if shared else table.log                  # [1 or G, K, V]
     z = torch.arange(nodes, device=ids.device).view(1, -1, 1)
     chunk = max(1, max_elements // max(1, nodes * k))
     outs = []
     for start in range(0, ids.shape[0], chunk):
         sl = slice(start, start + chunk)
-        terms = log3[group[sl].view(-1, 1, 1), z, ids[sl].unsqueeze(1)]     # [c, K, k]
+        terms = log3[table_of[sl].view(-1, 1, 1), z, ids[sl].unsqueeze(1)]  # [c, K, k]
         outs.append((terms + pot[sl].unsqueeze(1)).amax(-1))
-    return torch.cat(outs) if outs else pot.new_empty(0, nodes)
+    out = torch.cat(outs) if outs else pot.new_empty(0, nodes)
+    return out.reshape(batch, groups, nodes)
 
 
 def _repair(y, s, ids, pot, log3, group) -> torch.Tensor:

@@ -4,8 +4,7 @@ A sum layer is ``y[k] = log Σ_c W[k, c] · exp(x[c])``. We evaluate it as a mat
 max-shifted exponentials (``exp(x - max x) @ Wᵀ``, then ``log`` and add the max back), which is
 as exact as a log-sum-exp but runs as a GEMM; the few outputs whose shifted sum underflows (the
 max input has weight zero) are recomputed by log-sum-exp. Zero probabilities are legal everywhere
-(impossible evidence, structural zeros), so the logarithm is a guarded one whose gradient at 0 is
-0 rather than ``inf · 0 = NaN``.
+(impossible evidence, structural zeros), so the logarithm is :func:`~structures.logspace.guarded_log`.
 """
 from __future__ import annotations
 
@@ -13,33 +12,7 @@ import math
 
 import torch
 
-
-class _GuardedLog(torch.autograd.Function):
-    """``log(s)`` for ``s ≥ 0`` whose gradient is 0 where ``s == 0`` (the value there is -inf)."""
-
-    @staticmethod
-    def forward(ctx, s: torch.Tensor) -> torch.Tensor:
-        ctx.save_for_backward(s)
-        return torch.log(s)
-
-    @staticmethod
-    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
-        (s,) = ctx.saved_tensors
-        return torch.where(s > 0, grad / s, 0.0)          # grad / 0 is discarded, never propagated
-
-
-def guarded_log(s: torch.Tensor) -> torch.Tensor:
-    if torch.is_grad_enabled() and s.requires_grad:
-        return _GuardedLog.apply(s)
-    return torch.log(s)
-
-
-def stable_shift(x: torch.Tensor, dim: int = -1) -> torch.Tensor:
-    """The max along ``dim`` (kept), detached; all -inf rows get the most negative finite shift.
-
-    ``y = log Σ exp(x - m) + m`` does not depend on ``m``, so detaching it leaves gradients exact.
-    """
-    return x.detach().amax(dim=dim, keepdim=True).clamp_min(torch.finfo(x.dtype).min)
+from ..logspace import guarded_log, stable_shift
 
 
 class WeightTable:
@@ -180,16 +153,3 @@ def log_max_product(x: torch.Tensor, log_weights: torch.Tensor, max_elements: in
         lw = log_weights if log_weights.dim() == 3 else log_weights[start:start + chunk]
         outs.append((xs.unsqueeze(-2) + lw).amax(-1))                   # [b, G, K]
     return torch.cat(outs, dim=0)
-
-
-def gumbel_argmax(logits: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
-    """One exact draw from ``softmax(logits)`` along the last dim (Gumbel-max trick).
-
-    ``-log(-log U)`` is a standard Gumbel variable; U is kept inside [tiny, 1 - eps] so that the
-    noise stays finite and a -inf logit can never win (or make a NaN). In place on the noise, one
-    allocation. (``Exp(1)`` noise would need fewer ops, but torch draws it 3-4x slower on CPU.)
-    """
-    noise = torch.rand(logits.shape, generator=generator, device=logits.device, dtype=logits.dtype)
-    noise.clamp_(min=torch.finfo(logits.dtype).tiny, max=1.0 - torch.finfo(logits.dtype).eps)
-    noise.log_().neg_().log_()                                         # log(-log U) = -Gumbel
-    return torch.argmax(logits - noise, dim=-1)

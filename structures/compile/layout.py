@@ -17,6 +17,15 @@ from ..circuit import Circuit
 from ..nodes import Categorical, NodeGroup, Product, Sum
 
 
+@dataclass(frozen=True)
+class GroupSpec:
+    """What the top-down walk needs to know of one group: its kind, children and size."""
+    kind: str                         # "input", "product" or "sum"
+    children: tuple[int, ...]         # indices into circuit.groups
+    num_nodes: int
+    var: int | None = None            # an input group's variable
+
+
 @dataclass
 class InputBucket:
     """Input groups with the same node count, evaluated together."""
@@ -61,7 +70,7 @@ class Layer:
 @dataclass
 class Layout:
     """Everything the compiled module needs to know about the structure."""
-    num_groups: int
+    groups: list[GroupSpec]           # indexed like circuit.groups
     root: int
     num_vars: int
     vocab_sizes: list[int]
@@ -74,6 +83,18 @@ class Layout:
     input_node_offset: dict[int, int]  # input group → offset of its nodes in the flat input-node axis
     num_input_nodes: int
     last_read: list[list[int]] = field(default_factory=list)  # per layer, the groups it reads for the last time
+
+    @property
+    def num_groups(self) -> int:
+        return len(self.groups)
+
+    def input_nodes_by_var(self) -> list[list[int]]:
+        """For each variable, the positions of its input nodes on the flat input-node axis."""
+        per_var: list[list[int]] = [[] for _ in range(self.num_vars)]
+        for i, offset in self.input_node_offset.items():
+            spec = self.groups[i]
+            per_var[spec.var].extend(range(offset, offset + spec.num_nodes))
+        return per_var
 
 
 def build_layout(circuit: Circuit) -> Layout:
@@ -131,7 +152,9 @@ def build_layout(circuit: Circuit) -> Layout:
                                     sources=[group_sum_source[i] for i in members], num_nodes=k, num_child_nodes=c))
 
     ordered = [layers[d] for d in sorted(layers)]
-    return Layout(num_groups=len(groups), root=index[circuit.root.id], num_vars=circuit.num_vars,
+    specs = [GroupSpec(g.kind, tuple(index[c.id] for c in g.children), g.num_nodes,
+                       g.var if isinstance(g, Categorical) else None) for g in groups]
+    return Layout(groups=specs, root=index[circuit.root.id], num_vars=circuit.num_vars,
                   vocab_sizes=list(circuit.vocab_sizes), input_buckets=input_buckets,
                   layers=ordered, sum_sources=sum_sources, input_sources=input_sources,
                   group_sum_source=group_sum_source, group_input_source=group_input_source,

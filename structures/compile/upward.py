@@ -11,47 +11,34 @@ import math
 import torch
 import torch.nn.functional as F
 
-from .candidates import candidate_leaves, observed_candidate_term
-from .kernels import WeightTable, log_matmul_exp, log_max_product
+from ..types import Evidence
+from .candidates import observed_candidate_term
+from .kernels import WeightTable
 from .layout import InputBucket, SumBucket
+from .semiring import Semiring
+from .tables import PassTables
+
+__all__ = ["upward"]
 
 
-class PassTables:
-    """Per-pass cache of the parameter tables in the forms the kernels need."""
-
-    def __init__(self, log_params):
-        self.log_params = log_params
-        self._sums: dict[int, WeightTable] = {}
-        self._inputs: dict[int, WeightTable] = {}
-
-    def sum(self, t: int) -> WeightTable:
-        if t not in self._sums:
-            self._sums[t] = WeightTable(self.log_params.sums[t])
-        return self._sums[t]
-
-    def input(self, t: int) -> WeightTable:
-        if t not in self._inputs:
-            self._inputs[t] = WeightTable(self.log_params.inputs[t])
-        return self._inputs[t]
-
-
-def upward(model, evidence, tables: PassTables, semiring: str, keep_all: bool = True) -> list[torch.Tensor | None]:
-    """Log value ``[B, K]`` of every group of ``model`` (indexed like ``circuit.groups``).
+def upward(engine, evidence: Evidence, tables: PassTables, semiring: Semiring,
+           keep_all: bool = True) -> list[torch.Tensor | None]:
+    """Log value ``[B, K]`` of every group of ``engine`` (a :class:`~.engine.CircuitEngine`), indexed
+    like ``circuit.groups``.
 
     With ``keep_all=False`` only the root's value is kept (the others are None): each value is
     dropped after its last reader, so a pass holds a few layers' values at a time instead of all of
-    them (the training step's peak in ``pcdiff bench``'s memory table fell from 4 to 3 [B, L, V]
-    tensors). Sampling and MAP need every value, for their top-down walk.
+    them. Sampling and MAP need every value, for their top-down walk.
     """
-    layout = model.layout
+    layout = engine.layout
     values: list[torch.Tensor | None] = [None] * layout.num_groups
     # Whether every value computed so far is finite: while it holds, sum layers whose weights cannot
     # underflow skip the all -inf row guards (the clamped shift, the guarded log's backward). It
     # stops holding at a -inf leaf (impossible evidence, a -inf potential) or at the first table with
     # (near-)zero weights.
-    finite = semiring == "sum"
+    finite = semiring.tracks_finiteness
     for b, bucket in enumerate(layout.input_buckets):
-        leaves = _input_bucket(model, b, bucket, evidence, tables, semiring)
+        leaves = _input_bucket(engine, b, bucket, evidence, tables, semiring)
         if finite and not _leaves_surely_finite(bucket, evidence, tables):
             finite = leaves.detach().amin().item() > -math.inf           # one reduction, no [B, G, K] mask
         for g, value in zip(bucket.groups, leaves.unbind(1)):
@@ -60,14 +47,15 @@ def upward(model, evidence, tables: PassTables, semiring: str, keep_all: bool = 
         for step in layer.products:
             out = None
             for j, child in enumerate(step.children):
-                term = values[child] if step.edges[j] is None else \
-                    values[child][:, getattr(model, f"edges_{step.group}_{j}")]
+                edges = engine.index.product_edges(step.group, j)
+                term = values[child] if edges is None else values[child][:, edges]
                 out = term if out is None else out + term
             values[step.group] = out
         for bucket in layer.sums:
             finite = finite and not any(t.may_underflow for t in _bucket_tables(bucket, tables))
             if len(bucket.groups) == 1:
-                values[bucket.groups[0]] = _single_sum(bucket, values, tables, semiring, finite)
+                values[bucket.groups[0]] = semiring.mix_one(_children(values, bucket.children[0]),
+                                                            tables.sum(bucket.sources[0]), finite)
                 continue
             out = _sum_bucket(bucket, values, tables, semiring, finite)
             for g, value in zip(bucket.groups, out.unbind(1)):
@@ -78,7 +66,7 @@ def upward(model, evidence, tables: PassTables, semiring: str, keep_all: bool = 
     return values
 
 
-def _leaves_surely_finite(bucket: InputBucket, ev, tables: PassTables) -> bool:
+def _leaves_surely_finite(bucket: InputBucket, ev: Evidence, tables: PassTables) -> bool:
     """Leaves from observed tokens (and the 0 of an unobserved position) are finite when no emission
     probability is (near) zero; only evidence and potentials can add a -inf."""
     if ev.soft is not None or ev.candidates is not None or ev.node_potentials is not None:
@@ -86,20 +74,19 @@ def _leaves_surely_finite(bucket: InputBucket, ev, tables: PassTables) -> bool:
     return not any(tables.input(s).may_underflow for s in set(bucket.sources))
 
 
-def _input_bucket(model, b: int, bucket: InputBucket, ev, tables: PassTables, semiring: str) -> torch.Tensor:
+def _input_bucket(engine, b: int, bucket: InputBucket, ev: Evidence, tables: PassTables,
+                  semiring: Semiring) -> torch.Tensor:
     """Leaf values ``[B, G, K]`` of one bucket of input groups."""
     shared = bucket.shared_source
     if shared is not None:
         table = tables.input(shared)                                         # [K, V]
     else:
         table = WeightTable.stack([tables.input(s) for s in bucket.sources])  # [G, K, V]
-    cand = ev.candidates                                                      # [B, n, k] or None
-    if getattr(model, f"bucket_in_order_{b}"):                                # groups are variables 0..n-1
-        tokens, observed, soft = ev.tokens, ev.observed, ev.soft
-    else:
-        variables = getattr(model, f"bucket_vars_{b}")                       # [G]
-        tokens, observed = ev.tokens[:, variables], ev.observed[:, variables]
-        soft = ev.soft[:, variables] if ev.soft is not None else None        # [B, G, V]
+    tokens, observed, soft, cand = ev.tokens, ev.observed, ev.soft, ev.candidates   # cand: [B, n, k] or None
+    variables = engine.index.bucket_variables(b)                              # [G], None: variables 0..n-1
+    if variables is not None:
+        tokens, observed = tokens[:, variables], observed[:, variables]
+        soft = soft[:, variables] if soft is not None else None              # [B, G, V]
         cand = cand[:, variables] if cand is not None else None              # [B, G, k]
     any_observed, all_observed = bool(observed.any()), bool(observed.all())
 
@@ -110,8 +97,7 @@ def _input_bucket(model, b: int, bucket: InputBucket, ev, tables: PassTables, se
             # columns, and keep the leaves contiguous for every op downstream.
             observed_value = F.embedding(tokens, table.log_t)                        # [B, G, K]
         else:
-            rows = getattr(model, f"bucket_rows_{b}")
-            observed_value = table.log.transpose(1, 2)[rows, tokens]
+            observed_value = table.log.transpose(1, 2)[engine.index.bucket_rows(b), tokens]
         if soft is not None:
             observed_value = observed_value + soft.gather(2, tokens.unsqueeze(-1))
         elif cand is not None:
@@ -120,23 +106,22 @@ def _input_bucket(model, b: int, bucket: InputBucket, ev, tables: PassTables, se
         leaves = observed_value
     else:
         if cand is not None:                                                  # O(k·K) per position, not O(V·K)
-            free_value = candidate_leaves(cand, table, shared is not None, semiring)
-        elif soft is None and semiring == "sum":
-            batch = tokens.shape[0]
-            free_value = table.log.new_zeros(batch, len(bucket.groups), bucket.num_nodes)  # rows sum to one
-        elif soft is None:
-            best = table.log.amax(-1)                                         # [K] or [G, K]
-            free_value = best.expand(tokens.shape[0], len(bucket.groups), bucket.num_nodes)
-        elif semiring == "sum":
-            free_value = log_matmul_exp(soft, table, shared=shared is not None, finite_inputs=None)
+            free_value = semiring.candidate_leaves(cand, table, shared is not None)
+        elif soft is not None:
+            free_value = semiring.soft_leaves(soft, table, shared is not None)
         else:
-            free_value = log_max_product(soft, table.log.unsqueeze(0) if shared is not None else table.log)
+            free_value = semiring.free_leaves(table, tokens.shape[0], len(bucket.groups))
         leaves = free_value if not any_observed else torch.where(observed.unsqueeze(-1), observed_value, free_value)
     if ev.node_potentials is not None:
-        start = model.layout.input_node_offset[bucket.groups[0]]
+        start = engine.layout.input_node_offset[bucket.groups[0]]
         width = len(bucket.groups) * bucket.num_nodes
         leaves = leaves + ev.node_potentials[:, start:start + width].reshape(leaves.shape)
     return leaves
+
+
+def _children(values, children: list[int]) -> torch.Tensor:
+    """The concatenated values [B, C] of a sum group's children."""
+    return torch.cat([values[c] for c in children], dim=1) if len(children) > 1 else values[children[0]]
 
 
 def _bucket_tables(bucket: SumBucket, tables: PassTables) -> list[WeightTable]:
@@ -145,29 +130,12 @@ def _bucket_tables(bucket: SumBucket, tables: PassTables) -> list[WeightTable]:
     return [tables.sum(s) for s in bucket.sources]
 
 
-def _single_sum(bucket: SumBucket, values, tables: PassTables, semiring: str, finite: bool) -> torch.Tensor:
-    """Values ``[B, K]`` of a bucket holding one sum group (every layer of a chain): plain 2-D GEMM."""
-    children = bucket.children[0]
-    x = torch.cat([values[c] for c in children], dim=1) if len(children) > 1 else values[children[0]]  # [B, C]
-    table = tables.sum(bucket.sources[0])                                    # [K, C] or [B, K, C]
-    if semiring == "max":
-        return log_max_product(x.unsqueeze(1), table.log.unsqueeze(-3)).squeeze(1)
-    if table.log.dim() == 3:
-        return log_matmul_exp(x.unsqueeze(1), table, shared=True, finite_inputs=finite).squeeze(1)
-    return log_matmul_exp(x, table, shared=True, finite_inputs=finite)
-
-
-def _sum_bucket(bucket: SumBucket, values, tables: PassTables, semiring: str, finite: bool) -> torch.Tensor:
+def _sum_bucket(bucket: SumBucket, values, tables: PassTables, semiring: Semiring, finite: bool) -> torch.Tensor:
     """Values ``[B, G, K]`` of one bucket of same-shape sum groups."""
-    inputs = [torch.cat([values[c] for c in children], dim=1) if len(children) > 1 else values[children[0]]
-              for children in bucket.children]
+    inputs = [_children(values, children) for children in bucket.children]
     x = inputs[0].unsqueeze(1) if len(inputs) == 1 else torch.stack(inputs, dim=1)   # [B, G, C]
-    shared = bucket.shared_source
-    if shared is not None:
-        table = tables.sum(shared)                                           # [K, C] or [B, K, C]
-        if semiring == "sum":
-            return log_matmul_exp(x, table, shared=True, finite_inputs=finite)
-        return log_max_product(x, table.log.unsqueeze(-3))
+    if bucket.shared_source is not None:
+        return semiring.mix(x, tables.sum(bucket.shared_source), True, finite)       # [K, C] or [B, K, C]
     group_tables = [tables.sum(s) for s in bucket.sources]
     if any(t.log.dim() == 3 for t in group_tables):
         batch = x.shape[0]
@@ -177,6 +145,4 @@ def _sum_bucket(bucket: SumBucket, values, tables: PassTables, semiring: str, fi
         stacked = WeightTable.stack(group_tables, dim=1)                      # [B, G, K, C]
     else:
         stacked = WeightTable.stack(group_tables)                             # [G, K, C]
-    if semiring == "sum":
-        return log_matmul_exp(x, stacked, shared=False, finite_inputs=finite)
-    return log_max_product(x, stacked.log)
+    return semiring.mix(x, stacked, False, finite)

@@ -17,43 +17,43 @@ from ..circuit import Circuit
 from ..nodes import Categorical, Product, StructureError, Sum, random_distribution
 
 
-def hmm(length: int, hidden: int, vocab: int, homogeneous: bool = True, initial=None, transition=None,
+def hmm(length: int, num_states: int, vocab: int, homogeneous: bool = True, initial=None, transition=None,
         emission=None, seed: int | None = 0) -> Circuit:
-    """An HMM circuit with ``hidden`` states over ``length`` positions of a ``vocab``-token alphabet.
+    """An HMM circuit with ``num_states`` latent states over ``length`` positions of a ``vocab``-token alphabet.
 
     ``initial`` [H], ``transition`` [H, H] (row z is P(z_{t+1} | z_t = z)) and ``emission`` [H, V]
     set the parameters exactly when given (homogeneous only); anything omitted is drawn at random
     from ``seed``. With ``homogeneous=False`` every position gets its own random tables.
     """
-    for name, value in (("length", length), ("hidden", hidden), ("vocab", vocab)):
+    for name, value in (("length", length), ("num_states", num_states), ("vocab", vocab)):
         if not isinstance(value, (int, np.integer)) or value < 1:
             raise StructureError(f"hmm: {name} must be a positive int, got {value!r}")
     if not homogeneous and any(p is not None for p in (transition, emission)):
         raise StructureError("hmm: transition/emission arrays are shared tables; they need homogeneous=True")
     rng = np.random.default_rng(seed)
     if initial is None:
-        initial = random_distribution((1, hidden), rng)
+        initial = random_distribution((1, num_states), rng)
     else:
         initial = np.asarray(initial, dtype=np.float64).reshape(1, -1)
     if transition is None:
-        transition = random_distribution((hidden, hidden), rng)
+        transition = random_distribution((num_states, num_states), rng)
     if emission is None:
-        emission = random_distribution((hidden, vocab), rng)
+        emission = random_distribution((num_states, vocab), rng)
 
-    emit_source = Categorical(length - 1, hidden, vocab, probs=emission, name=f"emit[{length - 1}]")
+    emit_source = Categorical(length - 1, num_states, vocab, probs=emission, name=f"emit[{length - 1}]")
     step = emit_source
     transition_source = None
     for t in range(length - 2, -1, -1):
         if homogeneous and transition_source is not None:
-            future = Sum(step, num_nodes=hidden, tie_to=transition_source, name=f"future[{t}]")
+            future = Sum(step, num_nodes=num_states, tie_to=transition_source, name=f"future[{t}]")
         else:
-            table = transition if homogeneous else random_distribution((hidden, hidden), rng)
-            future = Sum(step, num_nodes=hidden, weights=table, name=f"future[{t}]")
+            table = transition if homogeneous else random_distribution((num_states, num_states), rng)
+            future = Sum(step, num_nodes=num_states, weights=table, name=f"future[{t}]")
             transition_source = future
         if homogeneous:
-            emit = Categorical(t, hidden, vocab, tie_to=emit_source, name=f"emit[{t}]")
+            emit = Categorical(t, num_states, vocab, tie_to=emit_source, name=f"emit[{t}]")
         else:
-            emit = Categorical(t, hidden, vocab, probs=random_distribution((hidden, vocab), rng), name=f"emit[{t}]")
+            emit = Categorical(t, num_states, vocab, probs=random_distribution((num_states, vocab), rng), name=f"emit[{t}]")
         step = Product(emit, future, name=f"step[{t}]")
     root = Sum(step, num_nodes=1, weights=initial, name="initial")
     return Circuit(root)

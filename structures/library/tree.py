@@ -1,6 +1,6 @@
 """Latent trees: one latent variable per position, arranged on a tree; and Chow-Liu learning.
 
-Position i carries a latent z_i with ``hidden`` states that emits x_i; along each tree edge
+Position i carries a latent z_i with ``num_states`` states that emits x_i; along each tree edge
 parent → child, P(z_child | z_parent) is a sum layer. With the tree learned from data by mutual
 information (Chow-Liu) this is the hidden Chow-Liu tree (HCLT).
 """
@@ -13,7 +13,7 @@ from ..circuit import Circuit
 from ..nodes import Categorical, Product, StructureError, Sum, random_distribution
 
 
-def latent_tree(tree: nx.Graph, hidden: int, vocab: int, root: int | None = None, seed: int | None = 0) -> Circuit:
+def latent_tree(tree: nx.Graph, num_states: int, vocab: int, root: int | None = None, seed: int | None = 0) -> Circuit:
     """A latent tree circuit over the positions ``0..n-1`` that label ``tree``'s nodes."""
     if not isinstance(tree, nx.Graph) or tree.is_directed():
         raise StructureError("latent_tree: tree must be an undirected networkx.Graph")
@@ -29,11 +29,11 @@ def latent_tree(tree: nx.Graph, hidden: int, vocab: int, root: int | None = None
     oriented = nx.bfs_tree(tree, root)                                     # edges parent → child
     below: dict[int, Product | Categorical] = {}
     for node in nx.dfs_postorder_nodes(oriented, source=root):
-        links = [Sum(below.pop(child), num_nodes=hidden, rng=rng, name=f"edge[{node}->{child}]")
+        links = [Sum(below.pop(child), num_nodes=num_states, rng=rng, name=f"edge[{node}->{child}]")
                  for child in sorted(oriented.successors(node))]
-        emit = Categorical(node, hidden, vocab, rng=rng, name=f"emit[{node}]")
+        emit = Categorical(node, num_states, vocab, rng=rng, name=f"emit[{node}]")
         below[node] = Product(emit, *links, name=f"latent[{node}]") if links else emit
-    return Circuit(Sum(below[root], num_nodes=1, weights=random_distribution((1, hidden), rng), name="root"))
+    return Circuit(Sum(below[root], num_nodes=1, weights=random_distribution((1, num_states), rng), name="root"))
 
 
 def mutual_information(data: np.ndarray, vocab: int, pseudocount: float = 1.0) -> np.ndarray:
@@ -63,6 +63,6 @@ def chow_liu_tree(data: np.ndarray, vocab: int, pseudocount: float = 1.0) -> nx.
     return nx.maximum_spanning_tree(graph)
 
 
-def hclt(data: np.ndarray, hidden: int, vocab: int, seed: int | None = 0) -> Circuit:
+def hclt(data: np.ndarray, num_states: int, vocab: int, seed: int | None = 0) -> Circuit:
     """A hidden Chow-Liu tree: :func:`latent_tree` on the Chow-Liu tree of ``data``."""
-    return latent_tree(chow_liu_tree(data, vocab), hidden, vocab, seed=seed)
+    return latent_tree(chow_liu_tree(data, vocab), num_states, vocab, seed=seed)

@@ -1,18 +1,22 @@
-"""Checking and normalizing query arguments into an :class:`~structures.compile.module.Evidence`.
+"""Checking and normalizing query arguments into an :class:`~structures.Evidence`.
 
 Every query takes the same three arguments:
   x              [B, n] integer token ids (entries at unobserved positions are ignored),
-  mask           [B, n] bool, True = observed; omitted = every position of ``x`` observed,
+  observed       [B, n] bool, True = the position's token is known; omitted = every position of
+                 ``x`` observed,
   soft_evidence  [B, n, V] log-potentials multiplied into the leaves (V = the circuit's vocab), or a
-                 :class:`CandidateEvidence` (k candidate tokens per position, -inf elsewhere).
-Errors name the argument and what is wrong with it.
+                 :class:`CandidateEvidence` (k candidate tokens per position, -inf elsewhere);
+or, in place of all three, an :class:`Evidence` already checked by :func:`make_evidence` (a hot loop
+checks its inputs once, then queries many times). Errors name the argument and what is wrong with it.
 """
 from __future__ import annotations
 
 import torch
 
-from ..compile.candidates import CandidateEvidence
-from ..compile.module import CompiledCircuit, Evidence, LogParams
+from ..compile.engine import CircuitEngine
+from ..types import CandidateEvidence, Evidence, LogParams
+
+__all__ = ["make_evidence", "prepare", "check_log_params"]
 
 
 def _batch_size(*tensors) -> int | None:
@@ -33,8 +37,21 @@ def _check_below_inf(values: torch.Tensor, name: str) -> None:
         raise ValueError(f"{name} contains +inf (log-potentials must be < +inf; use -inf to forbid tokens)")
 
 
-def make_evidence(model: CompiledCircuit, x=None, mask=None, soft_evidence=None, node_potentials=None,
+def prepare(model: CircuitEngine, x=None, observed=None, soft_evidence=None, node_potentials=None) -> Evidence:
+    """A query's :class:`Evidence`: ``x`` itself when it is one (checked when it was made), else
+    :func:`make_evidence` of the raw arguments."""
+    if isinstance(x, Evidence):
+        extra = [name for name, v in (("observed", observed), ("soft_evidence", soft_evidence),
+                                      ("node_potentials", node_potentials)) if v is not None]
+        if extra:
+            raise ValueError(f"an Evidence carries everything a query needs; {', '.join(extra)} must be None")
+        return x
+    return make_evidence(model, x, observed, soft_evidence, node_potentials)
+
+
+def make_evidence(model: CircuitEngine, x=None, observed=None, soft_evidence=None, node_potentials=None,
                   default_batch: int | None = None) -> Evidence:
+    """Check the raw query arguments (see the module docstring) and return them as an :class:`Evidence`."""
     n, device, dtype = model.num_vars, model.device, model.dtype
     if x is not None:
         x = torch.as_tensor(x, device=device)
@@ -43,12 +60,12 @@ def make_evidence(model: CompiledCircuit, x=None, mask=None, soft_evidence=None,
         if x.dim() != 2 or x.shape[1] != n:
             raise ValueError(f"x must have shape [batch, {n}] (one column per circuit variable), got {tuple(x.shape)}")
         x = x.long()
-    if mask is not None:
-        mask = torch.as_tensor(mask, device=device)
-        if mask.dtype != torch.bool:
-            raise TypeError(f"mask must be a bool tensor (True = observed), got dtype {mask.dtype}")
-        if mask.dim() != 2 or mask.shape[1] != n:
-            raise ValueError(f"mask must have shape [batch, {n}], got {tuple(mask.shape)}")
+    if observed is not None:
+        observed = torch.as_tensor(observed, device=device)
+        if observed.dtype != torch.bool:
+            raise TypeError(f"observed must be a bool tensor (True = observed), got dtype {observed.dtype}")
+        if observed.dim() != 2 or observed.shape[1] != n:
+            raise ValueError(f"observed must have shape [batch, {n}], got {tuple(observed.shape)}")
     candidates = None
     if isinstance(soft_evidence, CandidateEvidence):
         candidates, soft_evidence = _check_candidates(model, soft_evidence), None
@@ -73,24 +90,25 @@ def make_evidence(model: CompiledCircuit, x=None, mask=None, soft_evidence=None,
 
     if candidates is not None:
         soft_evidence = candidates.ids                                       # for the batch-size checks only
-    batch = _batch_size(x, mask, soft_evidence, node_potentials) or default_batch or 1
-    for name, t in (("x", x), ("mask", mask), ("soft_evidence", soft_evidence), ("node_potentials", node_potentials)):
+    batch = _batch_size(x, observed, soft_evidence, node_potentials) or default_batch or 1
+    for name, t in (("x", x), ("observed", observed), ("soft_evidence", soft_evidence),
+                    ("node_potentials", node_potentials)):
         if t is not None and t.shape[0] != batch:
             raise ValueError(f"{name} has batch size {t.shape[0]}, other arguments have {batch}")
-    all_observed = mask is None and x is not None
-    if mask is None:
-        mask = torch.full((batch, n), x is not None, dtype=torch.bool, device=device)
+    all_observed = observed is None and x is not None
+    if observed is None:
+        observed = torch.full((batch, n), x is not None, dtype=torch.bool, device=device)
     if x is None:
-        if bool(mask.any()):
-            raise ValueError("mask marks observed positions but no x was given")
+        if bool(observed.any()):
+            raise ValueError("observed marks known positions but no x was given")
         x = torch.zeros((batch, n), dtype=torch.long, device=device)
-    tokens = x if all_observed else torch.where(mask, x, torch.zeros_like(x))   # 0: in every vocabulary
+    tokens = x if all_observed else torch.where(observed, x, torch.zeros_like(x))   # 0: in every vocabulary
     _check_token_range(model, tokens, x)
-    return Evidence(tokens=tokens, observed=mask, soft=None if candidates is not None else soft_evidence,
+    return Evidence(tokens=tokens, observed=observed, soft=None if candidates is not None else soft_evidence,
                     node_potentials=node_potentials, candidates=candidates)
 
 
-def _check_token_range(model: CompiledCircuit, tokens: torch.Tensor, x: torch.Tensor) -> None:
+def _check_token_range(model: CircuitEngine, tokens: torch.Tensor, x: torch.Tensor) -> None:
     """Every token id within its variable's vocabulary; one min/max reduction when all variables
     share one vocabulary (a per-call cost on the hot path of every query)."""
     if tokens.numel() == 0:
@@ -106,7 +124,7 @@ def _check_token_range(model: CompiledCircuit, tokens: torch.Tensor, x: torch.Te
         raise ValueError(f"x[{b}, {i}] = {int(x[b, i])} is out of range for variable {i} (vocab {sizes[i]})")
 
 
-def _check_candidates(model: CompiledCircuit, cand: CandidateEvidence) -> CandidateEvidence:
+def _check_candidates(model: CircuitEngine, cand: CandidateEvidence) -> CandidateEvidence:
     n, vocab = model.num_vars, model.vocab_size
     ids, pot = cand.ids, cand.log_potentials
     if not torch.is_tensor(ids) or ids.is_floating_point() or ids.dtype == torch.bool or ids.is_complex():
@@ -125,19 +143,18 @@ def _check_candidates(model: CompiledCircuit, cand: CandidateEvidence) -> Candid
     return CandidateEvidence(ids, pot)
 
 
-def check_log_params(model: CompiledCircuit, log_params, batch: int):
+def check_log_params(model: CircuitEngine, log_params, batch: int):
     """``log_params`` must be a :class:`LogParams` with one table per model table, each of the
     model's shape; sum tables may be per sample ([batch, K, C]), input tables may not."""
     if log_params is None:
         return None
     if not isinstance(log_params, LogParams):
         raise TypeError(f"log_params must be a LogParams (see model.log_params()), got {type(log_params).__name__}")
-    for name, tables, logits in (("sums", log_params.sums, model.sum_logits),
-                                 ("inputs", log_params.inputs, model.input_logits)):
-        if len(tables) != len(logits):
-            raise ValueError(f"log_params.{name} has {len(tables)} tables, the circuit has {len(logits)}")
-        for t, (table, reference) in enumerate(zip(tables, logits)):
-            shape = tuple(reference.shape)
+    for name, tables, own in (("sums", log_params.sums, model.sums), ("inputs", log_params.inputs, model.inputs)):
+        if len(tables) != len(own):
+            raise ValueError(f"log_params.{name} has {len(tables)} tables, the circuit has {len(own)}")
+        for t, (table, reference) in enumerate(zip(tables, own)):
+            shape = tuple(reference.logits.shape)
             if not torch.is_tensor(table) or not table.is_floating_point():
                 raise TypeError(f"log_params.{name}[{t}] must be a float tensor")
             if name == "inputs" and table.dim() != 2:

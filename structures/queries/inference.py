@@ -5,65 +5,66 @@ soft-evidence log-potential of token v at position i is exactly P(x_i = v | evid
 """
 from __future__ import annotations
 
+import dataclasses
+
 import torch
 
-from ..compile.candidates import CandidateEvidence
-from ..compile.module import CompiledCircuit
-from .evidence import check_log_params, make_evidence
+from ..compile.engine import CircuitEngine
+from ..compile.tables import PassTables
+from ..types import CandidateEvidence, Evidence, LogParams
+from .evidence import check_log_params, prepare
+
+__all__ = ["log_prob", "marginals", "constant_tables", "differentiable_evidence", "raise_if_impossible"]
 
 
-def log_prob(model: CompiledCircuit, x=None, mask=None, soft_evidence=None, *, node_potentials=None,
+def log_prob(model: CircuitEngine, x=None, observed=None, soft_evidence=None, *, node_potentials=None,
              log_params=None) -> torch.Tensor:
     """``[B]``: log Σ over unobserved positions of C(x) · Π_i exp(soft_evidence[i, x_i]).
 
     With every position unobserved this is the log-normalizer of the product of experts; with no
     soft evidence it is the log-probability of the observed positions (marginalizing the rest).
     """
-    evidence = make_evidence(model, x, mask, soft_evidence, node_potentials)
+    evidence = prepare(model, x, observed, soft_evidence, node_potentials)
     check_log_params(model, log_params, evidence.batch_size)
     return model.root_value(evidence, log_params)
 
 
-def marginals(model: CompiledCircuit, x=None, mask=None, soft_evidence=None, *, node_potentials=None,
+def marginals(model: CircuitEngine, x=None, observed=None, soft_evidence=None, *, node_potentials=None,
               log_params=None) -> torch.Tensor:
     """``[B, n, V]``: posterior marginals P(x_i = v | observed positions, evidence) of every position
     (one-hot at observed positions). With :class:`CandidateEvidence` ``[B, n, k]``: the probability
     of each candidate slot (``soft_evidence.scatter`` turns it into ``[B, n, V]``). Raises if some
     batch row's evidence is impossible."""
-    evidence = make_evidence(model, x, mask, soft_evidence, node_potentials)
+    evidence = prepare(model, x, observed, soft_evidence, node_potentials)
     check_log_params(model, log_params, evidence.batch_size)
     tables = constant_tables(model, log_params)
     with torch.enable_grad():
-        leaf = differentiable_evidence(model, evidence)
+        evidence, leaf = differentiable_evidence(model, evidence)
         log_z = model.root_value(evidence, tables=tables)
         raise_if_impossible(log_z, "marginals")
         (grad,) = torch.autograd.grad(log_z.sum(), leaf)
     return grad
 
 
-def constant_tables(model: CompiledCircuit, log_params):
+def constant_tables(model: CircuitEngine, log_params: LogParams | None) -> PassTables:
     """The pass tables as constants (no gradient w.r.t. the parameters), so the marginals' backward
     pass reaches the evidence only, and the module's own tables come from its inference cache."""
     with torch.no_grad():
-        if log_params is not None:
-            log_params = type(log_params)([t.detach() for t in log_params.sums],
-                                          [t.detach() for t in log_params.inputs])
-        return model.pass_tables(log_params)
+        return model.pass_tables(None if log_params is None else log_params.detach())
 
 
-def differentiable_evidence(model: CompiledCircuit, evidence) -> torch.Tensor:
-    """Put a fresh leaf requiring grad in ``evidence`` (in place) and return it: the dense soft
-    evidence (zeros if none was given) or the candidates' log-potentials. The gradient of log Z
-    w.r.t. it is the marginals."""
+def differentiable_evidence(model: CircuitEngine, evidence: Evidence) -> tuple[Evidence, torch.Tensor]:
+    """A copy of ``evidence`` whose potentials are a fresh leaf requiring grad, and that leaf: the
+    dense soft evidence (zeros if none was given) or the candidates' log-potentials. The gradient of
+    log Z w.r.t. it is the marginals. (A copy: a caller's prepared Evidence is reused across queries.)"""
     if evidence.candidates is not None:
         cand = evidence.candidates
         leaf = cand.log_potentials.detach().requires_grad_(True)
-        evidence.candidates = CandidateEvidence(cand.ids, leaf)
-        return leaf
+        return dataclasses.replace(evidence, candidates=CandidateEvidence(cand.ids, leaf)), leaf
     base = evidence.soft if evidence.soft is not None else torch.zeros(
         evidence.batch_size, model.num_vars, model.vocab_size, dtype=model.dtype, device=model.device)
-    evidence.soft = base.detach().requires_grad_(True)
-    return evidence.soft
+    leaf = base.detach().requires_grad_(True)
+    return dataclasses.replace(evidence, soft=leaf), leaf
 
 
 def raise_if_impossible(log_z: torch.Tensor, query: str) -> None:

@@ -1,5 +1,5 @@
 """Hypothesis strategies: random circuits (every builder, and hand-made DAGs from the node API) and
-random queries (tokens, masks, soft evidence from tame to ±1e4 and -inf).
+random queries (tokens, observed positions, soft evidence from tame to ±1e4 and -inf).
 
 Every circuit has at most 6 variables of vocabulary at most 4, so brute force enumerates at most
 4,096 assignments. Hypothesis draws the *structure* (so failures shrink to small structures);
@@ -207,10 +207,10 @@ def circuits() -> st.SearchStrategy[Circuit]:
 # ----------------------------------------------------------------------------- queries
 @dataclass
 class Query:
-    """One batch of query arguments as numpy arrays: tokens [B, n], mask [B, n], soft evidence
+    """One batch of query arguments as numpy arrays: tokens [B, n], observed [B, n], soft evidence
     [B, n, V] or None, node potentials [B, num_input_nodes] or None."""
     x: np.ndarray
-    mask: np.ndarray
+    observed: np.ndarray
     soft: np.ndarray | None
     potentials: np.ndarray | None = None
 
@@ -221,7 +221,7 @@ class Query:
     def rows(self, keep: np.ndarray) -> "Query":
         def take(a):
             return None if a is None else a[keep]
-        return Query(self.x[keep], self.mask[keep], take(self.soft), take(self.potentials))
+        return Query(self.x[keep], self.observed[keep], take(self.soft), take(self.potentials))
 
 
 EVIDENCE_KINDS = ("none", "normal", "huge", "tiny", "neg_inf")
@@ -269,7 +269,7 @@ POTENTIAL_KINDS = ("none", "none", "none", "normal", "neg_inf")
 @st.composite
 def queries(draw, circuit: Circuit, max_batch: int = 3, kinds=EVIDENCE_KINDS, potential_kinds=POTENTIAL_KINDS,
             max_free_configs: int | None = None) -> Query:
-    """Random tokens, mask, soft evidence and node potentials for ``circuit``. With
+    """Random tokens, observed, soft evidence and node potentials for ``circuit``. With
     ``max_free_configs`` the unobserved positions of each row have at most that many joint
     configurations."""
     vocab_sizes = circuit.vocab_sizes
@@ -277,13 +277,13 @@ def queries(draw, circuit: Circuit, max_batch: int = 3, kinds=EVIDENCE_KINDS, po
     batch = draw(st.integers(1, max_batch))
     rng = np.random.default_rng(draw(seeds))
     x = np.stack([rng.integers(0, v, size=batch) for v in vocab_sizes], axis=1).astype(np.int64)
-    mask = np.array(draw(st.lists(st.lists(st.booleans(), min_size=n, max_size=n), min_size=batch,
+    observed = np.array(draw(st.lists(st.lists(st.booleans(), min_size=n, max_size=n), min_size=batch,
                                   max_size=batch)), dtype=bool).reshape(batch, n)
     if max_free_configs is not None:
-        for row in mask:
+        for row in observed:
             while math.prod(v for v, m in zip(vocab_sizes, row) if not m) > max_free_configs:
                 row[np.flatnonzero(~row)[0]] = True
     soft = evidence_array(rng, draw(st.sampled_from(kinds)), batch, vocab_sizes)
     num_input_nodes = sum(g.num_nodes for g in circuit.groups if isinstance(g, Categorical))
     potentials = potentials_array(rng, draw(st.sampled_from(potential_kinds)), batch, num_input_nodes)
-    return Query(x, mask, soft, potentials)
+    return Query(x, observed, soft, potentials)

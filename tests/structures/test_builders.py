@@ -5,7 +5,7 @@ import pytest
 import torch
 
 import structures
-from brute import all_assignments, evaluate
+from helpers.brute import all_assignments, evaluate
 
 
 def _builders():

@@ -8,12 +8,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import structures
-from brute import all_assignments, consistent, free_index, goodness_of_fit_pvalue, logsumexp
+from helpers.brute import all_assignments, consistent, free_index, goodness_of_fit_pvalue, logsumexp
 from pcdiff.adapters import (ADAPTERS, Adapter, AdapterOutput, LatentEvidenceAdapter, LowRankAdapter, make_adapter,
                              register_adapter)
 from pcdiff.distribution import CoDDBlockDistribution
 from pcdiff.layer import CoDDLayer
-from strategies import circuits, seeds
+from helpers.strategies import circuits, seeds
 from test_distribution import coupled_circuits, log_prob_table, random_block, reference_evidence
 
 D = 5

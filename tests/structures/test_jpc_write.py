@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 
 import structures
-from brute import all_assignments, evaluate
-from jpc_helpers import (IGNORE_SPARSE_WARNING, assert_same_circuit, hmm_file, juice, latent_tree,  # noqa: F401
+from helpers.brute import all_assignments, evaluate
+from helpers.jpc_files import (IGNORE_SPARSE_WARNING, assert_same_circuit, hmm_file, juice, latent_tree,  # noqa: F401
                          mixture_circuit, nested_circuit, params_of, pj_eval, write_entries)
 from structures import Categorical, JpcError, Product, Sum, load_jpc, load_jpc_roots, save_jpc
 from structures.jpc import read_jpc_entries

@@ -9,10 +9,12 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import structures
-from brute import (brute_free_joint, brute_log_prob, brute_marginals, brute_max_product, evaluate, free_index,
+from helpers.brute import (brute_free_joint, brute_log_prob, brute_marginals, brute_max_product, evaluate, free_index,
                    goodness_of_fit_pvalue)
-from strategies import POTENTIAL_KINDS, Query, circuits, evidence_array, queries, seeds
-from structures.queries.evidence import make_evidence
+from helpers.strategies import POTENTIAL_KINDS, Query, circuits, evidence_array, queries, seeds
+from helpers.queries import brute_query_rows, compiled, kwargs, random_sum_tables, reference, row_tables
+from helpers.brute import assert_log_close
+from structures.queries import make_evidence
 
 # Examples per property; raise it (e.g. PCDIFF_EXAMPLES=1000) for a deeper local search.
 EXAMPLES = int(os.environ.get("PCDIFF_EXAMPLES", 30))
@@ -20,72 +22,18 @@ EXAMPLES = int(os.environ.get("PCDIFF_EXAMPLES", 30))
 exact = settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 
-def compiled(circuit, dtype=torch.float64):
-    return structures.compile(circuit, dtype=dtype)
 
 
-def kwargs(q: Query, dtype=torch.float64) -> dict:
-    """The query as keyword arguments of the compiled circuit's methods."""
-    def tensor(a):
-        return None if a is None else torch.from_numpy(a).to(dtype)
-    return dict(x=torch.from_numpy(q.x), mask=torch.from_numpy(q.mask), soft_evidence=tensor(q.soft),
-                node_potentials=tensor(q.potentials))
 
 
-def reference(circuit, model, q: Query, b: int, sum_tables=None):
-    """Brute-force arguments ``(circuit, x, mask, soft)`` for row ``b``: a copy of the symbolic
-    ``circuit`` with the row's node potentials (and per-row sum tables, log [K, C] each) folded into
-    its parameters. Only the model's layout is read: which group owns table t, where a group's
-    nodes sit on the node-potential axis."""
-    if q.potentials is None and sum_tables is None:
-        return circuit, q.x[b], q.mask[b], None if q.soft is None else q.soft[b]
-    circuit = circuit.copy()                                  # same group order as circuit.groups
-    groups = circuit.groups
-    for t, i in enumerate(model.layout.sum_sources if sum_tables is not None else []):
-        groups[i].weights = sum_tables[t].double().exp().numpy()
-    if q.potentials is not None:
-        # A potential on an input node scales that node's distribution; brute force only multiplies,
-        # so the unnormalized table is set directly (and untied: potentials differ per group).
-        scaled = {i: groups[i].probs * np.exp(q.potentials[b, o:o + groups[i].num_nodes])[:, None]
-                  for i, o in model.layout.input_node_offset.items()}
-        for i, probs in scaled.items():
-            groups[i].tie_to, groups[i]._probs = None, probs
-    return circuit, q.x[b], q.mask[b], None if q.soft is None else q.soft[b]
 
 
-def assert_log_close(actual, expected, rtol=1e-9):
-    """Log-values agree to ``rtol`` relative to max(1, |expected|); -inf must match -inf exactly."""
-    actual, expected = np.asarray(actual, dtype=np.float64), np.asarray(expected, dtype=np.float64)
-    assert not np.isnan(actual).any(), actual
-    assert np.array_equal(np.isneginf(actual), np.isneginf(expected)), (actual, expected)
-    finite = np.isfinite(expected)
-    tol = rtol * np.maximum(1.0, np.abs(expected[finite]))
-    assert np.all(np.abs(actual[finite] - expected[finite]) <= tol), (actual, expected)
 
 
-def brute_rows(circuit, model, q: Query, brute=brute_log_prob, sum_tables=None):
-    """``brute`` on every row; ``sum_tables`` as given to the model ([K, C] or per row [B, K, C])."""
-    def own(b):
-        return None if sum_tables is None else row_tables(sum_tables, b)
-    return np.array([brute(*reference(circuit, model, q, b, own(b))) for b in range(q.batch)])
 
 
-def random_sum_tables(model, data, batch: int) -> list[torch.Tensor]:
-    """The model's sum tables, some replaced by random per-sample tables [batch, K, C] (same support)."""
-    generator = torch.Generator().manual_seed(data.draw(seeds))
-    tables = []
-    for t, table in enumerate(model.log_params().sums):
-        if data.draw(st.booleans()):
-            noise = torch.randn((batch, *table.shape), generator=generator, dtype=table.dtype)
-            support = getattr(model, f"sum_support_{t}")
-            table = torch.log_softmax((table + noise).masked_fill(~support, -torch.inf), -1)
-        tables.append(table.detach())
-    return tables
 
 
-def row_tables(tables: list[torch.Tensor], b: int) -> list[torch.Tensor]:
-    """Row ``b``'s own [K, C] tables."""
-    return [t[b] if t.dim() == 3 else t for t in tables]
 
 
 # ----------------------------------------------------------------------------- exact queries
@@ -94,18 +42,18 @@ def row_tables(tables: list[torch.Tensor], b: int) -> list[torch.Tensor]:
 def test_log_prob_matches_brute_force(circuit, data):
     q = data.draw(queries(circuit))
     model = compiled(circuit)
-    assert_log_close(model.log_prob(**kwargs(q)).detach().numpy(), brute_rows(circuit, model, q))
+    assert_log_close(model.log_prob(**kwargs(q)).detach().numpy(), brute_query_rows(circuit, model, q))
 
 
 @exact
 @given(circuits(), st.data())
 def test_all_unobserved_is_the_log_normalizer(circuit, data):
     q = data.draw(queries(circuit))
-    q.mask[:] = False
+    q.observed[:] = False
     model = compiled(circuit)
-    assert_log_close(model.log_prob(**kwargs(q)).detach().numpy(), brute_rows(circuit, model, q))
+    assert_log_close(model.log_prob(**kwargs(q)).detach().numpy(), brute_query_rows(circuit, model, q))
     # Without evidence the circuit is normalized: log Z = 0.
-    assert_log_close(model.log_prob(mask=torch.from_numpy(q.mask)).detach().numpy(), np.zeros(q.batch), 1e-12)
+    assert_log_close(model.log_prob(observed=torch.from_numpy(q.observed)).detach().numpy(), np.zeros(q.batch), 1e-12)
 
 
 @exact
@@ -113,14 +61,14 @@ def test_all_unobserved_is_the_log_normalizer(circuit, data):
 def test_marginals_match_brute_force(circuit, data):
     q = data.draw(queries(circuit))
     model = compiled(circuit)
-    possible = np.isfinite(brute_rows(circuit, model, q))
+    possible = np.isfinite(brute_query_rows(circuit, model, q))
     if not possible.all():
         with pytest.raises(ValueError, match="probability zero"):
             model.marginals(**kwargs(q))
         q = q.rows(possible)
         if q.batch == 0:
             return
-    np.testing.assert_allclose(model.marginals(**kwargs(q)).numpy(), brute_rows(circuit, model, q, brute_marginals),
+    np.testing.assert_allclose(model.marginals(**kwargs(q)).numpy(), brute_query_rows(circuit, model, q, brute_marginals),
                                rtol=0, atol=1e-9)
 
 
@@ -129,13 +77,13 @@ def test_marginals_match_brute_force(circuit, data):
 def test_map_is_the_max_product_completion(circuit, data):
     q = data.draw(queries(circuit))
     model = compiled(circuit)
-    best = brute_rows(circuit, model, q, brute_max_product)
+    best = brute_query_rows(circuit, model, q, brute_max_product)
     if np.isneginf(best).any():
         with pytest.raises(ValueError, match="probability zero"):
             model.map(**kwargs(q))
         return
     assignment, score = (t.numpy() for t in model.map(**kwargs(q)))
-    assert np.array_equal(assignment[q.mask], q.x[q.mask])
+    assert np.array_equal(assignment[q.observed], q.x[q.observed])
     assert np.all((assignment >= 0) & (assignment < np.array(circuit.vocab_sizes)))
     root_max = model.upward(make_evidence(model, **kwargs(q)), semiring="max")[model.layout.root][:, 0]
     assert_log_close(root_max.detach().numpy(), best)
@@ -170,18 +118,18 @@ def test_samples_follow_the_exact_posterior(circuit, data):
     log_params = None if tables is None else \
         structures.LogParams(tables, [t.detach() for t in model.log_params().inputs])
     args = dict(kwargs(q), generator=generator, log_params=log_params)
-    if np.isneginf(brute_rows(circuit, model, q, sum_tables=tables)).any():
+    if np.isneginf(brute_query_rows(circuit, model, q, sum_tables=tables)).any():
         with pytest.raises(ValueError, match="probability zero"):
             model.sample(**args, num_samples=2)
         return
     samples = model.sample(**args, num_samples=SAMPLES).numpy()
     assert samples.shape == (SAMPLES, q.batch, circuit.num_vars)
     for b in range(q.batch):
-        observed = samples[:, b][:, q.mask[b]]
-        assert np.array_equal(observed, np.broadcast_to(q.x[b, q.mask[b]], observed.shape))
+        observed = samples[:, b][:, q.observed[b]]
+        assert np.array_equal(observed, np.broadcast_to(q.x[b, q.observed[b]], observed.shape))
         own = None if tables is None else row_tables(tables, b)
         probs = brute_free_joint(*reference(circuit, model, q, b, own))
-        assert_samples_match(samples[:, b], probs, np.flatnonzero(~q.mask[b]), circuit.vocab_sizes)
+        assert_samples_match(samples[:, b], probs, np.flatnonzero(~q.observed[b]), circuit.vocab_sizes)
 
 
 COMPONENT_WEIGHTS = np.array([0.6, 0.4])
@@ -198,20 +146,20 @@ def _coupled_mixture():
 def test_goodness_of_fit_catches_wrong_samplers():
     circuit = _coupled_mixture()
     model = compiled(circuit)
-    x, mask = np.zeros(3, dtype=np.int64), np.zeros(3, dtype=bool)
+    x, observed = np.zeros(3, dtype=np.int64), np.zeros(3, dtype=bool)
     soft = np.log(np.array([[1.0, 1.0, 3.0], [1.0, 1.0, 1.0], [1.0, 2.0, 1.0]]))
     free, vocab = np.arange(3), circuit.vocab_sizes
-    probs = brute_free_joint(circuit, x, mask, soft)
+    probs = brute_free_joint(circuit, x, observed, soft)
     rng = np.random.default_rng(0)
     generator = torch.Generator().manual_seed(0)
 
     def draw(soft_evidence):
-        return model.sample(torch.from_numpy(x[None]), torch.from_numpy(mask[None]), soft_evidence,
+        return model.sample(torch.from_numpy(x[None]), torch.from_numpy(observed[None]), soft_evidence,
                             num_samples=SAMPLES, generator=generator)[:, 0].numpy()
 
     assert_samples_match(draw(torch.from_numpy(soft[None])), probs, free, vocab)       # the real sampler passes
     # Wrong 1: each token from its exact marginal, independently.
-    marginals = brute_marginals(circuit, x, mask, soft)
+    marginals = brute_marginals(circuit, x, observed, soft)
     independent = np.stack([rng.choice(3, size=SAMPLES, p=marginals[i]) for i in range(3)], axis=1)
     # Wrong 2: the sampler ignores the soft evidence.
     no_evidence = draw(None)
@@ -272,7 +220,7 @@ def test_impossible_evidence_is_minus_inf_and_refused(circuit, data, dtype):
 def test_gradients_are_finite_with_extreme_evidence(circuit, data, kind):
     q = data.draw(queries(circuit, kinds=(kind,), potential_kinds=("none", kind)))
     impossible = evidence_array(np.random.default_rng(0), "neg_inf", 1, circuit.vocab_sizes, impossible_at=0)
-    q = Query(*(None if a is None else np.concatenate([a, a[:1]]) for a in (q.x, q.mask, q.soft, q.potentials)))
+    q = Query(*(None if a is None else np.concatenate([a, a[:1]]) for a in (q.x, q.observed, q.soft, q.potentials)))
     q.soft[-1] = impossible[0]                                       # one extra row, with impossible evidence
     args = kwargs(q)
     for name in ("soft_evidence", "node_potentials"):
@@ -301,9 +249,9 @@ def test_per_sample_sum_tables_match_row_by_row(circuit, data):
     batched = structures.LogParams(tables, inputs)
     args = kwargs(q)
     lp = model.log_prob(**args, log_params=batched).detach().numpy()
-    assert_log_close(lp, brute_rows(circuit, model, q, sum_tables=tables))
+    assert_log_close(lp, brute_query_rows(circuit, model, q, sum_tables=tables))
     root_max = model.upward(make_evidence(model, **args), batched, "max")[model.layout.root][:, 0].detach().numpy()
-    assert_log_close(root_max, brute_rows(circuit, model, q, brute_max_product, sum_tables=tables))
+    assert_log_close(root_max, brute_query_rows(circuit, model, q, brute_max_product, sum_tables=tables))
     for b in range(q.batch):                      # each row alone, with its own [K, C] tables
         row_args = {k: None if v is None else v[b:b + 1] for k, v in args.items()}
         own = structures.LogParams(row_tables(tables, b), inputs)
@@ -312,7 +260,7 @@ def test_per_sample_sum_tables_match_row_by_row(circuit, data):
         assert_log_close(root_max[b:b + 1], own_max.detach().numpy())
     if np.isfinite(lp).all():
         marginals = model.marginals(**args, log_params=batched).numpy()
-        np.testing.assert_allclose(marginals, brute_rows(circuit, model, q, brute_marginals, sum_tables=tables),
+        np.testing.assert_allclose(marginals, brute_query_rows(circuit, model, q, brute_marginals, sum_tables=tables),
                                    rtol=0, atol=1e-9)
         assignment, score = model.map(**args, log_params=batched)
         for b in range(q.batch):
@@ -357,7 +305,7 @@ def test_a_root_only_pass_keeps_the_root_alone_and_agrees_with_the_full_pass(cir
     q = data.draw(queries(circuit))
     model = compiled(circuit)
     args = kwargs(q)
-    evidence = make_evidence(model, args["x"], args["mask"], args["soft_evidence"], args["node_potentials"])
+    evidence = make_evidence(model, args["x"], args["observed"], args["soft_evidence"], args["node_potentials"])
     full = model.upward(evidence)
     lean = model.upward(evidence, keep_all=False)
     root = model.layout.root

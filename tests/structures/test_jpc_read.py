@@ -6,8 +6,8 @@ import pytest
 import torch
 
 import structures
-from brute import all_assignments, brute_log_prob, evaluate
-from jpc_helpers import (IGNORE_SPARSE_WARNING, assert_same_circuit, check_against_pyjuice, juice,  # noqa: F401
+from helpers.brute import all_assignments, brute_log_prob, evaluate
+from helpers.jpc_files import (IGNORE_SPARSE_WARNING, assert_same_circuit, check_against_pyjuice, juice,  # noqa: F401
                          mixture_circuit, signature, write_entries)
 from structures import Categorical, Circuit, JpcError, Sum, load_jpc, load_jpc_roots, save_jpc
 from structures.jpc import read_jpc_entries
@@ -65,13 +65,13 @@ def _check_marginals(circuit: Circuit, rng) -> None:
     xs = all_assignments(circuit)
     p = evaluate(circuit, xs)
     x = xs[rng.integers(len(xs), size=6)]
-    mask = rng.random(x.shape) < 0.5
+    observed = rng.random(x.shape) < 0.5
     with torch.no_grad():
-        got = model.log_prob(torch.as_tensor(x), torch.as_tensor(mask)).numpy()
+        got = model.log_prob(torch.as_tensor(x), torch.as_tensor(observed)).numpy()
     for b in range(len(x)):
-        consistent = np.all((xs == x[b]) | ~mask[b], axis=1)
+        consistent = np.all((xs == x[b]) | ~observed[b], axis=1)
         assert got[b] == pytest.approx(np.log(p[consistent].sum()), abs=1e-9)
-        assert got[b] == pytest.approx(brute_log_prob(circuit, x[b], mask[b]), abs=1e-9)
+        assert got[b] == pytest.approx(brute_log_prob(circuit, x[b], observed[b]), abs=1e-9)
 
 
 @pytest.mark.pyjuice

@@ -54,20 +54,20 @@ def logsumexp(a: np.ndarray, axis=None) -> np.ndarray:
     return np.squeeze(out, axis=axis) if axis is not None else out.reshape(())
 
 
-def consistent(xs: np.ndarray, x: np.ndarray, mask: np.ndarray) -> np.ndarray:
-    """Which full assignments agree with ``x`` on the observed positions (``mask`` True)."""
-    return np.all((xs == x[None, :]) | ~mask[None, :], axis=1)
+def consistent(xs: np.ndarray, x: np.ndarray, observed: np.ndarray) -> np.ndarray:
+    """Which full assignments agree with ``x`` on the observed positions (``observed`` True)."""
+    return np.all((xs == x[None, :]) | ~observed[None, :], axis=1)
 
 
-def brute_log_prob(circuit, x, mask, soft_evidence=None) -> float:
+def brute_log_prob(circuit, x, observed, soft_evidence=None) -> float:
     xs, logp = log_measure(circuit, soft_evidence)
-    return float(logsumexp(np.where(consistent(xs, x, mask), logp, -np.inf)))
+    return float(logsumexp(np.where(consistent(xs, x, observed), logp, -np.inf)))
 
 
-def brute_marginals(circuit, x, mask, soft_evidence=None) -> np.ndarray:
+def brute_marginals(circuit, x, observed, soft_evidence=None) -> np.ndarray:
     """Posterior marginals ``[n, V]`` of p(x_i | observed, evidence)."""
     xs, logp = log_measure(circuit, soft_evidence)
-    logp = np.where(consistent(xs, x, mask), logp, -np.inf)
+    logp = np.where(consistent(xs, x, observed), logp, -np.inf)
     post = np.exp(logp - logsumexp(logp))
     out = np.zeros((circuit.num_vars, circuit.vocab_size))
     for i in range(circuit.num_vars):
@@ -75,14 +75,14 @@ def brute_marginals(circuit, x, mask, soft_evidence=None) -> np.ndarray:
     return out
 
 
-def brute_max_product(circuit, x, mask, soft_evidence=None) -> float:
+def brute_max_product(circuit, x, observed, soft_evidence=None) -> float:
     """log of max over consistent completions of the max-product value times the evidence."""
     xs = all_assignments(circuit)
     with np.errstate(divide="ignore"):
         logv = np.log(evaluate(circuit, xs, semiring="max"))
     if soft_evidence is not None:
         logv = logv + soft_evidence[np.arange(xs.shape[1])[None, :], xs].sum(1)
-    return float(np.max(np.where(consistent(xs, x, mask), logv, -np.inf)))
+    return float(np.max(np.where(consistent(xs, x, observed), logv, -np.inf)))
 
 
 def free_index(tokens: np.ndarray, free: np.ndarray, vocab_sizes) -> np.ndarray:
@@ -93,13 +93,13 @@ def free_index(tokens: np.ndarray, free: np.ndarray, vocab_sizes) -> np.ndarray:
     return index
 
 
-def brute_free_joint(circuit, x, mask, soft_evidence=None) -> np.ndarray:
+def brute_free_joint(circuit, x, observed, soft_evidence=None) -> np.ndarray:
     """Posterior probabilities of every joint configuration of the unobserved positions, indexed by
     :func:`free_index` (a vector of ``prod(vocab of unobserved)`` entries)."""
     xs, logp = log_measure(circuit, soft_evidence)
-    keep = consistent(xs, x, mask)
+    keep = consistent(xs, x, observed)
     xs, logp = xs[keep], logp[keep]
-    free = np.flatnonzero(~mask)
+    free = np.flatnonzero(~observed)
     probs = np.zeros(int(np.prod([circuit.vocab_sizes[i] for i in free])))
     np.add.at(probs, free_index(xs, free, circuit.vocab_sizes), np.exp(logp - logsumexp(logp)))
     return probs
@@ -137,3 +137,13 @@ def goodness_of_fit_pvalue(outcomes: np.ndarray, probs: np.ndarray, min_expected
     dof = len(bins) - 1
     return float(torch.special.gammaincc(torch.tensor(dof / 2, dtype=torch.float64),
                                          torch.tensor(statistic / 2, dtype=torch.float64)))
+
+
+def assert_log_close(actual, expected, rtol=1e-9):
+    """Log-values agree to ``rtol`` relative to max(1, |expected|); -inf must match -inf exactly."""
+    actual, expected = np.asarray(actual, dtype=np.float64), np.asarray(expected, dtype=np.float64)
+    assert not np.isnan(actual).any(), actual
+    assert np.array_equal(np.isneginf(actual), np.isneginf(expected)), (actual, expected)
+    finite = np.isfinite(expected)
+    tol = rtol * np.maximum(1.0, np.abs(expected[finite]))
+    assert np.all(np.abs(actual[finite] - expected[finite]) <= tol), (actual, expected)

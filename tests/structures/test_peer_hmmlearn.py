@@ -5,7 +5,7 @@ import pytest
 import torch
 
 import structures
-from structures.queries.evidence import make_evidence
+from structures.queries import make_evidence
 
 hmmlearn_hmm = pytest.importorskip("hmmlearn.hmm")
 wordfreq = pytest.importorskip("wordfreq")

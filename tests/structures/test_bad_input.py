@@ -25,10 +25,13 @@ QUERY_CASES = {
     "x above own vocab": (dict(x=torch.tensor([[1, 4]])), ValueError, r"x\[0, 1\] = 4 is out of range.*vocab 4"),
     "x negative": (dict(x=torch.tensor([[0, -1]])), ValueError, "out of range for variable 1"),
     "x per-variable vocab": (dict(x=torch.tensor([[3, 3]])), ValueError, r"x\[0, 0\] = 3 .*variable 0 \(vocab 2\)"),
-    "mask int": (dict(x=X, mask=torch.ones(2, 2, dtype=torch.long)), TypeError, "mask must be a bool tensor"),
-    "mask wrong width": (dict(x=X, mask=torch.ones(2, 3, dtype=torch.bool)), ValueError, r"mask must have shape"),
-    "mask batch": (dict(x=X, mask=torch.ones(3, 2, dtype=torch.bool)), ValueError, "mask has batch size 3"),
-    "mask without x": (dict(mask=torch.ones(2, 2, dtype=torch.bool)), ValueError, "no x was given"),
+    "observed int": (dict(x=X, observed=torch.ones(2, 2, dtype=torch.long)), TypeError,
+                     "observed must be a bool tensor"),
+    "observed wrong width": (dict(x=X, observed=torch.ones(2, 3, dtype=torch.bool)), ValueError,
+                             r"observed must have shape"),
+    "observed batch": (dict(x=X, observed=torch.ones(3, 2, dtype=torch.bool)), ValueError,
+                       "observed has batch size 3"),
+    "observed without x": (dict(observed=torch.ones(2, 2, dtype=torch.bool)), ValueError, "no x was given"),
     "soft int":
         (dict(soft_evidence=torch.zeros(2, 2, 4, dtype=torch.long)), TypeError, "soft_evidence must be a float"),
     "soft 2-d":
@@ -55,7 +58,7 @@ def test_query_arguments_are_checked(model, query, case):
 
 
 def test_unobserved_entries_of_x_are_not_checked(model):
-    """Entries under mask False are placeholders: any value is allowed there."""
+    """Entries where observed is False are placeholders: any value is allowed there."""
     lp = model.log_prob(torch.tensor([[-1, 7]]), torch.tensor([[False, False]]))
     assert torch.allclose(lp, torch.zeros(1, dtype=torch.float64))
 

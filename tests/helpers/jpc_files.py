@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 import structures
-from brute import all_assignments, evaluate
+from helpers.brute import all_assignments, evaluate
 from structures import Categorical, Circuit, Product, Sum, save_jpc
 
 #: pyjuice's sparse block tensors warn on every use; the tests do not care.

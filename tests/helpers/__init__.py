@@ -1,0 +1,1 @@
+"""Oracles, strategies and fixtures shared by the tests (brute force, random circuits and queries)."""
