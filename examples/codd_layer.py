@@ -2,7 +2,7 @@
 
     python examples/codd_layer.py                       # about a minute on 2 CPU cores
     python examples/codd_layer.py --num-words 30000 --max-length 12 --dim 128 --depth 4 --backbone-steps 1200 \\
-        --hidden 128 --layer-steps 3000 --adapter static,latent_evidence,low_rank   # docs/codd_layer.md's run
+        --num-states 128 --layer-steps 3000 --adapter static,latent_evidence,low_rank   # docs/codd_layer.md's run
 
 Trains the backbone briefly, builds a layer (an HMM over the word's block of characters) per
 adapter, trains each on the CoDD objective with the backbone frozen, compares held-out NLL with
@@ -14,10 +14,9 @@ import time
 
 import torch
 
-from pcdiff.backbones import TinyDiffusionTransformer, train_backbone
+from pcdiff import CoDDLayer, TinyDiffusionTransformer, evaluate_nll, train_backbone, train_codd_layer
+from pcdiff.codd.rules import draw
 from pcdiff.data import load_words
-from pcdiff.layer import CoDDLayer
-from pcdiff.training import evaluate_nll, train_codd_layer
 
 
 def parse_args():
@@ -27,12 +26,10 @@ def parse_args():
     p.add_argument("--dim", type=int, default=64)
     p.add_argument("--depth", type=int, default=2)
     p.add_argument("--backbone-steps", type=int, default=600)
-    p.add_argument("--backbone-seconds", type=float, default=None)
     p.add_argument("--structure", choices=["hmm", "chain", "tree"], default="hmm")
-    p.add_argument("--hidden", type=int, default=64, help="latent states of the circuit")
+    p.add_argument("--num-states", type=int, default=64, help="latent states of the circuit")
     p.add_argument("--adapter", default="static", help="comma-separated: static, latent_evidence, low_rank")
     p.add_argument("--layer-steps", type=int, default=600)
-    p.add_argument("--layer-seconds", type=float, default=None)
     p.add_argument("--lr", type=float, default=0.03)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=1)
@@ -47,23 +44,21 @@ def main() -> None:
     torch.manual_seed(args.seed)
     backbone = TinyDiffusionTransformer(data.vocab.size, data.vocab.mask_id, data.block_length, dim=args.dim,
                                         depth=args.depth)
-    steps = None if args.backbone_seconds else args.backbone_steps
     start = time.perf_counter()
-    result = train_backbone(backbone, data, steps=steps, seconds=args.backbone_seconds, seed=args.seed, eval_every=None)
+    result = train_backbone(backbone, data, steps=args.backbone_steps, seed=args.seed, eval_every=None)
     print(f"backbone: {backbone.num_parameters():,} parameters, {result['steps']} steps in "
           f"{time.perf_counter() - start:.0f} s, held-out loss {result['heldout_loss']:.3f}")
 
     # One layer per adapter: a circuit over the whole block of characters (the word + end padding).
     layers = {}
     for adapter in args.adapter.split(","):
-        layer = CoDDLayer.from_structure(args.structure, data.block_length, data.vocab.size, hidden=args.hidden,
+        layer = CoDDLayer.from_structure(args.structure, data.block_length, data.vocab.size, num_states=args.num_states,
                                          adapter=adapter, backbone_hidden_size=backbone.hidden_size,
                                          mask_id=data.vocab.mask_id, seed=args.seed,
                                          data=data.encode_train() if args.structure == "tree" else None)
-        steps = None if args.layer_seconds else args.layer_steps
         start = time.perf_counter()
-        result = train_codd_layer(layer, backbone, data, steps=steps, seconds=args.layer_seconds, lr=args.lr,
-                                  seed=args.seed, eval_every=None)
+        result = train_codd_layer(layer, backbone, data, steps=args.layer_steps, lr=args.lr, seed=args.seed,
+                                  eval_every=None)
         print(f"layer ({adapter}): {sum(p.numel() for p in layer.parameters()):,} parameters, "
               f"{result['steps']} steps in {time.perf_counter() - start:.0f} s")
         layers[adapter] = layer
@@ -95,10 +90,10 @@ def main() -> None:
             print(f"  position {i}: {letters}")
         g = torch.Generator().manual_seed(args.seed)
         joint = dist.sample((6,), generator=g)[:, 0]
-        naive = torch.where(masked, dist.factorized().sample((6,))[:, 0], x0)
+        naive = torch.where(masked, draw(dist.factorized().probs.expand(6, -1, -1, -1), generator=g)[:, 0], x0)
         print("joint samples (CoDD):    ", [show(s) for s in joint])
         print("independent (factorized):", [show(s) for s in naive])
-        print("any-order sample:        ", show(dist.sample_any_order("confidence", generator=g)[0]))
+        print("any-order sample:        ", show(dist.sample_any_order("low_confidence", generator=g)[0]))
         best = dist.map()
         print(f"MAP: {show(best.assignment[0])!r} (log p̂ {float(best.log_prob[0]):.3f}, exact={bool(best.exact[0])})")
 

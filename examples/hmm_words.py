@@ -32,7 +32,7 @@ def main() -> None:
     data = torch.tensor([encode(w) for w in train])
     test = torch.tensor([encode(w) for w in heldout])
 
-    circuit = structures.hmm(LENGTH, hidden=64, vocab=len(ALPHABET), seed=0)
+    circuit = structures.hmm(LENGTH, num_states=64, vocab=len(ALPHABET), seed=0)
     print(circuit.summary())
     model = structures.compile(circuit)
     history = structures.fit(model, data, epochs=6, batch_size=512, method="em", step_size=0.5)
@@ -43,11 +43,11 @@ def main() -> None:
         samples = model.sample(num_samples=12, generator=torch.Generator().manual_seed(1))[:, 0]
         print("samples:", [decode(s) for s in samples])
         x = torch.tensor([encode("house")])
-        mask = torch.ones_like(x, dtype=torch.bool)
-        mask[0, 1:3] = False                                    # "h??se"
-        marg = model.marginals(x, mask)[0]
+        observed = torch.ones_like(x, dtype=torch.bool)
+        observed[0, 1:3] = False                                # "h??se"
+        marg = model.marginals(x, observed)[0]
         top = [ALPHABET[int(i)] for i in marg[1].topk(3).indices]
-        print(f"infill h??se: position 1 top letters {top}; MAP completion '{decode(model.map(x, mask)[0][0])}'")
+        print(f"infill h??se: position 1 top letters {top}; MAP completion '{decode(model.map(x, observed)[0][0])}'")
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
 """`python -m pcdiff …` is the same as `pcdiff …`."""
 import sys
 
-from .cli import main
+from .app.cli import main
 
 sys.exit(main())

@@ -76,7 +76,6 @@ class CircuitEngine(nn.Module):
         self.inputs = nn.ModuleList(tables)
         self.index = IndexTensors(self.layout)
         self._table_cache: tuple | None = None
-        self.register_load_state_dict_pre_hook(_rename_old_keys)
         self.to(dtype)
 
     # ------------------------------------------------------------------ parameters
@@ -143,14 +142,3 @@ class CircuitEngine(nn.Module):
     def extra_repr(self) -> str:
         return f"{self._circuit.summary()}, {len(self.layout.layers)} layers"
 
-
-def _rename_old_keys(module, state_dict, prefix, *_):
-    """Checkpoints written before the tables were modules (pcdiff 0.1) name them
-    ``sum_logits.t`` / ``sum_support_t``; they load under today's names."""
-    for kind in ("sum", "input"):
-        for key in [k for k in state_dict if k.startswith(f"{prefix}{kind}_")]:
-            rest = key[len(prefix) + len(kind) + 1:]
-            if rest.startswith("logits."):
-                state_dict[f"{prefix}{kind}s.{rest.removeprefix('logits.')}.logits"] = state_dict.pop(key)
-            elif rest.startswith("support_"):
-                state_dict[f"{prefix}{kind}s.{rest.removeprefix('support_')}.support"] = state_dict.pop(key)

@@ -1,4 +1,5 @@
-"""Shared helpers of the ``.jpc`` tests: fixtures, small circuits, comparisons, pyjuice's values."""
+"""Shared helpers of the ``.jpc`` tests: small circuits, comparisons, pyjuice's values (the fixtures
+``juice`` and ``hmm_file`` are in tests/structures/conftest.py)."""
 from __future__ import annotations
 
 import pickle
@@ -6,17 +7,11 @@ import pickle
 import numpy as np
 import pytest
 
-import structures
 from helpers.brute import all_assignments, evaluate
-from structures import Categorical, Circuit, Product, Sum, save_jpc
+from structures import Categorical, Circuit, Product, Sum
 
 #: pyjuice's sparse block tensors warn on every use; the tests do not care.
 IGNORE_SPARSE_WARNING = pytest.mark.filterwarnings("ignore:Sparse invariant checks:UserWarning")
-
-
-@pytest.fixture(scope="module")
-def juice():
-    return pytest.importorskip("pyjuice")
 
 
 def pj_eval(root_ns, xs: np.ndarray) -> np.ndarray:
@@ -106,13 +101,6 @@ def nested_circuit() -> Circuit:
     outer = Product(inner, c)
     s1 = Sum(outer, num_nodes=3, rng=rng)
     return Circuit(Sum(s1, outer, num_nodes=1, rng=rng))
-
-
-@pytest.fixture
-def hmm_file(tmp_path):
-    path = tmp_path / "hmm.jpc"
-    save_jpc(structures.hmm(4, 4, 3, seed=1), path)
-    return path
 
 
 def check_against_pyjuice(circuit: Circuit, ns, column: int = 0) -> np.ndarray:

@@ -9,12 +9,12 @@ from hypothesis import strategies as st
 
 import structures
 from helpers.brute import all_assignments, consistent, free_index, goodness_of_fit_pvalue, logsumexp
-from pcdiff.adapters import (ADAPTERS, Adapter, AdapterOutput, LatentEvidenceAdapter, LowRankAdapter, make_adapter,
+from pcdiff.codd.adapters import (ADAPTERS, Adapter, AdapterOutput, LatentEvidenceAdapter, LowRankAdapter, make_adapter,
                              register_adapter)
-from pcdiff.distribution import CoDDBlockDistribution
-from pcdiff.layer import CoDDLayer
+from pcdiff.codd import CoDDBlockDistribution
+from pcdiff.codd import CoDDLayer
 from helpers.strategies import circuits, seeds
-from test_distribution import coupled_circuits, log_prob_table, random_block, reference_evidence
+from helpers.blocks import coupled_circuits, log_prob_table, random_block, reference_evidence
 
 D = 5
 NAMES = ["static", "latent_evidence", "low_rank"]
@@ -134,7 +134,7 @@ def test_samples_follow_p_hat_with_randomized_adapters(variant):
     assert goodness_of_fit_pvalue(free_index(joint, free, circuit.vocab_sizes), probs) > 1e-3
     rows = CoDDBlockDistribution(model, logits.expand(3000, -1, -1), tokens.expand(3000, -1), masked.expand(3000, -1),
                                  t.expand(3000), **_expanded(adapter(model, hidden), 3000))
-    ao = rows.sample_any_order("confidence", generator=torch.Generator().manual_seed(1)).numpy()
+    ao = rows.sample_any_order("low_confidence", generator=torch.Generator().manual_seed(1)).numpy()
     assert goodness_of_fit_pvalue(free_index(ao, free, circuit.vocab_sizes), probs) > 1e-3
 
 

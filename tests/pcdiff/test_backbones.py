@@ -5,17 +5,9 @@ import sys
 import pytest
 import torch
 
-from pcdiff.backbones import (
-    BackboneOutput,
-    HFBackbone,
-    TinyDiffusionTransformer,
-    heldout_loss,
-    load_hf_backbone,
-    masked_diffusion_loss,
-    train_backbone,
-)
-from pcdiff.backbones.training import _mask_noise
+from pcdiff.backbones import BackboneOutput, HFBackbone, TinyDiffusionTransformer, load_hf_backbone
 from pcdiff.data import ItemData, Vocabulary
+from pcdiff.train import heldout_loss, mask_noise, masked_diffusion_loss, train_backbone
 
 WORDS = ["cat", "dog", "bird", "fish", "cow", "horse"]
 
@@ -78,7 +70,7 @@ def test_tiny_rejects_bad_config():
 
 def test_mask_noise_masks_at_least_one_position_per_row():
     x0 = torch.zeros(512, 3, dtype=torch.long)
-    t, mask = _mask_noise(x0, torch.Generator().manual_seed(0))
+    t, mask = mask_noise(x0, torch.Generator().manual_seed(0))
     assert mask.any(dim=1).all()
     assert t.min() >= 1e-3 and t.max() <= 1.0
     assert 0.35 < mask.float().mean() < 0.65  # about E[t] = 1/2, a bit more from forced positions
@@ -124,12 +116,19 @@ def test_training_leaves_the_global_rng_alone(words):
     assert torch.equal(torch.get_rng_state(), state)
 
 
-def test_training_stops_on_seconds_and_checks_arguments(words):
+def test_training_runs_for_steps_never_seconds_and_checks_arguments(words):
     model = tiny(words)
-    result = train_backbone(model, words, seconds=0.5, batch_size=8, progress=False)
-    assert result["steps"] >= 1 and result["seconds"] < 5
-    with pytest.raises(ValueError, match="steps or seconds"):
+    result = train_backbone(model, words, steps=3, batch_size=8, progress=False)
+    assert result["steps"] == 3 and [h["steps"] for h in result["history"]] == [3]
+    with pytest.raises(TypeError, match=r"unknown BackboneTrainingConfig setting\(s\) \['seconds'\]"):
+        train_backbone(model, words, steps=3, seconds=0.5)
+    with pytest.raises(TypeError, match="steps"):
         train_backbone(model, words)
+    for bad in (0, 2.5, float("nan"), True):
+        with pytest.raises(ValueError, match="steps must be an int >= 1"):
+            train_backbone(model, words, steps=bad)
+    with pytest.raises(ValueError, match="lr must be a finite number > 0"):
+        train_backbone(model, words, steps=1, lr=float("nan"))
     other = ItemData(["xyz"], [], Vocabulary.from_items("xyz"), 6)
     with pytest.raises(ValueError, match="does not match"):
         train_backbone(model, other, steps=1)

@@ -5,7 +5,7 @@ import sys
 
 import pytest
 
-from pcdiff.cli import main
+from pcdiff.app.cli import main
 
 TINY = ["--max-length", "6", "--backbone-steps", "8", "--layer-steps", "4", "--hidden", "8", "--quiet", "--seed", "3"]
 
@@ -102,8 +102,8 @@ def test_unknown_option_and_help_exit_cleanly():
 def test_the_commands_keep_freed_heap_pages_on_glibc(monkeypatch, tmp_path):
     import platform
 
-    from pcdiff import cli
-    from pcdiff.allocator import keep_heap_pages
+    from pcdiff.app import cli
+    from pcdiff.app.allocator import keep_heap_pages
     on_glibc = sys.platform.startswith("linux") and platform.libc_ver()[0] == "glibc"
     assert keep_heap_pages() is on_glibc
     calls = []

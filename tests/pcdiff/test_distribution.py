@@ -1,6 +1,5 @@
 """CoDDBlockDistribution is exact: normalized log-probabilities, marginals, joint and any-order
 samples and MAP all agree with brute-force enumeration of p̂ ∝ C(x) · Π_masked softmax(logits/T)."""
-import networkx as nx
 import numpy as np
 import pytest
 import torch
@@ -8,27 +7,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import structures
-from helpers.brute import brute_free_joint, brute_marginals, consistent, free_index, \
-    goodness_of_fit_pvalue, log_measure, logsumexp
-from pcdiff.distribution import CoDDBlockDistribution
+from helpers.blocks import (LOGIT_KINDS, block_for, brute_block_rows, brute_z, check_exact, coupled_circuits,
+                            gof_pvalues, random_block, reference_evidence)
 from helpers.strategies import circuits, seeds
+from pcdiff.codd import CoDDBlockDistribution
 
 exact = settings(max_examples=30, deadline=None)
-
-
-# ----------------------------------------------------------------------------- reference
-
-
-
-
-
-
-
-
-
-
-
-
 
 
 # ----------------------------------------------------------------------------- exactness
@@ -70,10 +54,6 @@ def test_everything_decoded_is_certain():
 # ----------------------------------------------------------------------------- samplers
 
 
-
-
-
-
 @pytest.mark.parametrize("name", sorted(coupled_circuits()))
 def test_joint_samples_follow_p_hat(name):
     circuit = coupled_circuits()[name]
@@ -84,7 +64,7 @@ def test_joint_samples_follow_p_hat(name):
     assert min(gof_pvalues(circuit, samples, tokens, masked, logits, t)) > 1e-3
 
 
-@pytest.mark.parametrize("order", ["confidence", "margin", "entropy", "random", "given"])
+@pytest.mark.parametrize("order", ["low_confidence", "margin", "entropy", "random", "given"])
 @pytest.mark.parametrize("name", ["hmm", "chain", "hclt"])
 def test_any_order_samples_follow_p_hat(name, order):
     circuit = coupled_circuits()[name]
@@ -126,7 +106,7 @@ def test_map_by_enumeration_is_the_brute_force_maximum(circuit, seed):
         return
     result = dist.map()
     assert result.exact.all()
-    for b, (xs, logp) in enumerate(brute_rows(circuit, tokens.numpy(), masked.numpy(), e)):
+    for b, (xs, logp) in enumerate(brute_block_rows(circuit, tokens.numpy(), masked.numpy(), e)):
         assert float(result.log_prob[b]) == pytest.approx(logp.max(), abs=1e-9)
     torch.testing.assert_close(result.log_prob, dist.log_prob(result.assignment))
     assert torch.equal(dist.mode(), result.assignment)
@@ -250,7 +230,7 @@ def test_any_order_can_stop_after_some_positions():
     dist = _dist(masked=torch.tensor([[True, True, True], [True, False, True]]),
                  tokens=torch.tensor([[4, 4, 4], [4, 2, 4]]))
     x, steps = dist.sample_any_order("entropy", generator=torch.Generator().manual_seed(0), return_order=True,
-                                     num_positions=1)
+                                     budget=1)
     assert ((steps == 0).sum(-1) == 1).all() and (steps <= 0).all()
     assert torch.equal(x[steps < 0], dist.given_tokens[steps < 0])
 

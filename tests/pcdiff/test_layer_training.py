@@ -5,11 +5,11 @@ import pytest
 import torch
 
 import structures
-from pcdiff.backbones import TinyDiffusionTransformer, train_backbone
-from pcdiff.checkpoint import CheckpointError, load_layer, load_layer_state, save_layer
+from pcdiff.backbones import TinyDiffusionTransformer
+from pcdiff.train.checkpoint import CheckpointError, load_layer, load_layer_state, save_layer
 from pcdiff.data import ItemData, Vocabulary, load_words
-from pcdiff.layer import CoDDLayer
-from pcdiff.training import evaluate_nll, train_codd_layer
+from pcdiff.codd import CoDDLayer
+from pcdiff.train import LayerTrainingConfig, evaluate_nll, train_backbone, train_codd_layer
 
 WORDS = ["cat", "dog", "bird", "fish", "cow", "horse", "pig", "goat"]
 
@@ -37,7 +37,7 @@ def test_from_structure_gives_a_working_layer(structure, data, adapter):
     if data is not None:
         rng = np.random.default_rng(0)
         data = np.repeat(rng.integers(0, 5, (200, 1)), 5, 1)                # five copies of one column
-    layer = CoDDLayer.from_structure(structure, 5, 5, hidden=3, adapter=adapter, backbone_hidden_size=4,
+    layer = CoDDLayer.from_structure(structure, 5, 5, num_states=3, adapter=adapter, backbone_hidden_size=4,
                                      data=data, dtype=torch.float64)
     assert layer.block_length == 5 and layer.vocab_size == 5
     logits, hidden, tokens, masked = block_inputs(2, 5, 5)
@@ -60,7 +60,7 @@ def test_any_compiled_circuit_or_circuit_makes_a_layer():
 
 
 def test_blocks_split_a_sequence_and_nll_sums_them():
-    layer = CoDDLayer.from_structure("hmm", 3, 4, hidden=2, adapter="latent_evidence", backbone_hidden_size=4,
+    layer = CoDDLayer.from_structure("hmm", 3, 4, num_states=2, adapter="latent_evidence", backbone_hidden_size=4,
                                      dtype=torch.float64)
     logits, hidden, x0, masked = block_inputs(2, 6, 4)
     logits, hidden = logits.double(), hidden.double()
@@ -82,7 +82,7 @@ def test_blocks_split_a_sequence_and_nll_sums_them():
 
 # ----------------------------------------------------------------------------- checkpoints
 def test_layer_checkpoint_round_trip_and_errors(tmp_path):
-    layer = CoDDLayer.from_structure("tree", 4, 3, hidden=2, adapter="low_rank", backbone_hidden_size=4, seed=1)
+    layer = CoDDLayer.from_structure("tree", 4, 3, num_states=2, adapter="low_rank", backbone_hidden_size=4, seed=1)
     with torch.no_grad():
         for p in layer.parameters():
             p.add_(torch.randn_like(p))
@@ -93,11 +93,11 @@ def test_layer_checkpoint_round_trip_and_errors(tmp_path):
     torch.testing.assert_close(again.distribution(logits, hidden, tokens, masked).log_prob(value),
                                layer.distribution(logits, hidden, tokens, masked).log_prob(value))
 
-    other = CoDDLayer.from_structure("tree", 4, 3, hidden=5, adapter="low_rank", backbone_hidden_size=4)
+    other = CoDDLayer.from_structure("tree", 4, 3, num_states=5, adapter="low_rank", backbone_hidden_size=4)
     with pytest.raises(CheckpointError, match="does not match the checkpoint"):
         load_layer_state(other, path)
     with pytest.raises(CheckpointError, match="adapter"):
-        load_layer_state(CoDDLayer.from_structure("tree", 4, 3, hidden=2), path)
+        load_layer_state(CoDDLayer.from_structure("tree", 4, 3, num_states=2), path)
     with pytest.raises(CheckpointError, match="not found"):
         load_layer(tmp_path / "missing")
 
@@ -115,7 +115,7 @@ def test_layer_checkpoint_round_trip_and_errors(tmp_path):
 # ----------------------------------------------------------------------------- training
 def _run(data, tmp_path, steps, resume=False, adapter="low_rank", **kw):
     backbone = tiny_backbone(data)
-    layer = CoDDLayer.from_structure("hmm", 6, data.vocab.size, hidden=4, adapter=adapter, backbone_hidden_size=16,
+    layer = CoDDLayer.from_structure("hmm", 6, data.vocab.size, num_states=4, adapter=adapter, backbone_hidden_size=16,
                                      mask_id=data.vocab.mask_id)
     result = train_codd_layer(layer, backbone, data, steps=steps, batch_size=8, progress=False, eval_every=2,
                               checkpoint_dir=tmp_path, resume=resume, **kw)
@@ -139,7 +139,8 @@ def test_resuming_continues_the_same_run(words, tmp_path, settings):
 
 def test_resume_refuses_other_settings_and_mismatches(words, tmp_path):
     _run(words, tmp_path, 2)
-    layer = CoDDLayer.from_structure("hmm", 6, words.vocab.size, hidden=4, adapter="low_rank", backbone_hidden_size=16)
+    layer = CoDDLayer.from_structure("hmm", 6, words.vocab.size, num_states=4, adapter="low_rank",
+                                     backbone_hidden_size=16)
     with pytest.raises(CheckpointError, match="settings differ.*batch_size"):
         train_codd_layer(layer, tiny_backbone(words), words, steps=4, batch_size=9, progress=False,
                          checkpoint_dir=tmp_path, resume=True)
@@ -149,15 +150,23 @@ def test_resume_refuses_other_settings_and_mismatches(words, tmp_path):
 
 def test_training_checks_its_arguments(words):
     backbone = tiny_backbone(words)
-    layer = CoDDLayer.from_structure("hmm", 6, words.vocab.size + 1, hidden=2)
+    layer = CoDDLayer.from_structure("hmm", 6, words.vocab.size + 1, num_states=2)
     with pytest.raises(ValueError, match="vocabulary mismatch"):
         train_codd_layer(layer, backbone, words, steps=1, progress=False)
-    layer = CoDDLayer.from_structure("hmm", 4, words.vocab.size, hidden=2)
+    layer = CoDDLayer.from_structure("hmm", 4, words.vocab.size, num_states=2)
     with pytest.raises(ValueError, match="not a multiple of the layer's block length 4"):
         train_codd_layer(layer, backbone, words, steps=1, progress=False)
-    layer = CoDDLayer.from_structure("hmm", 3, words.vocab.size, hidden=2)
-    with pytest.raises(ValueError, match="give steps or seconds"):
+    layer = CoDDLayer.from_structure("hmm", 3, words.vocab.size, num_states=2)
+    with pytest.raises(TypeError, match="steps"):
         train_codd_layer(layer, backbone, words, progress=False)
+    with pytest.raises(TypeError, match=r"unknown LayerTrainingConfig setting\(s\) \['seconds'\]"):
+        train_codd_layer(layer, backbone, words, steps=1, seconds=3.0)
+    for bad in (dict(steps=-1), dict(steps=1, batch_size=0), dict(steps=1, lr=float("inf")),
+                dict(steps=1, cache_maskings=0), dict(steps=1, resume=True)):
+        with pytest.raises(ValueError):
+            train_codd_layer(layer, backbone, words, **bad)
+    with pytest.raises(ValueError, match="not both"):
+        train_codd_layer(layer, backbone, words, LayerTrainingConfig(steps=1), steps=2)
     with pytest.raises(ValueError, match="masked_fraction"):
         evaluate_nll(layer, backbone, words.encode_heldout(), 0.0)
     result = train_codd_layer(layer, backbone, words, steps=2, batch_size=4, progress=False)   # two blocks of 3
@@ -171,7 +180,7 @@ def test_a_trained_layer_beats_the_factorized_backbone_on_words():
     torch.manual_seed(0)
     backbone = TinyDiffusionTransformer(data.vocab.size, data.vocab.mask_id, data.block_length, dim=64, depth=2)
     train_backbone(backbone, data, steps=300, batch_size=128, lr=3e-3, progress=False, eval_every=None)
-    layer = CoDDLayer.from_structure("hmm", data.block_length, data.vocab.size, hidden=64, mask_id=data.vocab.mask_id)
+    layer = CoDDLayer.from_structure("hmm", data.block_length, data.vocab.size, num_states=64, mask_id=data.vocab.mask_id)
     heldout = data.encode_heldout()
     before = evaluate_nll(layer, backbone, heldout, 0.5)
     assert before["codd"] > before["factorized"] - 0.05                      # an untrained circuit does not help

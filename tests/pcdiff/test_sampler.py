@@ -13,37 +13,11 @@ import torch
 from scipy.stats import chisquare
 
 import structures
-from pcdiff.backbones import Backbone, BackboneOutput, TinyDiffusionTransformer
-from pcdiff.layer import CoDDLayer
-from pcdiff.sampler import confidence, generate, select_top, split_evenly
-
-V, MASK = 5, 7
-
-
-class StubBackbone(Backbone):
-    """logits = ``logits_fn(tokens)``; hidden = zeros; every input recorded in ``calls``."""
-
-    def __init__(self, logits_fn, vocab_size: int = V, mask_id: int = MASK):
-        super().__init__()
-        self.logits_fn, self.vocab_size, self.mask_id, self.hidden_size = logits_fn, vocab_size, mask_id, 2
-        self.calls: list[torch.Tensor] = []
-
-    def compute(self, tokens):
-        self.calls.append(tokens.clone())
-        logits = self.logits_fn(tokens).to(torch.float32)
-        return BackboneOutput(logits, torch.zeros(*tokens.shape, self.hidden_size))
-
-
-def fixed(table: torch.Tensor):
-    """Context-free logits: row i of ``table`` [N, V] at position i."""
-    return lambda tokens: table[: tokens.shape[1]].expand(tokens.shape[0], -1, -1)
-
-
-def contextual(length: int, vocab: int = V, seed: int = 0):
-    """Random logits that also depend on the token to the left (so later steps see new logits)."""
-    g = torch.Generator().manual_seed(seed)
-    table, shift = torch.randn(length, vocab, generator=g), torch.randn(vocab + MASK + 1, vocab, generator=g)
-    return lambda tokens: table[: tokens.shape[1]] + shift[tokens.roll(1, dims=1)]
+from helpers.stubs import MASK, V, StubBackbone, contextual, fixed
+from pcdiff.backbones import TinyDiffusionTransformer
+from pcdiff.codd import CoDDLayer
+from pcdiff.codd.rules import confidence
+from pcdiff.decode import generate, select_top, split_evenly
 
 
 def spy(layer: CoDDLayer) -> list[tuple[tuple, float]]:

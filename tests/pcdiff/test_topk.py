@@ -8,17 +8,13 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import structures
-from helpers.brute import brute_free_joint, brute_log_prob, brute_marginals, brute_max_product, evaluate, free_index, \
-    goodness_of_fit_pvalue
-from pcdiff.bench.topk import topk_marginals, topk_step
-from pcdiff.distribution import CoDDBlockDistribution
-from pcdiff.layer import CoDDLayer
-from pcdiff.sampler import BlockDecoder, generate
-from helpers.strategies import circuits, queries, seeds
-from structures.queries.evidence import make_evidence
-from test_distribution import LOGIT_KINDS, assert_log_close, assert_matches_brute_force, brute_rows, brute_z, \
-    log_prob_table, random_block, reference_evidence
-from test_exactness import kwargs, random_sum_tables, reference, row_tables
+from helpers.blocks import (LOGIT_KINDS, assert_matches_brute_force, brute_block_rows, brute_z, random_block,
+                            reference_evidence)
+from helpers.brute import assert_log_close, brute_free_joint, free_index, goodness_of_fit_pvalue
+from helpers.strategies import circuits, seeds
+from helpers.stubs import StubBackbone, contextual
+from pcdiff.codd import CoDDBlockDistribution, CoDDLayer
+from pcdiff.decode import BlockDecoder, generate
 
 exact = settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 few = settings(max_examples=6, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow])
@@ -36,7 +32,7 @@ def restricted_evidence(dist, logits, masked, t, mask_id):
 def check_restricted(circuit, dist, tokens, masked, e):
     """log_prob of every completion inside the support, log Z, and marginals against brute force."""
     assert_log_close(dist.log_normalizer.detach().numpy(), brute_z(circuit, tokens.numpy(), masked.numpy(), e))
-    rows = [(xs[np.isfinite(lp)], lp[np.isfinite(lp)]) for xs, lp in brute_rows(circuit, tokens.numpy(),
+    rows = [(xs[np.isfinite(lp)], lp[np.isfinite(lp)]) for xs, lp in brute_block_rows(circuit, tokens.numpy(),
                                                                                  masked.numpy(), e)]
     marg = assert_matches_brute_force(dist, circuit, tokens, masked, e, rows)
     np.testing.assert_allclose(dist.evidence.scatter(dist.marginals(over_candidates=True), e.shape[-1]).numpy(),
@@ -69,7 +65,7 @@ def test_topk_layer_is_brute_force_of_the_restricted_product(circuit, kind, seed
         return
     check_restricted(circuit, dist, tokens, masked, e)
     result = dist.map()
-    for b, (xs, logp) in enumerate(brute_rows(circuit, tokens.numpy(), masked.numpy(), e)):
+    for b, (xs, logp) in enumerate(brute_block_rows(circuit, tokens.numpy(), masked.numpy(), e)):
         if bool(result.exact[b]):
             assert float(result.log_prob[b]) == pytest.approx(logp.max(), abs=1e-9)
 
@@ -154,7 +150,7 @@ def test_force_include_puts_the_ground_truth_among_the_candidates():
 
 
 def test_layer_top_k_trains_on_the_forced_support_and_k_equal_v_is_the_full_nll():
-    layer = CoDDLayer.from_structure("hmm", 4, 12, hidden=3, mask_id=12, dtype=torch.float64, top_k=2)
+    layer = CoDDLayer.from_structure("hmm", 4, 12, num_states=3, mask_id=12, dtype=torch.float64, top_k=2)
     gen = torch.Generator().manual_seed(0)
     logits = (3 * torch.randn(3, 8, 12, generator=gen, dtype=torch.float64)).requires_grad_(True)
     x0 = torch.randint(0, 12, (3, 8), generator=gen)
@@ -175,7 +171,7 @@ def test_layer_top_k_trains_on_the_forced_support_and_k_equal_v_is_the_full_nll(
 @pytest.mark.parametrize("top_k", [0, -1, 13, 1.5, True, "4"])
 def test_bad_top_k_is_refused(top_k):
     with pytest.raises(ValueError, match="top_k must be None or an int in"):
-        CoDDLayer.from_structure("hmm", 4, 12, hidden=2, top_k=top_k)
+        CoDDLayer.from_structure("hmm", 4, 12, num_states=2, top_k=top_k)
     _, model, logits, tokens, masked, t = _small_block(vocab=12)
     with pytest.raises(ValueError, match="top_k"):
         CoDDBlockDistribution(model, logits, tokens, masked, t, top_k=top_k)
@@ -212,7 +208,6 @@ def test_joint_step_is_unchanged_by_the_single_pass():
 
 @pytest.mark.parametrize("codd", ["joint", "any_order"])
 def test_generate_propagates_a_top_k_layer(codd):
-    from test_sampler import StubBackbone, contextual
     layer = CoDDLayer(structures.hmm(4, 3, 5, seed=0), mask_id=7, dtype=torch.float64, top_k=2)
     backbone = StubBackbone(contextual(11))
     seen, build = [], layer.distribution
@@ -231,7 +226,6 @@ def test_generate_propagates_a_top_k_layer(codd):
     ("low_confidence", 1.0, 5, 7), ("margin", 1.0, 5, 7), ("entropy", 1.0, 5, 7), ("random", 1.0, 5, 7),
     ("low_confidence", 0, 5, 7), ("margin", 1.0, 6, 5)])                  # last: a mask id inside the vocabulary
 def test_any_order_with_top_k_equal_to_the_vocabulary_draws_the_dense_tokens(remasking, temperature, vocab, mask_id):
-    from test_sampler import StubBackbone, contextual
     layer = CoDDLayer(structures.hmm(4, 3, vocab, seed=1), mask_id=mask_id, dtype=torch.float64)
     seen, build = [], layer.distribution
     layer.distribution = lambda *args, **kw: seen.append(build(*args, **kw)) or seen[-1]
@@ -258,28 +252,16 @@ def test_any_order_with_top_k_commits_candidates_from_candidate_marginals(monkey
     masked = torch.rand(batch, length, generator=gen) < 0.75
     masked[:, 0] = True
     tokens = torch.where(masked, vocab, torch.randint(0, vocab, (batch, length), generator=gen))
-    shapes, marginals = [], CoDDBlockDistribution.marginals
+    shapes, marginals = [], layer.circuit.marginals
 
-    def recording(self, over_candidates=False):
-        out = marginals(self, over_candidates)
+    def recording(*args, **kwargs):                                    # every marginals query of the circuit
+        out = marginals(*args, **kwargs)
         shapes.append(tuple(out.shape))
         return out
-    monkeypatch.setattr(CoDDBlockDistribution, "marginals", recording)
+    monkeypatch.setattr(layer.circuit, "marginals", recording)
     decoder = BlockDecoder(layer, mask_id=vocab, codd="any_order", temperature=temperature, generator=gen)
     out = decoder.step(logits, logits, tokens, masked, count=length)     # every masked position, one at a time
     assert len(shapes) == int(masked.sum(-1).max()) and set(shapes) == {(batch, length, k)}   # never [B, L, V]
     assert torch.equal(out[~masked], tokens[~masked]) and bool((out < vocab).all())
     candidates = logits.topk(k, dim=-1).indices                         # each position's k most likely tokens
     assert bool((out.unsqueeze(-1) == candidates).any(-1)[masked].all())
-
-
-def test_bench_topk_works_for_any_circuit():
-    layer = CoDDLayer.from_structure("tree", 4, 5, hidden=3, mask_id=5, dtype=torch.float64)
-    gen = torch.Generator().manual_seed(0)
-    logits, tokens = torch.randn(2, 4, 5, generator=gen, dtype=torch.float64), torch.full((2, 4), 5)
-    masked = torch.ones(2, 4, dtype=torch.bool)
-    probs, ids = topk_marginals(layer, logits, tokens, masked, 2)
-    expected = layer.distribution(logits, None, tokens, masked, top_k=2).marginals()
-    torch.testing.assert_close(torch.zeros_like(expected).scatter_add(-1, ids, probs), expected)
-    step = topk_step(layer, logits, tokens, masked, count=2, k=2, generator=gen)
-    assert bool(((step != 5).sum(-1) == 2).all())

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 import structures
-from helpers.jpc_files import IGNORE_SPARSE_WARNING, hmm_file, write_entries  # noqa: F401
+from helpers.jpc_files import IGNORE_SPARSE_WARNING, write_entries
 from structures import JpcError, load_jpc, save_jpc
 from structures.jpc import read_jpc_entries
 from structures.jpc.safe_pickle import categorical_dist_pickle

@@ -7,8 +7,8 @@ import torch
 
 import structures
 from helpers.brute import all_assignments, brute_log_prob, evaluate
-from helpers.jpc_files import (IGNORE_SPARSE_WARNING, assert_same_circuit, check_against_pyjuice, juice,  # noqa: F401
-                         mixture_circuit, signature, write_entries)
+from helpers.jpc_files import (IGNORE_SPARSE_WARNING, assert_same_circuit, check_against_pyjuice, mixture_circuit,
+                               signature, write_entries)
 from structures import Categorical, Circuit, JpcError, Sum, load_jpc, load_jpc_roots, save_jpc
 from structures.jpc import read_jpc_entries
 

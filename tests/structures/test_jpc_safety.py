@@ -11,7 +11,7 @@ import pytest
 import torch
 
 import structures
-from helpers.jpc_files import IGNORE_SPARSE_WARNING, assert_same_circuit, hmm_file, write_entries  # noqa: F401
+from helpers.jpc_files import IGNORE_SPARSE_WARNING, assert_same_circuit, write_entries
 from structures import JpcError, load_jpc
 from structures.jpc import read_jpc_entries
 

@@ -11,8 +11,8 @@ import pytest
 
 import structures
 from helpers.brute import all_assignments, evaluate
-from helpers.jpc_files import (IGNORE_SPARSE_WARNING, assert_same_circuit, hmm_file, juice, latent_tree,  # noqa: F401
-                         mixture_circuit, nested_circuit, params_of, pj_eval, write_entries)
+from helpers.jpc_files import (IGNORE_SPARSE_WARNING, assert_same_circuit, latent_tree, mixture_circuit,
+                               nested_circuit, params_of, pj_eval, write_entries)
 from structures import Categorical, JpcError, Product, Sum, load_jpc, load_jpc_roots, save_jpc
 from structures.jpc import read_jpc_entries
 from structures.jpc.safe_pickle import categorical_dist_pickle

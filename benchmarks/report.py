@@ -1,0 +1,90 @@
+"""Writing benchmark sections into one markdown file, each between its own markers, and their plots.
+
+Every part of ``pcdiff bench`` produces a :class:`Section`. ``write_sections`` replaces that part's
+previous section in the file (keeping everything else: sections of other parts, text written by
+hand) or appends it, and saves the section's figures next to the file as ``<stem>_<key>.png``.
+Files are replaced atomically: a reader sees the old file or the new one, never half of one.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from pcdiff.files import atomic_write, atomic_write_text
+
+HEADER = ("# Benchmarks\n\nWritten by `pcdiff bench` (see `benchmarks/README.md`): every number is measured in "
+          "one run and read as a ratio between contenders timed side by side, not as an absolute time.\n")
+
+
+def markers(key: str) -> tuple[str, str]:
+    return f"<!-- pcdiff-bench:{key}:begin -->", f"<!-- pcdiff-bench:{key}:end -->"
+
+
+@dataclass
+class Section:
+    """One part's results.
+
+    key: short name (also the marker and the figure's file name); title: the section's heading;
+    body: markdown; figures: ``draw(matplotlib Figure)`` callables, one PNG each; placeholder: True
+    when the part could not run here (e.g. no GPU): it fills an empty slot but never replaces a
+    section measured earlier.
+    """
+    key: str
+    title: str
+    body: str
+    figures: list[Callable] = field(default_factory=list)
+    placeholder: bool = False
+
+    def figure_paths(self, markdown: Path) -> list[Path]:
+        suffixes = [""] if len(self.figures) == 1 else [f"_{i + 1}" for i in range(len(self.figures))]
+        return [markdown.with_name(f"{markdown.stem}_{self.key}{s}.png") for s in suffixes]
+
+    def markdown(self, markdown: Path) -> str:
+        begin, end = markers(self.key)
+        images = "".join(f"\n![{self.title}]({p.name})\n" for p in self.figure_paths(markdown))
+        return f"{begin}\n## {self.title}\n\n{self.body.rstrip()}\n{images}{end}\n"
+
+
+def replace_section(text: str, key: str, section_text: str) -> str:
+    """``text`` with the block between ``key``'s markers replaced by ``section_text`` (appended if absent)."""
+    begin, end = markers(key)
+    if begin in text and end in text.split(begin, 1)[1]:
+        head, rest = text.split(begin, 1)
+        return head + section_text + rest.split(end, 1)[1].lstrip("\n")
+    return text.rstrip("\n") + "\n\n" + section_text
+
+
+def has_section(text: str, key: str) -> bool:
+    begin, end = markers(key)
+    return begin in text and end in text.split(begin, 1)[1]
+
+
+def write_sections(path: Path, sections: list[Section]) -> list[Path]:
+    """Put every section into ``path`` (created with a header if new) and save its figures.
+
+    Returns the files written. A placeholder section is skipped when the file already holds a
+    section with its key.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    text = path.read_text(encoding="utf-8") if path.exists() else HEADER
+    written = []
+    for section in sections:
+        if section.placeholder and has_section(text, section.key):
+            continue
+        for draw, png in zip(section.figures, section.figure_paths(path)):
+            save_figure(draw, png)
+            written.append(png)
+        text = replace_section(text, section.key, section.markdown(path))
+    atomic_write_text(path, text)
+    return [path] + written
+
+
+def save_figure(draw: Callable, path: Path, size=(11, 4.2)) -> None:
+    """``draw(fig)`` on a fresh matplotlib Figure, saved to ``path`` atomically."""
+    from matplotlib.figure import Figure   # no pyplot: no global backend state, renders with Agg
+    fig = Figure(figsize=size)
+    draw(fig)
+    fig.tight_layout()
+    atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=110, format="png"))

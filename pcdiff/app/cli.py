@@ -1,0 +1,215 @@
+"""The `pcdiff` command line: demo | train | sample | eval | convert | bench.
+
+Errors a user can cause (missing files, empty data, items longer than the block, bad options) end
+the program with one line on stderr and exit status 2, not a traceback.
+"""
+from __future__ import annotations
+
+import argparse
+import pathlib
+import sys
+
+import torch
+
+from ..codd.adapters import ADAPTERS
+from ..codd.layer import STRUCTURES
+from ..codd.rules import REMASKING
+from ..decode.step import CODD_MODES
+from .allocator import keep_heap_pages
+
+#: Exceptions that describe a user's mistake, not a bug: printed as one line.
+USER_ERRORS = (ValueError, FileNotFoundError, IsADirectoryError, PermissionError, TypeError)
+
+
+def _data_options(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("data")
+    group.add_argument("--dataset", choices=["words", "python"], default="words",
+                       help="built-in data: English words from wordfreq, or lines of Python's standard library")
+    group.add_argument("--data", metavar="FILE", help="your own text file, one item per line (overrides --dataset)")
+    group.add_argument("--max-length", type=int,
+                       help="longest item in characters (default: 12 for words, 32 for python and files)")
+
+
+def _model_options(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("model and training")
+    group.add_argument("--structure", choices=STRUCTURES, default="hmm", help="circuit structure")
+    group.add_argument("--num-states", "--hidden", dest="num_states", type=int, default=128,
+                       help="latent states of the circuit (--hidden: the 0.1 name, kept for now)")
+    group.add_argument("--adapter", choices=sorted(ADAPTERS), default="static",
+                       help="how the circuit is conditioned on the backbone's hidden states")
+    group.add_argument("--budget", type=float, default=1.0,
+                       help="multiplies the default training steps (1 = about 5 minutes on 2 CPU cores; "
+                            "4 = a longer, better run)")
+    group.add_argument("--backbone-steps", type=int, help="train the backbone this many steps (replaces the budget)")
+    group.add_argument("--layer-steps", type=int, help="train the layer this many steps (replaces the budget)")
+
+
+def _common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--seed", type=int, default=0, help="seed for data split, training and sampling")
+    parser.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda")
+    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="pcdiff", description="Coupled Discrete Diffusion with probabilistic circuits")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    demo = commands.add_parser("demo", help="train a backbone and a CoDD layer, evaluate, write a report",
+                               description="The main job: backbone → CoDD layer → evaluation → results.json, "
+                                           "results.md and plots in the output folder.")
+    _data_options(demo)
+    _model_options(demo)
+    demo.add_argument("--out", help="output folder (default: a fresh pcdiff-runs/run-N)")
+    demo.add_argument("--samples", type=int, default=2000, help="generated items per setting")
+    _common(demo)
+
+    train = commands.add_parser("train", help="train a backbone and a CoDD layer into a run folder",
+                                description="Train a backbone and a CoDD layer into a run folder. Under "
+                                            "`torchrun --nproc_per_node N -m pcdiff train ...` the layer trains "
+                                            "with DistributedDataParallel over the N processes.")
+    _data_options(train)
+    _model_options(train)
+    train.add_argument("--out", help="run folder to create (default: a fresh pcdiff-runs/run-N)")
+    _common(train)
+
+    sample = commands.add_parser("sample", help="generate items from a trained run")
+    sample.add_argument("run", help="run folder written by `pcdiff train` or `pcdiff demo`")
+    sample.add_argument("--num", type=int, default=20, help="how many items")
+    sample.add_argument("--steps", type=int, default=2, help="decoding steps per block")
+    sample.add_argument("--codd", choices=CODD_MODES, default="joint", help="use of the layer")
+    sample.add_argument("--remasking", choices=REMASKING, default="low_confidence")
+    sample.add_argument("--temperature", type=float, default=1.0)
+    _common(sample)
+
+    evaluate = commands.add_parser("eval", help="evaluate a trained run and write the report")
+    evaluate.add_argument("run", help="run folder written by `pcdiff train` or `pcdiff demo`")
+    evaluate.add_argument("--out", help="report folder (default: the run folder)")
+    evaluate.add_argument("--samples", type=int, default=2000, help="generated items per setting")
+    _common(evaluate)
+
+    convert = commands.add_parser("convert", help="convert circuits: .jpc ↔ .jpc, or a run's layer → .jpc")
+    convert.add_argument("input", help="a pyjuice .jpc file, or a run folder (exports its trained circuit)")
+    convert.add_argument("output", help="the .jpc file to write")
+    convert.add_argument("--block-size", type=int, default=32, help="largest pyjuice block size to use")
+
+    # listed for --help only: main() hands every argument after "bench" to the benchmark script
+    commands.add_parser("bench", add_help=False,
+                        help="measure the engine and the CoDD layer (runs benchmarks/ from a source checkout; "
+                             "`pcdiff bench --help` for its options)")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["bench"]:                   # every option belongs to the benchmark script
+        return cmd_bench(argv[1:])
+    args = build_parser().parse_args(argv)
+    keep_heap_pages()
+    try:
+        return COMMANDS[args.command](args)
+    except USER_ERRORS as err:
+        print(f"pcdiff {args.command}: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("pcdiff: interrupted", file=sys.stderr)
+        return 130
+
+
+def _train_options(args) -> dict:
+    from .runs import torch_device
+    return dict(dataset=args.dataset, data_file=args.data, max_length=args.max_length, seed=args.seed,
+                num_states=args.num_states, structure=args.structure, adapter=args.adapter, device=torch_device(args.device),
+                budget=args.budget, backbone_steps=args.backbone_steps, layer_steps=args.layer_steps,
+                progress=not args.quiet)
+
+
+def cmd_demo(args) -> int:
+    from .demo import evaluate_run, train_run, write_report
+    from .runs import fresh_run_directory, save_run
+    out = fresh_run_directory(args.out)
+    print(f"pcdiff demo: writing to {out}")
+    run = train_run(**_train_options(args))
+    save_run(run, out)
+    results = evaluate_run(run, seed=args.seed, num_samples=args.samples, progress=not args.quiet)
+    print(write_report(results, out))
+    print(f"results: {out / 'results.json'}, {out / 'results.md'}, plots: {out}/*.png")
+    return 0
+
+
+def cmd_train(args) -> int:
+    """Under torchrun (``torchrun --nproc_per_node N -m pcdiff train …``) every process runs this: the
+    layer trains with DDP over the N processes and only rank 0 prints and writes the run folder."""
+    from ..train.distributed import session
+    from .demo import train_run
+    from .runs import fresh_run_directory, save_run
+    options = _train_options(args)
+    with session(options["device"]) as (world, device):
+        out = fresh_run_directory(args.out) if world.is_main else None
+        run = train_run(**{**options, "device": device, "progress": options["progress"] and world.is_main})
+        if world.is_main:
+            save_run(run, out)
+            print(f"saved run to {out}")
+        world.barrier()
+    return 0
+
+
+def cmd_sample(args) -> int:
+    from ..decode import generate
+    from .runs import load_run, torch_device
+    run = load_run(pathlib.Path(args.run), device=torch_device(args.device))
+    if args.num < 1:
+        raise ValueError(f"--num must be >= 1, got {args.num}")
+    length = run.data.block_length
+    prompt = torch.empty(args.num, 0, dtype=torch.long, device=run.backbone.device)
+    tokens = generate(run.backbone, prompt, layer=run.layer if args.codd != "off" else None, gen_length=length,
+                      block_length=length, steps=args.steps, remasking=args.remasking,
+                      temperature=args.temperature, codd=args.codd,
+                      generator=torch.Generator(device=prompt.device).manual_seed(args.seed))
+    for row in tokens.tolist():
+        ok = run.data.vocab.is_well_formed(row)
+        text = run.data.vocab.decode(row) if ok else run.data.vocab.decode(row, mask_char="?")
+        tag = "real" if ok and run.data.is_real(text) else ("new" if ok else "malformed")
+        print(f"{text!r:<40} {tag}")
+    return 0
+
+
+def cmd_eval(args) -> int:
+    from .demo import evaluate_run, write_report
+    from .runs import load_run, torch_device
+    run = load_run(pathlib.Path(args.run), device=torch_device(args.device))
+    results = evaluate_run(run, seed=args.seed, num_samples=args.samples, progress=not args.quiet)
+    print(write_report(results, pathlib.Path(args.out or args.run)))
+    return 0
+
+
+def cmd_convert(args) -> int:
+    import structures
+    source = pathlib.Path(args.input)
+    if source.is_dir():
+        from .runs import load_run
+        circuit = load_run(source).layer.circuit.to_circuit()
+    elif source.is_file():
+        circuit = structures.load_jpc(source)
+    else:
+        raise FileNotFoundError(f"no such file or run folder: {source}")
+    structures.save_jpc(circuit, args.output, block_size=args.block_size)
+    print(f"{source} → {args.output}: {circuit.summary()}")
+    return 0
+
+
+def cmd_bench(options: list[str]) -> int:
+    """``pcdiff bench …`` runs ``python -m benchmarks …`` from the source checkout: the benchmarks are
+    not library code and are not installed with the package (see benchmarks/README.md)."""
+    import os
+    import subprocess
+    root = pathlib.Path(__file__).resolve().parents[2]
+    if not (root / "benchmarks" / "__main__.py").is_file():
+        print("pcdiff bench: error: the benchmarks live in the source checkout (benchmarks/), which this "
+              "installation does not have; clone the repository and install it with pip install -e .",
+              file=sys.stderr)
+        return 2
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(root), os.environ.get("PYTHONPATH")])))
+    return subprocess.run([sys.executable, "-m", "benchmarks", *options], env=env).returncode
+
+
+COMMANDS = {"demo": cmd_demo, "train": cmd_train, "sample": cmd_sample, "eval": cmd_eval, "convert": cmd_convert}

@@ -1,0 +1,120 @@
+"""The main job: train a tiny masked-diffusion backbone, train a CoDD layer on it, evaluate, report.
+
+`pcdiff demo` is `train_run` then `evaluate_run` then `write_report`; `pcdiff train`, `pcdiff eval`
+and `pcdiff sample` run the pieces over a saved run directory.
+"""
+from __future__ import annotations
+
+import json
+import pathlib
+import platform
+import time
+
+import torch
+
+from .. import __version__
+from ..backbones import TinyDiffusionTransformer
+from ..codd import CoDDLayer
+from ..files import atomic_write_text
+from ..train import heldout_loss, train_backbone, train_codd_layer
+from .evaluation import gap_closed, generation_table, infill_table, perplexity_table, sampling_overhead
+from .report import markdown_tables, save_plots
+from .runs import Run, data_spec, load_data
+
+#: Training steps at ``budget=1``: about five minutes end to end on 2 CPU cores. Runs are bounded
+#: by steps, never by seconds, so one seed gives one model whatever the machine's speed.
+BACKBONE_STEPS = 1500
+LAYER_STEPS = 600
+
+
+def train_run(dataset: str | None = "words", data_file: str | None = None, max_length: int | None = None,
+              seed: int = 0, num_states: int = 128,
+              structure: str = "hmm", adapter: str = "static", device: str | torch.device = "cpu",
+              budget: float = 1.0, backbone_steps: int | None = None, layer_steps: int | None = None,
+              backbone_dim: int = 128, backbone_depth: int = 4, progress: bool = True) -> Run:
+    """Train backbone then layer (backbone frozen), each for its step count: ``backbone_steps`` and
+    ``layer_steps``, or the defaults scaled by ``budget``."""
+    backbone_steps, layer_steps = training_steps(budget, backbone_steps, layer_steps)
+    torch.manual_seed(seed)
+    spec = data_spec(dataset, data_file, seed, max_length)
+    data = load_data(spec)
+    backbone = TinyDiffusionTransformer(data.vocab.size, data.vocab.mask_id, data.block_length,
+                                        dim=backbone_dim, depth=backbone_depth).to(device)
+    backbone_summary = train_backbone(backbone, data, steps=backbone_steps, seed=seed, progress=progress)
+    backbone.eval().requires_grad_(False)
+    layer = CoDDLayer.from_structure(structure, data.block_length, data.vocab.size, num_states=num_states,
+                                     adapter=adapter,
+                                     backbone_hidden_size=backbone.hidden_size, seed=seed,
+                                     data=data.encode_train() if structure == "tree" else None,
+                                     mask_id=data.vocab.mask_id, device=device)
+    layer_summary = train_codd_layer(layer, backbone, data, steps=layer_steps, seed=seed, progress=progress)
+    settings = {
+        "pcdiff_version": __version__, "data": spec, "dataset": data.name, "block_length": data.block_length,
+        "vocab_size": data.vocab.size, "train_items": len(data.train_items), "heldout_items": len(data.heldout_items),
+        "seed": seed, "structure": structure, "num_states": num_states, "adapter": adapter, "budget": budget,
+        "backbone": {"parameters": backbone.num_parameters(), "config": backbone.config,
+                     **_scalars(backbone_summary)},
+        "layer": {"parameters": sum(p.numel() for p in layer.parameters()), **_scalars(layer_summary)},
+    }
+    return Run(data=data, backbone=backbone, layer=layer, settings=settings)
+
+
+def training_steps(budget: float, backbone_steps: int | None, layer_steps: int | None) -> tuple[int, int]:
+    """(backbone steps, layer steps): the given counts, else the defaults scaled by ``budget``."""
+    if isinstance(budget, bool) or not isinstance(budget, (int, float)) or not (0 < budget < float("inf")):
+        raise ValueError(f"budget must be a finite number > 0, got {budget!r}")
+    for name, value in (("backbone_steps", backbone_steps), ("layer_steps", layer_steps)):
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+            raise ValueError(f"{name} must be a positive int, got {value!r}")
+    return (backbone_steps or max(1, round(BACKBONE_STEPS * budget)),
+            layer_steps or max(1, round(LAYER_STEPS * budget)))
+
+
+def _scalars(summary: dict) -> dict:
+    return {k: v for k, v in summary.items() if isinstance(v, (int, float, str)) or v is None}
+
+
+@torch.no_grad()
+def evaluate_run(run: Run, seed: int = 0, num_samples: int = 2000, heldout_items: int = 1000,
+                 progress: bool = True) -> dict:
+    """Every measurement of the demo, as the JSON-able results dict."""
+    data, backbone, layer = run.data, run.backbone, run.layer
+    backbone.eval()
+    x0 = data.encode_heldout()[:heldout_items]
+    started = time.perf_counter()
+    perplexity = perplexity_table(backbone, layer, x0, seed=seed, progress=progress)
+    length = data.block_length
+    steps_list = sorted({1, 2, 3, 4, length})
+    results = {
+        "perplexity": perplexity,
+        "gap_closed": gap_closed(perplexity),
+        "generation": generation_table(backbone, layer, data, steps_list, num_samples=num_samples, seed=seed,
+                                       progress=progress),
+        "infill": infill_table(backbone, layer, data, seed=seed),
+        "timing": sampling_overhead(backbone, layer, data, steps=min(4, length), seed=seed,
+                                    num_samples=min(500, num_samples)),
+        "backbone_heldout_loss": heldout_loss(backbone, data.encode_heldout()),
+        "settings": run.settings,
+        "evaluation": {"seed": seed, "num_samples": num_samples, "heldout_items": len(x0),
+                       "seconds": time.perf_counter() - started, "machine": platform.platform(),
+                       "torch": torch.__version__, "threads": torch.get_num_threads()},
+    }
+    return results
+
+
+def write_report(results: dict, out_dir: pathlib.Path) -> str:
+    """results.json, results.md and the PNG plots in ``out_dir``; returns the markdown."""
+    out_dir = pathlib.Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out_dir / "results.json", json.dumps(results, indent=1))
+    settings = results["settings"]
+    header = (f"# pcdiff demo: {settings['dataset']}\n\n"
+              f"Backbone {settings['backbone']['parameters']:,} parameters, held-out diffusion loss "
+              f"{results['backbone_heldout_loss']:.3f}; CoDD layer: {settings['structure']} with "
+              f"{settings['num_states']} latent states, adapter `{settings['adapter']}`, "
+              f"{settings['layer']['parameters']:,} parameters.\n\n")
+    text = header + markdown_tables(results)
+    atomic_write_text(out_dir / "results.md", text)
+    save_plots(results, out_dir)
+    return text
+

@@ -1,0 +1,156 @@
+"""The demo's measurements: perplexity vs masked fraction, generation quality, one-step infill.
+
+Three ways to score the masked tokens of a held-out item x0 given the rest:
+  one_step    the backbone's factorized prediction, every masked token scored from one forward pass;
+  sequential  the chain rule with the backbone: reveal the masked tokens one at a time in random
+              order, scoring each from a fresh forward pass (the factorization barrier's floor);
+  codd        the CoDD layer's exact joint log-likelihood of all masked tokens at once.
+"""
+from __future__ import annotations
+
+import math
+import time
+
+import torch
+from tqdm.auto import tqdm
+
+from ..codd.rules import draw
+from ..data import ItemData
+from ..decode import generate
+from ..train.noise import corrupt, mask_exactly
+
+
+def _masks(x0: torch.Tensor, fraction: float, generator: torch.Generator) -> torch.Tensor:
+    """``[N, L]`` bool, True at exactly ``max(1, round(fraction · L))`` random positions per row."""
+    return mask_exactly(len(x0), x0.shape[1], round(fraction * x0.shape[1]), generator)
+
+
+def _batches(n: int, size: int):
+    for start in range(0, n, size):
+        yield slice(start, min(n, start + size))
+
+
+@torch.no_grad()
+def masked_nll(backbone, layer, x0: torch.Tensor, fraction: float, seed: int = 0,
+               batch_size: int = 512) -> dict[str, float]:
+    """Per-masked-token NLL (nats) of one-step, sequential and CoDD scoring at one masked fraction."""
+    generator = torch.Generator().manual_seed(seed)
+    masked = _masks(x0, fraction, generator)
+    order_keys = torch.rand(x0.shape, generator=generator)
+    totals = {"one_step": 0.0, "sequential": 0.0, "codd": 0.0}
+    mask_id = backbone.mask_id
+    for rows in _batches(len(x0), batch_size):
+        x, m = x0[rows], masked[rows]
+        noisy = corrupt(x, m, mask_id)
+        out = backbone(noisy)
+        logp = torch.log_softmax(out.logits.float(), -1).gather(2, x.unsqueeze(-1)).squeeze(-1)
+        totals["one_step"] -= float(logp[m].sum())
+        if layer is not None:
+            totals["codd"] -= float(layer.distribution(out.logits, out.hidden, x, m).log_prob(x).sum())
+        # Reveal masked positions in a random order; every row has the same number masked.
+        order = torch.where(m, order_keys[rows], torch.full_like(order_keys[rows], 2.0)).argsort(dim=1)
+        current = noisy.clone()
+        arange = torch.arange(len(x))
+        for step in range(int(m[0].sum())):
+            pos = order[:, step]
+            logits = backbone(current).logits.float()
+            logp_seq = torch.log_softmax(logits[arange, pos], -1).gather(1, x[arange, pos].unsqueeze(1))
+            totals["sequential"] -= float(logp_seq.sum())
+            current[arange, pos] = x[arange, pos]
+    count = int(masked.sum())
+    return {k: v / count for k, v in totals.items() if layer is not None or k != "codd"}
+
+
+def perplexity_table(backbone, layer, x0, fractions=(0.25, 0.5, 0.75, 1.0), seed: int = 0,
+                     progress: bool = True) -> dict[str, dict[str, float]]:
+    """``{"one_step"|"sequential"|"codd": {fraction: perplexity}}`` and the gap closed by CoDD."""
+    table: dict[str, dict[str, float]] = {"one_step": {}, "sequential": {}, "codd": {}}
+    for fraction in tqdm(fractions, desc="perplexity", disable=not progress):
+        nll = masked_nll(backbone, layer, x0, fraction, seed=seed)
+        for method, value in nll.items():
+            table[method][str(fraction)] = math.exp(value)
+    return table
+
+
+def gap_closed(perplexity: dict[str, dict[str, float]]) -> dict[str, float]:
+    """``(NLL_one_step − NLL_codd) / (NLL_one_step − NLL_sequential)`` per fraction."""
+    out = {}
+    for frac in perplexity["one_step"]:
+        one, seq, codd = (math.log(perplexity[k][frac]) for k in ("one_step", "sequential", "codd"))
+        out[frac] = (one - codd) / (one - seq) if abs(one - seq) > 1e-12 else float("nan")
+    return out
+
+
+def judge_items(tokens: torch.Tensor, data: ItemData) -> dict[str, float]:
+    """valid (fraction that are real items), distinct_valid, malformed (fraction not well formed)."""
+    vocab = data.vocab
+    valid, malformed, distinct = 0, 0, set()
+    for row in tokens.tolist():
+        if not vocab.is_well_formed(row):
+            malformed += 1
+            continue
+        item = vocab.decode(row)
+        if data.is_real(item):
+            valid += 1
+            distinct.add(item)
+    n = len(tokens)
+    return {"valid": valid / n, "distinct_valid": len(distinct), "malformed": malformed / n}
+
+
+@torch.no_grad()
+def generation_table(backbone, layer, data: ItemData, steps_list, num_samples: int = 2000, seed: int = 0,
+                     batch_size: int = 500, temperature: float = 1.0, remasking: str = "low_confidence",
+                     progress: bool = True) -> dict[str, dict[str, dict]]:
+    """Unconditional generation of whole items at several step counts, factorized vs CoDD."""
+    length = data.block_length
+    table: dict[str, dict[str, dict]] = {"factorized": {}, "codd": {}}
+    jobs = [(mode, steps) for steps in steps_list for mode in ("factorized", "codd")]
+    for mode, steps in tqdm(jobs, desc="generation", disable=not progress):
+        generator = torch.Generator().manual_seed(seed + steps)
+        pieces = []
+        for rows in _batches(num_samples, batch_size):
+            prompt = torch.empty(rows.stop - rows.start, 0, dtype=torch.long)
+            pieces.append(generate(backbone, prompt, layer=layer if mode == "codd" else None, gen_length=length,
+                                   block_length=length, steps=steps, remasking=remasking, temperature=temperature,
+                                   codd="joint" if mode == "codd" else "off", generator=generator))
+        table[mode][str(steps)] = judge_items(torch.cat(pieces), data)
+    return table
+
+
+@torch.no_grad()
+def infill_table(backbone, layer, data: ItemData, fractions=(0.25, 0.5, 0.75), seed: int = 0,
+                 batch_size: int = 512) -> dict[str, dict[str, float]]:
+    """Held-out items with a fraction masked, filled in one step; fraction of results that are real items."""
+    x0 = data.encode_heldout()
+    table: dict[str, dict[str, float]] = {"factorized": {}, "codd": {}}
+    for fraction in fractions:
+        generator = torch.Generator().manual_seed(seed)
+        masked = _masks(x0, fraction, generator)
+        filled = {"factorized": [], "codd": []}
+        for rows in _batches(len(x0), batch_size):
+            x, m = x0[rows], masked[rows]
+            out = backbone(corrupt(x, m, backbone.mask_id))
+            dist = layer.distribution(out.logits, out.hidden, x, m)
+            independent = draw(dist.factorized().probs, generator=generator)
+            filled["factorized"].append(torch.where(m, independent, x))
+            filled["codd"].append(dist.sample(generator=generator))
+        for mode, pieces in filled.items():
+            table[mode][str(fraction)] = judge_items(torch.cat(pieces), data)["valid"]
+    return table
+
+
+@torch.no_grad()
+def sampling_overhead(backbone, layer, data: ItemData, steps: int, num_samples: int = 500,
+                      seed: int = 0) -> dict[str, float]:
+    """Seconds per sampled block with and without the layer, and their ratio."""
+    length = data.block_length
+    prompt = torch.empty(num_samples, 0, dtype=torch.long)
+    seconds = {}
+    for mode in ("factorized", "codd"):
+        generator = torch.Generator().manual_seed(seed)
+        start = time.perf_counter()
+        generate(backbone, prompt, layer=layer if mode == "codd" else None, gen_length=length, block_length=length,
+                 steps=steps, codd="joint" if mode == "codd" else "off", generator=generator)
+        seconds[mode] = (time.perf_counter() - start) / num_samples
+    return {"seconds_per_block_factorized": seconds["factorized"], "seconds_per_block_codd": seconds["codd"],
+            "overhead_ratio": seconds["codd"] / seconds["factorized"]}

@@ -1,0 +1,80 @@
+"""Turning a results dict into what people look at: a markdown table and three PNG plots."""
+from __future__ import annotations
+
+import math
+import pathlib
+
+from ..files import atomic_write
+
+
+def _fmt(value) -> str:
+    if isinstance(value, float):
+        return "nan" if math.isnan(value) else f"{value:.3f}"
+    return str(value)
+
+
+def markdown_tables(results: dict) -> str:
+    lines = ["## Perplexity per masked token (held-out)", "",
+             "| masked fraction | one-step | sequential | CoDD | gap closed |", "|---|---|---|---|---|"]
+    ppl = results["perplexity"]
+    for frac in ppl["one_step"]:
+        lines.append(f"| {frac} | {_fmt(ppl['one_step'][frac])} | {_fmt(ppl['sequential'][frac])} | "
+                     f"{_fmt(ppl['codd'][frac])} | {_fmt(results['gap_closed'][frac])} |")
+    gen = results["generation"]
+    lines += ["", "## Unconditional generation (valid = real items)", "",
+              "| steps per block | valid factorized | valid CoDD | distinct valid factorized | distinct valid CoDD "
+              "| malformed factorized | malformed CoDD |", "|---|---|---|---|---|---|---|"]
+    for steps in gen["factorized"]:
+        f, c = gen["factorized"][steps], gen["codd"][steps]
+        lines.append(f"| {steps} | {_fmt(f['valid'])} | {_fmt(c['valid'])} | {f['distinct_valid']} | "
+                     f"{c['distinct_valid']} | {_fmt(f['malformed'])} | {_fmt(c['malformed'])} |")
+    infill = results["infill"]
+    lines += ["", "## One-step infill of held-out items (fraction of results that are real items)", "",
+              "| masked fraction | factorized | CoDD |", "|---|---|---|"]
+    for frac in infill["factorized"]:
+        lines.append(f"| {frac} | {_fmt(infill['factorized'][frac])} | {_fmt(infill['codd'][frac])} |")
+    timing = results.get("timing")
+    if timing:
+        lines += ["", f"Sampling: {timing['seconds_per_block_factorized'] * 1e3:.3f} ms per block factorized, "
+                      f"{timing['seconds_per_block_codd'] * 1e3:.3f} ms with CoDD "
+                      f"(overhead ×{timing['overhead_ratio']:.2f})."]
+    return "\n".join(lines) + "\n"
+
+
+def save_plots(results: dict, out_dir: pathlib.Path) -> list[pathlib.Path]:
+    """perplexity.png (as the paper's Figure 1), generation.png and infill.png in ``out_dir``."""
+    out_dir = pathlib.Path(out_dir)
+    ppl, gen, infill = results["perplexity"], results["generation"], results["infill"]
+    methods = (("one_step", "one-step (factorized)"), ("sequential", "sequential"), ("codd", "CoDD"))
+    modes = (("factorized", "factorized"), ("codd", "CoDD"))
+    return [
+        _line_plot(out_dir / "perplexity.png", "Held-out perplexity", "masked fraction", "perplexity per masked token",
+                   [(label, [float(f) for f in ppl[m]], list(ppl[m].values())) for m, label in methods]),
+        _line_plot(out_dir / "generation.png", "Generation: valid items vs steps", "steps per block", "valid rate",
+                   [(label, [int(s) for s in gen[m]], [cell["valid"] for cell in gen[m].values()])
+                    for m, label in modes]),
+        _line_plot(out_dir / "infill.png", "One-step infill", "masked fraction", "valid rate",
+                   [(label, [float(f) for f in infill[m]], list(infill[m].values())) for m, label in modes]),
+    ]
+
+
+def _line_plot(path: pathlib.Path, title: str, xlabel: str, ylabel: str, series) -> pathlib.Path:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5, 3.5))
+    for label, xs, ys in series:
+        ax.plot(xs, ys, marker="o", label=label)
+    ax.set(xlabel=xlabel, ylabel=ylabel, title=title)
+    ax.legend()
+    return _save(fig, path)
+
+
+def _save(fig, path: pathlib.Path) -> pathlib.Path:
+    import matplotlib.pyplot as plt
+    fig.tight_layout()
+    try:
+        return atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=120, format="png"))
+    finally:
+        plt.close(fig)

@@ -1,0 +1,60 @@
+"""Cached outputs of a frozen backbone for layer training.
+
+Random masks make one backbone forward per item useless, so the cache holds ``maskings`` fixed
+random maskings per training item (the paper precomputes the logits once) and a step picks one of
+them at random. Entries are computed on first use, so the cost is min(items × maskings, steps ×
+batch) backbone rows, and the memory is items × maskings × L × (V [+ D when the adapter reads
+hidden states]) values of the cache's dtype.
+"""
+from __future__ import annotations
+
+import torch
+
+from .distributed import World
+from .noise import backbone_outputs, mask_noise
+
+__all__ = ["BackboneCache", "CACHE_CHUNK"]
+
+#: Entries are computed in fixed chunks of this many (see :meth:`BackboneCache.get`).
+CACHE_CHUNK = 64
+
+
+class BackboneCache:
+    """Fixed maskings of every training item and the frozen backbone's outputs, filled on first use.
+
+    Entry e = item · K + k is the item's k-th of K maskings. Every rank draws the maskings of all
+    entries from the same generator (the single-process stream) and keeps those it owns
+    (``world.owns``), at local index e // world.size: the cache is sharded over the ranks.
+    """
+
+    def __init__(self, backbone, train: torch.Tensor, maskings: int, keep_hidden: bool, generator, dtype,
+                 world: World):
+        n, length = train.shape
+        t, masked = mask_noise(train.new_empty(n * maskings, length), generator)    # only the shape is read
+        mine = slice(world.rank, None, world.size)
+        self.t, self.masked = t[mine].clone(), masked[mine].clone()                   # [E_local], [E_local, L]
+        self.train, self.backbone, self.maskings, self.world = train, backbone, maskings, world
+        size = len(self.t)
+        self.logits = torch.zeros(size, length, backbone.vocab_size, dtype=dtype)   # lazily written pages
+        self.hidden = torch.zeros(size, length, backbone.hidden_size, dtype=dtype) if keep_hidden else None
+        self.filled = torch.zeros(size, dtype=torch.bool)
+
+    def get(self, entries: torch.Tensor, device):
+        """(t, masked, logits, hidden) of owned ``entries`` [B'] (global entry numbers)."""
+        local = entries // self.world.size
+        # Whole fixed chunks of entries are computed together: a backbone's bits depend on the batch
+        # it ran in (BLAS blocks rows by batch size), so an entry must not depend on which entries
+        # happened to be asked for first (a resumed run asks in another order).
+        chunks = torch.unique(local // CACHE_CHUNK)
+        todo = (chunks.unsqueeze(-1) * CACHE_CHUNK + torch.arange(CACHE_CHUNK)).flatten()
+        todo = todo[todo < len(self.filled)]
+        todo = todo[~self.filled[todo]]
+        if len(todo):
+            items = (todo * self.world.size + self.world.rank) // self.maskings
+            logits, hidden = backbone_outputs(self.backbone, self.train[items].to(device), self.masked[todo].to(device))
+            self.logits[todo] = logits.to(self.logits.dtype).cpu()
+            if self.hidden is not None:
+                self.hidden[todo] = hidden.to(self.hidden.dtype).cpu()
+            self.filled[todo] = True
+        hidden = self.hidden[local].to(device).float() if self.hidden is not None else None
+        return self.t[local].to(device), self.masked[local].to(device), self.logits[local].to(device).float(), hidden

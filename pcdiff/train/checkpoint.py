@@ -1,0 +1,136 @@
+"""Checkpoints: tensors in a safetensors file, everything else in a JSON file beside it.
+
+A checkpoint ``<stem>`` is ``<stem>.safetensors`` plus ``<stem>.json``. Each file is written
+atomically (:mod:`pcdiff.files`); the JSON is written last and records the tensor file's SHA-256,
+so a half-written or altered checkpoint is detected on load rather than silently used.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import pathlib
+import re
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from ..codd.layer import CoDDLayer
+from ..files import atomic_write, atomic_write_text
+
+__all__ = ["CheckpointError", "save_checkpoint", "load_checkpoint", "latest_checkpoint", "save_layer",
+           "load_layer", "load_layer_state", "check_state"]
+
+FORMAT = "pcdiff-checkpoint"
+VERSION = 1
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that is missing, corrupt, or does not match what it is loaded into."""
+
+
+def _sha256(path: pathlib.Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def save_checkpoint(stem: str | os.PathLike, tensors: dict[str, torch.Tensor], config: dict) -> pathlib.Path:
+    """Write ``stem.safetensors`` and ``stem.json``; returns the JSON path."""
+    stem = pathlib.Path(stem)
+    stem.parent.mkdir(parents=True, exist_ok=True)
+    weights = stem.with_name(stem.name + ".safetensors")
+    meta = stem.with_name(stem.name + ".json")
+    flat = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
+    atomic_write(weights, lambda p: save_file(flat, str(p)))
+    record = {"format": FORMAT, "version": VERSION, "tensors": weights.name, "sha256": _sha256(weights),
+              "config": config}
+    atomic_write_text(meta, json.dumps(record, indent=1))
+    return meta
+
+
+def load_checkpoint(path: str | os.PathLike, device=None) -> tuple[dict[str, torch.Tensor], dict]:
+    """Read a checkpoint (its ``.json`` path, or a directory: the newest one in it) → (tensors, config)."""
+    path = pathlib.Path(path)
+    if path.is_dir():
+        found = latest_checkpoint(path)
+        if found is None:
+            raise CheckpointError(f"no checkpoint (*.json) in directory {path}")
+        path = found
+    if path.suffix != ".json":
+        path = path.with_name(path.name + ".json")
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint file not found: {path}")
+    try:
+        record = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise CheckpointError(f"{path}: corrupt checkpoint metadata (not valid JSON: {err})") from None
+    if not isinstance(record, dict) or record.get("format") != FORMAT:
+        raise CheckpointError(f"{path}: not a {FORMAT} file")
+    if record.get("version") != VERSION:
+        raise CheckpointError(f"{path}: checkpoint version {record.get('version')}, this code reads {VERSION}")
+    weights = path.with_name(str(record.get("tensors")))
+    if not weights.is_file():
+        raise CheckpointError(f"{path}: its tensor file {weights.name} is missing")
+    if _sha256(weights) != record.get("sha256"):
+        raise CheckpointError(f"{weights}: corrupt checkpoint (SHA-256 differs from the one recorded in {path.name})")
+    try:
+        tensors = load_file(str(weights), device=str(device) if device is not None else "cpu")
+    except (SafetensorError, OSError) as err:
+        raise CheckpointError(f"{weights}: unreadable safetensors file ({err})") from None
+    return tensors, record["config"]
+
+
+def latest_checkpoint(directory: str | os.PathLike) -> pathlib.Path | None:
+    """The newest ``step-<n>.json`` in ``directory`` (by step), else any single ``*.json``, else None."""
+    directory = pathlib.Path(directory)
+    steps = [(int(m.group(1)), p) for p in directory.glob("step-*.json")
+             if (m := re.fullmatch(r"step-(\d+)\.json", p.name))]
+    if steps:
+        return max(steps)[1]
+    others = sorted(directory.glob("*.json"))
+    return others[-1] if others else None
+
+
+def check_state(module: torch.nn.Module, state: dict[str, torch.Tensor], what: str) -> None:
+    """Raise CheckpointError unless ``state`` has exactly ``module``'s keys and shapes."""
+    own = module.state_dict()
+    missing, extra = sorted(set(own) - set(state)), sorted(set(state) - set(own))
+    wrong = [f"{k}: checkpoint {tuple(state[k].shape)} vs model {tuple(own[k].shape)}"
+             for k in own if k in state and state[k].shape != own[k].shape]
+    if missing or extra or wrong:
+        raise CheckpointError(f"{what} does not match the checkpoint: missing {missing[:5]}, unexpected "
+                              f"{extra[:5]}, shape mismatches {wrong[:5]}")
+
+
+def save_layer(layer, stem: str | os.PathLike) -> pathlib.Path:
+    """Save a :class:`~pcdiff.codd.CoDDLayer`'s parameters and config."""
+    return save_checkpoint(stem, dict(layer.state_dict()), {"kind": "codd-layer", "layer": layer.config()})
+
+
+def load_layer_state(layer, path: str | os.PathLike, tensors=None, config=None) -> None:
+    """Load a saved layer's parameters into ``layer`` after checking that they match it."""
+    if tensors is None:
+        tensors, config = load_checkpoint(path, device=layer.circuit.device)
+    saved = config.get("layer", config) if isinstance(config, dict) else {}
+    own = layer.config()
+    for key in ("block_length", "vocab_size", "adapter"):
+        if key in saved and saved[key] != own[key]:
+            raise CheckpointError(f"checkpoint {path} has {key} = {saved[key]!r}, the layer has {own[key]!r}")
+    state = {k.removeprefix("layer."): v for k, v in tensors.items()
+             if not k.startswith(("optim.", "rng.", "backbone."))}
+    check_state(layer, state, "the layer")
+    layer.load_state_dict({k: v.to(layer.circuit.dtype) if v.is_floating_point() else v for k, v in state.items()})
+
+
+def load_layer(path: str | os.PathLike, device=None):
+    """Rebuild a layer saved by :func:`save_layer` (one built by ``CoDDLayer.from_structure``)."""
+    tensors, config = load_checkpoint(path)
+    if "layer" not in config:
+        raise CheckpointError(f"{path}: not a CoDD layer checkpoint (no 'layer' config)")
+    layer = CoDDLayer.from_config(config["layer"], device=device)
+    load_layer_state(layer, path, tensors, config)
+    return layer

@@ -1,0 +1,139 @@
+"""Training a CoDD layer on top of a (frozen or jointly trained) backbone, on the exact objective of
+:mod:`.objective`, with the shared loop (:mod:`.loop`), cached backbone outputs (:mod:`.cache`),
+resumable checkpoints (:mod:`.resume`) and DDP under torchrun (:mod:`.distributed`: the global batch
+is shared out so that the result equals the single-process run)."""
+from __future__ import annotations
+
+import warnings
+
+import torch
+
+from ..backbones.protocol import Backbone
+from ..codd.layer import CoDDLayer
+from ..data import ItemData
+from .cache import BackboneCache
+from .config import LayerTrainingConfig, make_config
+from .distributed import World, launched, world as current_world
+from .loop import Monitor, run_steps
+from .noise import backbone_outputs, mask_noise
+from .objective import check_compatible, codd_objective, heldout_objective
+from .resume import TrainingCheckpoints
+
+__all__ = ["train_codd_layer"]
+
+#: Rank r > 0 seeds its dropout stream with seed + r · this (rank 0's is the single-process stream).
+RANK_SEED_STRIDE = 7919
+
+
+def train_codd_layer(layer: CoDDLayer, backbone: Backbone, data: ItemData, config: LayerTrainingConfig | None = None,
+                     **settings) -> dict:
+    """Adam on the CoDD diffusion objective for ``config.steps`` steps (a
+    :class:`~pcdiff.train.config.LayerTrainingConfig`, or its fields as keywords). Seeded and
+    deterministic.
+
+    In a process group (torchrun, :func:`pcdiff.train.distributed.init`) every rank calls this
+    alike: ``batch_size`` is the global batch, shared out over the ranks; the layer (and a jointly
+    trained backbone) trains in DDP from rank 0's backbone; only rank 0 writes checkpoints (to
+    resume, all ranks must see ``checkpoint_dir``) and shows progress.
+    Returns {"steps", "seconds", "train_loss", "heldout", "history", "world_size"} on every rank.
+    """
+    config = make_config(LayerTrainingConfig, config, settings)
+    if data.vocab.size != backbone.vocab_size or data.vocab.mask_id != backbone.mask_id:
+        raise ValueError(f"data vocabulary (size {data.vocab.size}, mask {data.vocab.mask_id}) does not match the "
+                         f"backbone (vocab_size {backbone.vocab_size}, mask_id {backbone.mask_id})")
+    check_compatible(layer, backbone, data.block_length)
+    world = current_world()
+    if world.size == 1 and launched():
+        warnings.warn("WORLD_SIZE > 1 but no process group is running: this process trains alone "
+                      "(call pcdiff.train.distributed.init() first to train together)", stacklevel=2)
+    seed, train = config.seed, data.encode_train()
+    heldout = data.encode_heldout()[:config.eval_items]
+    optimizer = _optimizer(layer, backbone, config)
+    data_gen = torch.Generator().manual_seed(seed)
+    world.share(backbone)                 # ranks may have trained their backbones apart: use rank 0's
+    cache = BackboneCache(backbone.eval(), train, config.cache_maskings, layer.needs_hidden,
+                          torch.Generator().manual_seed(seed + 1), config.cache_dtype, world) if config.cached else None
+    # dropout's RNG for joint training: one stream per rank, so ranks do not drop the same units
+    torch_rng = torch.Generator().manual_seed(seed + RANK_SEED_STRIDE * world.rank).get_state()
+    checkpoints = None if config.checkpoint_dir is None else TrainingCheckpoints(
+        config.checkpoint_dir, world, layer, None if config.freeze_backbone else backbone, optimizer, data_gen,
+        config.run_settings(len(train)))
+    resumed = checkpoints.resume() if config.resume else None
+    start = 0 if resumed is None else resumed.step
+    if resumed is not None and resumed.torch_rng is not None:
+        torch_rng = resumed.torch_rng
+
+    def evaluate() -> dict:
+        return {"heldout": heldout_objective(layer, backbone, heldout, seed=seed + 2, world=world)
+                if len(heldout) else None}
+
+    monitor = Monitor(evaluate) if resumed is None else Monitor(evaluate, resumed.history, resumed.seconds)
+    step_fn = _step_function(layer, backbone, train, data, config, world, cache, data_gen)
+    with torch.random.fork_rng(devices=[]):
+        torch.set_rng_state(torch_rng)
+        backbone.train(not config.freeze_backbone)
+        final = run_steps(step_fn, optimizer, monitor, steps=config.steps, start=start, grad_clip=config.grad_clip,
+                          eval_every=config.eval_every, checkpoint_every=config.every_checkpoint,
+                          checkpoint=None if checkpoints is None else
+                          (lambda step: checkpoints.save(step, monitor.seconds, monitor.history)),
+                          describe=_heldout_field, progress=config.progress and world.is_main,
+                          desc="train CoDD layer")
+        backbone.eval()
+    return {**final, "history": monitor.history, "world_size": world.size}
+
+
+def _optimizer(layer: CoDDLayer, backbone: Backbone, config: LayerTrainingConfig) -> torch.optim.Optimizer:
+    groups = [{"params": list(layer.circuit.parameters())},
+              {"params": list(layer.adapter.parameters()),
+               "lr": config.lr / 10 if config.adapter_lr is None else config.adapter_lr}]
+    if not config.freeze_backbone:
+        groups.append({"params": list(backbone.parameters()),
+                       "lr": config.lr if config.backbone_lr is None else config.backbone_lr})
+    return torch.optim.Adam(groups, lr=config.lr)
+
+
+def _step_function(layer, backbone, train, data: ItemData, config: LayerTrainingConfig, world: World,
+                   cache: BackboneCache | None, data_gen: torch.Generator):
+    """The loop's ``step_fn``: this rank's part of a global batch → (loss to differentiate, the whole
+    batch's loss)."""
+    device = layer.circuit.device
+    weights = torch.tensor(data.train_weights, dtype=torch.float64) if data.train_weights is not None else None
+    batch_size = config.batch_size
+    tokens = batch_size * train.shape[1]                            # the global batch normalizes every part
+    # wrapped once (DDP copies rank 0's parameters when built); called for the gradient sync
+    layer_module = world.wrap(layer)
+    backbone_module = world.wrap(backbone) if not config.freeze_backbone else backbone
+
+    def step_fn(step: int) -> tuple[torch.Tensor, float]:
+        # the global batch, drawn alike on every rank; then this rank's part of it
+        rows = torch.multinomial(weights, batch_size, replacement=True, generator=data_gen) \
+            if weights is not None else torch.randint(len(train), (batch_size,), generator=data_gen)
+        logits = hidden = None
+        if cache is not None:
+            entries = rows * config.cache_maskings + torch.randint(config.cache_maskings, (batch_size,),
+                                                                   generator=data_gen)
+            mine = world.owns(entries)
+            x0 = train[rows[mine]].to(device)
+            if len(x0):
+                t, masked, logits, hidden = cache.get(entries[mine], backbone.device)
+        else:
+            t, masked = mask_noise(train[rows], data_gen)
+            part = world.split(batch_size)
+            x0, t, masked = train[rows[part]].to(device), t[part], masked[part]
+        weight = 1.0
+        if not len(x0):   # nothing of this batch is ours: a zero-weight stand-in keeps DDP's collectives in step
+            x0, weight = train[rows[:1]].to(device), 0.0
+            t, masked = torch.ones(1), torch.ones_like(x0, dtype=torch.bool)
+        if logits is None:
+            logits, hidden = backbone_outputs(backbone, x0.to(backbone.device), masked.to(backbone.device),
+                                              not config.freeze_backbone, module=backbone_module)
+        part_loss, _ = codd_objective(layer, logits.to(device), hidden, x0, masked.to(device), t.to(device),
+                                      tokens=tokens, module=layer_module)
+        part_loss = part_loss * weight
+        loss = float(world.sum(part_loss.detach()))                 # the whole batch's loss, on every rank
+        return part_loss * world.size, loss                         # DDP averages: the sum of the parts
+    return step_fn
+
+
+def _heldout_field(record: dict) -> dict:
+    return {} if record["heldout"] is None else {"heldout": f"{record['heldout']['codd']:.4f}"}

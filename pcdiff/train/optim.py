@@ -1,0 +1,38 @@
+"""Optimizer state in and out of a checkpoint: the tensors go to the safetensors file (no pickle),
+the scalars and parameter groups to the JSON beside it."""
+from __future__ import annotations
+
+import torch
+
+from .checkpoint import CheckpointError
+
+__all__ = ["flatten_optimizer", "load_optimizer"]
+
+
+def flatten_optimizer(optimizer) -> tuple[dict, dict]:
+    """An optimizer's state as (tensors for a safetensors file, JSON-able settings)."""
+    state = optimizer.state_dict()
+    tensors, scalars = {}, {}
+    for index, entry in state["state"].items():
+        for key, value in entry.items():
+            if isinstance(value, torch.Tensor):
+                tensors[f"optim.{index}.{key}"] = value
+            else:
+                scalars[f"{index}.{key}"] = value
+    return tensors, {"param_groups": state["param_groups"], "scalars": scalars}
+
+
+def load_optimizer(optimizer, tensors: dict, config: dict) -> None:
+    """Restore what :func:`flatten_optimizer` wrote; a state that does not fit is a CheckpointError."""
+    state: dict = {}
+    for name, value in tensors.items():
+        if name.startswith("optim."):
+            _, index, key = name.split(".", 2)
+            state.setdefault(int(index), {})[key] = value
+    for name, value in config["scalars"].items():
+        index, key = name.split(".", 1)
+        state.setdefault(int(index), {})[key] = value
+    try:
+        optimizer.load_state_dict({"state": state, "param_groups": config["param_groups"]})
+    except (ValueError, KeyError) as err:
+        raise CheckpointError(f"the optimizer state in the checkpoint does not match this run: {err}") from None
