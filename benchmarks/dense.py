@@ -31,7 +31,7 @@ def shifted_log_matmul_exp(log_values: torch.Tensor, probs_t: torch.Tensor) -> t
 
 
 class DenseHMM(nn.Module):
-    """A homogeneous HMM with H hidden states over a V-token alphabet, as three logit tables.
+    """A homogeneous HMM with H num_states states over a V-token alphabet, as three logit tables.
 
     initial_logits [H], transition_logits [H, H] (row z: logits of P(z_{t+1} | z_t = z)),
     emission_logits [H, V] (row z: logits of P(x_t | z_t = z)).
@@ -40,14 +40,14 @@ class DenseHMM(nn.Module):
     def __init__(self, initial_logits: torch.Tensor, transition_logits: torch.Tensor,
                  emission_logits: torch.Tensor):
         super().__init__()
-        hidden = initial_logits.shape[-1]
+        num_states = initial_logits.shape[-1]
         if initial_logits.dim() != 1:
             raise ValueError(f"initial_logits must have shape [H], got {tuple(initial_logits.shape)}")
-        if tuple(transition_logits.shape) != (hidden, hidden):
-            raise ValueError(f"transition_logits must have shape [{hidden}, {hidden}], "
+        if tuple(transition_logits.shape) != (num_states, num_states):
+            raise ValueError(f"transition_logits must have shape [{num_states}, {num_states}], "
                              f"got {tuple(transition_logits.shape)}")
-        if emission_logits.dim() != 2 or emission_logits.shape[0] != hidden:
-            raise ValueError(f"emission_logits must have shape [{hidden}, V], got {tuple(emission_logits.shape)}")
+        if emission_logits.dim() != 2 or emission_logits.shape[0] != num_states:
+            raise ValueError(f"emission_logits must have shape [{num_states}, V], got {tuple(emission_logits.shape)}")
         self.initial_logits = nn.Parameter(initial_logits.detach().clone())
         self.transition_logits = nn.Parameter(transition_logits.detach().clone())
         self.emission_logits = nn.Parameter(emission_logits.detach().clone())

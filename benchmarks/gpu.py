@@ -45,16 +45,16 @@ LLADA = dict(hidden_size=4096, num_hidden_layers=32, num_attention_heads=32, num
 LLADA_MASK_ID = 126336
 #: prompt, generated positions, block length, circuit latent states, top-k candidates, batch
 LLADA_RUN = dict(prompt=256, generate=512, block=32, num_states=1024, k=1024, batch=1)
-PYJUICE_HMM = dict(length=32, hidden=1024, vocab=32768, batch=64)
-PYJUICE_HCLT = dict(variables=256, hidden=256, vocab=256, batch=512, train=2000)
+PYJUICE_HMM = dict(length=32, num_states=1024, vocab=32768, batch=64)
+PYJUICE_HCLT = dict(variables=256, num_states=256, vocab=256, batch=512, train=2000)
 
 
 # --------------------------------------------------------------------------------------- pyjuice
 def pyjuice_hmm(model: structures.CompiledCircuit, juice):
     """pyjuice's homogeneous HMM holding our parameters (transition rows: P(z_{t+1} | z_t))."""
     initial, transition, emission = (torch.softmax(t.detach().float().cpu(), -1) for t in hmm_tables(model))
-    length, hidden, vocab = model.num_vars, transition.shape[0], model.vocab_size
-    return juice.structures.HMM(length, hidden, vocab, homogeneous=True, alpha=transition, beta=emission,
+    length, num_states, vocab = model.num_vars, transition.shape[0], model.vocab_size
+    return juice.structures.HMM(length, num_states, vocab, homogeneous=True, alpha=transition, beta=emission,
                                 gamma=initial[0])
 
 
@@ -71,7 +71,7 @@ def pyjuice_hclt(sizes: dict, seed: int, juice, path: Path):
     for i in range(1, n):
         data[:, i] = (data[:, (i - 1) // 2] + noise[:, i]) % v
     # num_bins only coarsens the values for the mutual informations that pick the tree
-    ns = juice.structures.HCLT(data, num_latents=sizes["hidden"], num_bins=min(32, v), input_node_params={"num_cats": v})
+    ns = juice.structures.HCLT(data, num_latents=sizes["num_states"], num_bins=min(32, v), input_node_params={"num_cats": v})
     ns.init_parameters()
     juice.save(str(path), ns)
     return ns, structures.load_jpc(path), data
@@ -109,10 +109,10 @@ def compare_engines(name: str, model, ns, x, budget: float, juice) -> dict:
 def pyjuice_rows(budget: float, seed: int, log) -> list[dict]:
     import pyjuice as juice
     s = PYJUICE_HMM
-    model = structures.compile(structures.hmm(s["length"], s["hidden"], s["vocab"], seed=seed), device="cuda")
+    model = structures.compile(structures.hmm(s["length"], s["num_states"], s["vocab"], seed=seed), device="cuda")
     gen = torch.Generator().manual_seed(seed)
     x = torch.randint(0, s["vocab"], (s["batch"], s["length"]), generator=gen).cuda()
-    rows = [compare_engines(f"HMM L={s['length']} H={s['hidden']} V={s['vocab']} B={s['batch']}", model,
+    rows = [compare_engines(f"HMM L={s['length']} H={s['num_states']} V={s['vocab']} B={s['batch']}", model,
                             pyjuice_hmm(model, juice), x, budget, juice)]
     log(f"  gpu pyjuice {rows[-1]['name']}: {rows[-1]['rounds']} rounds")
     h = PYJUICE_HCLT
@@ -120,7 +120,7 @@ def pyjuice_rows(budget: float, seed: int, log) -> list[dict]:
         ns, circuit, data = pyjuice_hclt(h, seed, juice, Path(tmp) / "hclt.jpc")
     model = structures.compile(circuit, device="cuda")
     x = data[:h["batch"]].cuda()
-    rows.append(compare_engines(f"HCLT {h['variables']} vars H={h['hidden']} V={h['vocab']} B={h['batch']}",
+    rows.append(compare_engines(f"HCLT {h['variables']} vars H={h['num_states']} V={h['vocab']} B={h['batch']}",
                                 model, ns, x, budget, juice))
     log(f"  gpu pyjuice {rows[-1]['name']}: {rows[-1]['rounds']} rounds")
     return rows

@@ -36,7 +36,7 @@ from .report import Section, markers, write_sections
 
 TARGET_DENSE = 0.8          # ours at least 0.8x the speed of the hand-written forward, every row
 TARGET_HMMLEARN = 10.0      # ours (fwd+bwd) at least 10x hmmlearn's score ...
-TARGET_HMMLEARN_HIDDEN = 256  # ... at this H
+TARGET_HMMLEARN_STATES = 256  # ... at this H
 HMMLEARN_WORK = 2 ** 28     # L·H²·sequences timed per hmmlearn call; past it, time a subset and scale
 VARIANTS = ("fwd+bwd", "fwd", "soft fwd+bwd", "soft fwd")
 HMMLEARN_IMPLS = ("log", "scaling")   # its default, and its faster one
@@ -49,7 +49,7 @@ MARK_BEGIN, MARK_END = markers(KEY)
 @dataclass
 class Row:
     device: str
-    hidden: int
+    num_states: int
     vocab: int
     repeats: int                                                 # timed rounds of ours and the dense forward
     hmmlearn_repeats: int
@@ -63,11 +63,11 @@ class Row:
 def hmm_tables(model: structures.CompiledCircuit) -> list[torch.nn.Parameter]:
     """Our logits in DenseHMM's order: a homogeneous HMM compiles to an initial [1, H] and a transition
     [H, H] sum table (told apart by shape) and one emission [H, V] input table."""
-    hidden = model.inputs[0].logits.shape[0]
+    num_states = model.inputs[0].logits.shape[0]
     sums = {tuple(t.logits.shape): t.logits for t in model.sums}
-    if len(model.sums) != 2 or len(model.inputs) != 1 or set(sums) != {(1, hidden), (hidden, hidden)}:
+    if len(model.sums) != 2 or len(model.inputs) != 1 or set(sums) != {(1, num_states), (num_states, num_states)}:
         raise ValueError("expected the tables of a homogeneous structures.hmm")
-    return [sums[(1, hidden)], sums[(hidden, hidden)], model.inputs[0].logits]
+    return [sums[(1, num_states)], sums[(num_states, num_states)], model.inputs[0].logits]
 
 
 def dense_from_compiled(model: structures.CompiledCircuit) -> DenseHMM:
@@ -133,15 +133,15 @@ def check_agreement(model, dense, x, soft, hmm_models, subset: int) -> None:
             raise AssertionError(f"hmmlearn ({impl}) total log-likelihood {score} != ours {total}")
 
 
-def run_config(hidden: int, vocab: int, batch: int, length: int, device: str, budget: float, max_repeats: int,
+def run_config(num_states: int, vocab: int, batch: int, length: int, device: str, budget: float, max_repeats: int,
                seed: int) -> Row:
-    model = structures.compile(structures.hmm(length, hidden, vocab, seed=seed), device=device)
+    model = structures.compile(structures.hmm(length, num_states, vocab, seed=seed), device=device)
     dense = dense_from_compiled(model)
     gen = torch.Generator().manual_seed(seed)
     x = torch.randint(0, vocab, (batch, length), generator=gen).to(device)
     soft = torch.randn(batch, length, vocab, generator=gen).to(device)
     # hmmlearn is CPU-only and slow at large H: it scores a subset of the sequences, time scaled.
-    subset = min(batch, max(1, HMMLEARN_WORK // (length * hidden * hidden)))
+    subset = min(batch, max(1, HMMLEARN_WORK // (length * num_states * num_states)))
     hmm_models = hmmlearn_models(dense)
     check_agreement(model, dense, x, soft, hmm_models, subset)
 
@@ -150,7 +150,7 @@ def run_config(hidden: int, vocab: int, batch: int, length: int, device: str, bu
     hmm_fns = {f"hmmlearn {impl}": (lambda m=m: m.score(xs, lengths)) for impl, m in hmm_models.items()}
     hmm_seconds, hmm_rounds = interleaved_medians(hmm_fns, budget / 4, 2, max_repeats)
     seconds.update({name: t * batch / subset for name, t in hmm_seconds.items()})
-    return Row(device, hidden, vocab, rounds, hmm_rounds, seconds, subset)
+    return Row(device, num_states, vocab, rounds, hmm_rounds, seconds, subset)
 
 
 # ---------------------------------------------------------------------------------------------- report
@@ -159,10 +159,10 @@ def ratio_table(rows: list[Row]) -> str:
     head = ["device", "H", "V"] + [f"{v} vs hand" for v in VARIANTS] + [f"{v} vs hmmlearn {i}" for v, i in pairs]
     cells = []
     for r in rows:
-        line = [r.device, str(r.hidden), str(r.vocab)]
+        line = [r.device, str(r.num_states), str(r.vocab)]
         line += [mark(r.ratio(f"hand {v}", f"ours {v}"), TARGET_DENSE) for v in VARIANTS]
         line += [mark(r.ratio(f"hmmlearn {i}", f"ours {v}"), TARGET_HMMLEARN, digits=1)
-                 if r.hidden == TARGET_HMMLEARN_HIDDEN else f"{r.ratio(f'hmmlearn {i}', f'ours {v}'):.1f}"
+                 if r.num_states == TARGET_HMMLEARN_STATES else f"{r.ratio(f'hmmlearn {i}', f'ours {v}'):.1f}"
                  for v, i in pairs]
         cells.append(line)
     return markdown_table(head, cells)
@@ -171,22 +171,22 @@ def ratio_table(rows: list[Row]) -> str:
 def time_table(rows: list[Row]) -> str:
     names = [f"{who} {v}" for v in VARIANTS for who in ("ours", "hand")] + [f"hmmlearn {i}" for i in HMMLEARN_IMPLS]
     head = ["device", "H", "V", "rounds (hmmlearn)"] + names + ["hmmlearn seqs timed"]
-    return markdown_table(head, [[r.device, str(r.hidden), str(r.vocab), f"{r.repeats} ({r.hmmlearn_repeats})"] +
+    return markdown_table(head, [[r.device, str(r.num_states), str(r.vocab), f"{r.repeats} ({r.hmmlearn_repeats})"] +
                                  [f"{1e3 * r.seconds[n]:.2f}" for n in names] + [str(r.hmmlearn_sequences)]
                                  for r in rows])
 
 
 def target_lines(rows: list[Row]) -> list[str]:
-    dense = [(r.ratio(f"hand {v}", f"ours {v}"), f"{r.device} H={r.hidden} V={r.vocab} {v}") for r in rows
+    dense = [(r.ratio(f"hand {v}", f"ours {v}"), f"{r.device} H={r.num_states} V={r.vocab} {v}") for r in rows
              for v in VARIANTS]
     worst, where = min(dense)
     out = [f"- ours ≥ {TARGET_DENSE}× the hand-written forward (all rows, all variants): "
            f"{'MET' if worst >= TARGET_DENSE else 'MISSED'} (worst {worst:.2f}× at {where})"]
-    at = [r for r in rows if r.hidden == TARGET_HMMLEARN_HIDDEN]
+    at = [r for r in rows if r.num_states == TARGET_HMMLEARN_STATES]
     for impl in HMMLEARN_IMPLS:
-        goal = f"- ours fwd+bwd ≥ {TARGET_HMMLEARN:.0f}× hmmlearn score ({impl}) at H={TARGET_HMMLEARN_HIDDEN}: "
+        goal = f"- ours fwd+bwd ≥ {TARGET_HMMLEARN:.0f}× hmmlearn score ({impl}) at H={TARGET_HMMLEARN_STATES}: "
         if not at:
-            out.append(goal + f"n/a (H={TARGET_HMMLEARN_HIDDEN} not in this run)")
+            out.append(goal + f"n/a (H={TARGET_HMMLEARN_STATES} not in this run)")
             continue
         worst, where = min((r.ratio(f"hmmlearn {impl}", "ours fwd+bwd"), f"{r.device} V={r.vocab}") for r in at)
         fwd = min(r.ratio(f"hmmlearn {impl}", "ours fwd") for r in at)
@@ -197,7 +197,7 @@ def target_lines(rows: list[Row]) -> list[str]:
 
 
 def report(rows: list[Row], batch: int, length: int) -> str:
-    subset = sorted({(r.hidden, r.hmmlearn_sequences) for r in rows if r.hmmlearn_sequences < batch})
+    subset = sorted({(r.num_states, r.hmmlearn_sequences) for r in rows if r.hmmlearn_sequences < batch})
     notes = [f"- Ratios are t_baseline / t_ours (> 1: ours faster), medians of interleaved repeats; "
              f"B={batch}, L={length}, float32, parameters as logits (softmax inside every call).",
              "- hmmlearn has no gradient: `fwd+bwd vs hmmlearn` compares our forward + backward with its "
@@ -214,8 +214,8 @@ def plot(rows: list[Row], fig) -> None:
     vocabs, devices = sorted({r.vocab for r in rows}), sorted({r.device for r in rows})
     for device in devices:                      # colour: variant; line: vocab; marker: device
         for vocab in vocabs:
-            sel = sorted((r for r in rows if (r.device, r.vocab) == (device, vocab)), key=lambda r: r.hidden)
-            hs = [r.hidden for r in sel]
+            sel = sorted((r for r in rows if (r.device, r.vocab) == (device, vocab)), key=lambda r: r.num_states)
+            hs = [r.num_states for r in sel]
             style = "os^"[devices.index(device) % 3] + ("-", "--", "-.", ":")[vocabs.index(vocab) % 4]
             for i, v in enumerate(VARIANTS):
                 kw = dict(color=f"C{i}", label=f"{device} V={vocab} {v}")
@@ -230,14 +230,14 @@ def plot(rows: list[Row], fig) -> None:
     right.set_yscale("log")
     for ax in (left, right):
         ax.set_xscale("log", base=2)
-        ax.set_xlabel("hidden states H")
+        ax.set_xlabel("num_states states H")
         ax.legend(fontsize=6)
 
 
 def sizes(quick: bool) -> dict:
     if quick:
-        return dict(batch=4, length=6, hiddens=(8, 16), vocabs=(5, 32), max_repeats=5)
-    return dict(batch=64, length=32, hiddens=(64, 256, 1024), vocabs=(64, 4096), max_repeats=MAX_REPEATS)
+        return dict(batch=4, length=6, num_states_list=(8, 16), vocabs=(5, 32), max_repeats=5)
+    return dict(batch=64, length=32, num_states_list=(64, 256, 1024), vocabs=(64, 4096), max_repeats=MAX_REPEATS)
 
 
 def run(devices: list[str], quick: bool = False, budget: float | None = None, seed: int = 0,
@@ -248,10 +248,11 @@ def run(devices: list[str], quick: bool = False, budget: float | None = None, se
     rows = []
     for device in devices:
         for vocab in s["vocabs"]:
-            for hidden in s["hiddens"]:
+            for num_states in s["num_states_list"]:
                 start = time.perf_counter()
-                rows.append(run_config(hidden, vocab, s["batch"], s["length"], device, budget, s["max_repeats"], seed))
-                log(f"  hmm {device} H={hidden} V={vocab}: {rows[-1].repeats} rounds, "
+                rows.append(run_config(num_states, vocab, s["batch"], s["length"], device, budget, s["max_repeats"],
+                                       seed))
+                log(f"  hmm {device} H={num_states} V={vocab}: {rows[-1].repeats} rounds, "
                     f"{time.perf_counter() - start:.1f} s")
     return Section(KEY, TITLE, report(rows, s["batch"], s["length"]), [lambda fig: plot(rows, fig)])
 

@@ -64,7 +64,7 @@ def test_pyjuice_circuits_load_into_ours_with_the_same_parameters():
         theirs = structures.compile(structures.load_jpc(path), dtype=torch.float64)
         x = torch.randint(0, 7, (5, 6))
         torch.testing.assert_close(theirs.log_prob(x), model.log_prob(x), rtol=1e-5, atol=1e-5)
-        sizes = dict(variables=6, hidden=4, vocab=8, batch=4, train=200)
+        sizes = dict(variables=6, num_states=4, vocab=8, batch=4, train=200)
         _, circuit, data = gpu.pyjuice_hclt(sizes, 0, juice, Path(tmp) / "hclt.jpc")
     assert circuit.num_vars == 6 and data.shape == (200, 6)
     assert bool(torch.isfinite(structures.compile(circuit).log_prob(data[:4])).all())

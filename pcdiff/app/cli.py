@@ -118,7 +118,8 @@ def main(argv: list[str] | None = None) -> int:
 def _train_options(args) -> dict:
     from .runs import torch_device
     return dict(dataset=args.dataset, data_file=args.data, max_length=args.max_length, seed=args.seed,
-                num_states=args.num_states, structure=args.structure, adapter=args.adapter, device=torch_device(args.device),
+                num_states=args.num_states, structure=args.structure, adapter=args.adapter,
+                device=torch_device(args.device),
                 budget=args.budget, backbone_steps=args.backbone_steps, layer_steps=args.layer_steps,
                 progress=not args.quiet)
 

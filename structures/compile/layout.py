@@ -98,42 +98,14 @@ class Layout:
 
 
 def build_layout(circuit: Circuit) -> Layout:
+    """The schedule of ``circuit``: its tables, input buckets and layers (see the module docstring)."""
     groups = circuit.groups
     index = {g.id: i for i, g in enumerate(groups)}
-
-    def owner(g: NodeGroup) -> NodeGroup:
-        return g.tie_to if g.tie_to is not None else g
-
-    # One trainable table per distinct owner; a tied group points at its owner's table, and the
-    # table remembers the first group using it (the owner itself may lie outside this circuit).
-    sum_sources: list[int] = []
-    input_sources: list[int] = []
-    table_of: dict[int, int] = {}
-    for i, g in enumerate(groups):
-        if isinstance(g, (Sum, Categorical)) and owner(g).id not in table_of:
-            pool = sum_sources if isinstance(g, Sum) else input_sources
-            table_of[owner(g).id] = len(pool)
-            pool.append(i)
-    group_sum_source = {i: table_of[owner(g).id] for i, g in enumerate(groups) if isinstance(g, Sum)}
-    group_input_source = {i: table_of[owner(g).id] for i, g in enumerate(groups) if isinstance(g, Categorical)}
-
+    sum_sources, input_sources, group_sum_source, group_input_source = _tables(groups)
+    input_buckets, input_node_offset, num_input_nodes = _input_buckets(groups, group_input_source)
     depth: dict[int, int] = {}
     for i, g in enumerate(groups):
         depth[i] = 0 if not g.children else 1 + max(depth[index[c.id]] for c in g.children)
-
-    by_size: dict[int, list[int]] = defaultdict(list)
-    for i, g in enumerate(groups):
-        if isinstance(g, Categorical):
-            by_size[g.num_nodes].append(i)
-    input_buckets = [InputBucket(groups=members, variables=[groups[i].var for i in members],
-                                 sources=[group_input_source[i] for i in members], num_nodes=size)
-                     for size, members in sorted(by_size.items())]
-    input_node_offset: dict[int, int] = {}
-    offset = 0
-    for bucket in input_buckets:
-        for i in bucket.groups:
-            input_node_offset[i] = offset
-            offset += groups[i].num_nodes
 
     layers: dict[int, Layer] = {}
     sum_members: dict[tuple[int, int, int], list[int]] = defaultdict(list)
@@ -158,7 +130,47 @@ def build_layout(circuit: Circuit) -> Layout:
                   vocab_sizes=list(circuit.vocab_sizes), input_buckets=input_buckets,
                   layers=ordered, sum_sources=sum_sources, input_sources=input_sources,
                   group_sum_source=group_sum_source, group_input_source=group_input_source,
-                  input_node_offset=input_node_offset, num_input_nodes=offset, last_read=_last_reads(ordered))
+                  input_node_offset=input_node_offset, num_input_nodes=num_input_nodes,
+                  last_read=_last_reads(ordered))
+
+
+def _tables(groups: list[NodeGroup]):
+    """One trainable table per distinct owner; a tied group points at its owner's table, and the
+    table remembers the first group using it (the owner itself may lie outside this circuit).
+    Returns (sum_sources, input_sources, group → sum table, group → input table)."""
+    def owner(g: NodeGroup) -> NodeGroup:
+        return g.tie_to if g.tie_to is not None else g
+
+    sum_sources: list[int] = []
+    input_sources: list[int] = []
+    table_of: dict[int, int] = {}
+    for i, g in enumerate(groups):
+        if isinstance(g, (Sum, Categorical)) and owner(g).id not in table_of:
+            pool = sum_sources if isinstance(g, Sum) else input_sources
+            table_of[owner(g).id] = len(pool)
+            pool.append(i)
+    group_sum_source = {i: table_of[owner(g).id] for i, g in enumerate(groups) if isinstance(g, Sum)}
+    group_input_source = {i: table_of[owner(g).id] for i, g in enumerate(groups) if isinstance(g, Categorical)}
+    return sum_sources, input_sources, group_sum_source, group_input_source
+
+
+def _input_buckets(groups: list[NodeGroup], group_input_source: dict[int, int]):
+    """Input groups bucketed by node count, and each group's offset on the flat input-node axis.
+    Returns (buckets, offsets, total number of input nodes)."""
+    by_size: dict[int, list[int]] = defaultdict(list)
+    for i, g in enumerate(groups):
+        if isinstance(g, Categorical):
+            by_size[g.num_nodes].append(i)
+    buckets = [InputBucket(groups=members, variables=[groups[i].var for i in members],
+                           sources=[group_input_source[i] for i in members], num_nodes=size)
+               for size, members in sorted(by_size.items())]
+    offsets: dict[int, int] = {}
+    offset = 0
+    for bucket in buckets:
+        for i in bucket.groups:
+            offsets[i] = offset
+            offset += groups[i].num_nodes
+    return buckets, offsets, offset
 
 
 def _last_reads(layers: list[Layer]) -> list[list[int]]:

@@ -53,7 +53,8 @@ def hmm(length: int, num_states: int, vocab: int, homogeneous: bool = True, init
         if homogeneous:
             emit = Categorical(t, num_states, vocab, tie_to=emit_source, name=f"emit[{t}]")
         else:
-            emit = Categorical(t, num_states, vocab, probs=random_distribution((num_states, vocab), rng), name=f"emit[{t}]")
+            emit = Categorical(t, num_states, vocab, probs=random_distribution((num_states, vocab), rng),
+                               name=f"emit[{t}]")
         step = Product(emit, future, name=f"step[{t}]")
     root = Sum(step, num_nodes=1, weights=initial, name="initial")
     return Circuit(root)

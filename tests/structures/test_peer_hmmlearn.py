@@ -26,12 +26,12 @@ def word_blocks(count: int = 300) -> np.ndarray:
     return blocks[:count]
 
 
-def random_parameters(hidden: int, seed: int):
+def random_parameters(num_states: int, seed: int):
     rng = np.random.default_rng(seed)
     def rows(shape):
         table = rng.gamma(0.5, size=shape) + 1e-3
         return table / table.sum(-1, keepdims=True)
-    return rows(hidden), rows((hidden, hidden)), rows((hidden, VOCAB))
+    return rows(num_states), rows((num_states, num_states)), rows((num_states, VOCAB))
 
 
 def peer(initial, transition, emission):
@@ -41,12 +41,17 @@ def peer(initial, transition, emission):
     return model
 
 
-@pytest.mark.parametrize("hidden,seed", [(3, 0), (8, 1)])
-def test_hmm_scores_words_like_hmmlearn(hidden, seed):
-    initial, transition, emission = random_parameters(hidden, seed)
-    ours = structures.compile(structures.hmm(LENGTH, hidden, VOCAB, initial=initial, transition=transition,
+def both(num_states: int, seed: int):
+    """(our compiled HMM, hmmlearn's) with the same random parameters, and the parameters."""
+    initial, transition, emission = random_parameters(num_states, seed)
+    ours = structures.compile(structures.hmm(LENGTH, num_states, VOCAB, initial=initial, transition=transition,
                                              emission=emission), dtype=torch.float64)
-    theirs = peer(initial, transition, emission)
+    return ours, peer(initial, transition, emission), (initial, transition, emission)
+
+
+@pytest.mark.parametrize("num_states,seed", [(3, 0), (8, 1)])
+def test_hmm_scores_words_like_hmmlearn(num_states, seed):
+    ours, theirs, (initial, transition, emission) = both(num_states, seed)
     words = word_blocks()
     with torch.no_grad():
         scores = ours.log_prob(torch.from_numpy(words)).numpy()
@@ -57,12 +62,9 @@ def test_hmm_scores_words_like_hmmlearn(hidden, seed):
     assert np.abs(np.array([other.score(w.reshape(-1, 1), [LENGTH]) for w in words[:20]]) - scores[:20]).max() > 1e-3
 
 
-@pytest.mark.parametrize("hidden,seed", [(3, 2), (8, 3)])
-def test_max_product_is_viterbi(hidden, seed):
-    initial, transition, emission = random_parameters(hidden, seed)
-    ours = structures.compile(structures.hmm(LENGTH, hidden, VOCAB, initial=initial, transition=transition,
-                                             emission=emission), dtype=torch.float64)
-    theirs = peer(initial, transition, emission)
+@pytest.mark.parametrize("num_states,seed", [(3, 2), (8, 3)])
+def test_max_product_is_viterbi(num_states, seed):
+    ours, theirs, _ = both(num_states, seed)
     words = word_blocks(100)
     with torch.no_grad():
         evidence = make_evidence(ours, torch.from_numpy(words))             # every position observed
