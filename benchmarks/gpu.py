@@ -71,7 +71,8 @@ def pyjuice_hclt(sizes: dict, seed: int, juice, path: Path):
     for i in range(1, n):
         data[:, i] = (data[:, (i - 1) // 2] + noise[:, i]) % v
     # num_bins only coarsens the values for the mutual informations that pick the tree
-    ns = juice.structures.HCLT(data, num_latents=sizes["num_states"], num_bins=min(32, v), input_node_params={"num_cats": v})
+    ns = juice.structures.HCLT(data, num_latents=sizes["num_states"], num_bins=min(32, v),
+                               input_node_params={"num_cats": v})
     ns.init_parameters()
     juice.save(str(path), ns)
     return ns, structures.load_jpc(path), data
