@@ -23,8 +23,8 @@ from .runs import Run, data_spec, load_data
 
 #: Training steps at ``budget=1``: about five minutes end to end on 2 CPU cores. Runs are bounded
 #: by steps, never by seconds, so one seed gives one model whatever the machine's speed.
-BACKBONE_STEPS = 1400
-LAYER_STEPS = 900
+BACKBONE_STEPS = 1000
+LAYER_STEPS = 500
 
 
 def train_run(dataset: str | None = "words", data_file: str | None = None, max_length: int | None = None,
