@@ -23,7 +23,7 @@ from .runs import Run, data_spec, load_data
 
 #: Training steps at ``budget=1``: about five minutes end to end on 2 CPU cores. Runs are bounded
 #: by steps, never by seconds, so one seed gives one model whatever the machine's speed.
-BACKBONE_STEPS = 1000
+BACKBONE_STEPS = 800
 LAYER_STEPS = 500
 
 
