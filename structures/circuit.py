@@ -5,6 +5,7 @@ import copy
 
 import numpy as np
 
+from .limits import brief
 from .nodes import Categorical, NodeGroup, Product, StructureError, Sum, iter_groups
 from .validate import validate_groups
 
@@ -18,7 +19,7 @@ class Circuit:
 
     def __init__(self, root: NodeGroup):
         if not isinstance(root, NodeGroup):
-            raise StructureError(f"Circuit: root must be a node group, got {root!r}")
+            raise StructureError(f"Circuit: root must be a node group, got {brief(root)}")
         if root.num_nodes != 1:
             raise StructureError(
                 f"Circuit: root {root.label} has {root.num_nodes} nodes; a circuit has one root node "

@@ -7,6 +7,8 @@ import torch
 from . import queries
 from .circuit import Circuit
 from .compile.engine import CircuitEngine
+from .limits import MAX_TOTAL_ENTRIES, brief, check_entries
+from .nodes import Categorical, Sum
 from .types import Evidence
 
 __all__ = ["CompiledCircuit", "compile"]
@@ -61,7 +63,21 @@ def compile(circuit: Circuit, device=None, dtype: torch.dtype = torch.float32) -
     """Lay ``circuit`` out as tensors on ``device`` in ``dtype``; returns a :class:`CompiledCircuit`."""
     if not isinstance(circuit, Circuit):
         raise TypeError(f"compile: circuit must be a structures.Circuit, got {type(circuit).__name__}")
-    if dtype not in (torch.float32, torch.float64):
-        raise ValueError(f"compile: dtype must be torch.float32 or torch.float64, got {dtype}")
+    if not isinstance(dtype, torch.dtype) or dtype not in (torch.float32, torch.float64):
+        raise ValueError(f"compile: dtype must be torch.float32 or torch.float64, got {brief(dtype)}")
+    _check_table_size(circuit)
     model = CompiledCircuit(circuit, dtype=dtype)
     return model.to(device) if device is not None else model
+
+
+def _check_table_size(circuit: Circuit) -> None:
+    """Refuse, before allocating, a circuit whose compiled tables would be too large: every input
+    table is padded to the largest vocabulary, so one variable with a huge vocabulary enlarges them all."""
+    total, owners = 0, set()
+    for g in circuit.groups:
+        owner = getattr(g, "tie_to", None) or g
+        if isinstance(g, (Sum, Categorical)) and owner.id not in owners:
+            owners.add(owner.id)
+            total += g.num_nodes * (circuit.vocab_size if isinstance(g, Categorical) else g.num_child_nodes)
+    check_entries(total, f"compile: the circuit's parameter tables (input tables padded to the largest "
+                         f"vocabulary, {circuit.vocab_size})", MAX_TOTAL_ENTRIES)

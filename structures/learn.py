@@ -7,12 +7,16 @@ expected number of times each edge (or token emission) is used.
 from __future__ import annotations
 
 import math
+import numbers
 from typing import Iterable
 
 import torch
 from tqdm.auto import tqdm
 
 from .compiled import CompiledCircuit
+from .limits import brief, check_count
+from .queries.evidence import make_evidence
+from .queries.finite import check_log_z, check_unread_tables
 from .types import LogParams
 
 
@@ -22,9 +26,12 @@ def expected_counts(model: CompiledCircuit, x, observed=None, soft_evidence=None
         current = model.log_params()
         leaves = LogParams([t.detach().requires_grad_(True) for t in current.sums],
                            [t.detach().requires_grad_(True) for t in current.inputs])
-        ll = model.log_prob(x, observed, soft_evidence, log_params=leaves)
-        if bool(torch.isneginf(ll).any()):
-            raise ValueError("expected_counts: some batch rows have probability zero under the model")
+        evidence = make_evidence(model, x, observed, soft_evidence)
+        tables = model.pass_tables(leaves)
+        ll = model.root_value(evidence, tables=tables)
+        # the leaves are the circuit's own parameters: a NaN in them is named as the circuit's (None)
+        check_log_z(model, ll, "expected_counts", evidence, None)
+        check_unread_tables(model, tables, "expected_counts", evidence, None)
         grads = torch.autograd.grad(ll.sum(), leaves.sums + leaves.inputs, allow_unused=True)
     grads = [torch.zeros_like(t) if g is None else g for g, t in zip(grads, leaves.sums + leaves.inputs)]
     n_sums = len(leaves.sums)
@@ -52,6 +59,8 @@ def em_step(model: CompiledCircuit, x, observed=None, soft_evidence=None, step_s
             # A row with no counts (a node this batch never reaches) keeps its parameters.
             target = torch.where(total > 0, target / total.clamp_min(torch.finfo(target.dtype).tiny), theta.exp())
             mixed = (1 - step_size) * theta.exp() + step_size * target
+            if not float(mixed.sum()) < math.inf:          # NaN or inf: one reduction per table
+                _raise_bad_update(model, name, len(getattr(updated, name)), theta)
             getattr(updated, name).append(torch.log(mixed))
     model.load_log_params(updated)
     return ll.mean()
@@ -63,15 +72,16 @@ def fit(model: CompiledCircuit, data: torch.Tensor, epochs: int = 10, batch_size
     """Fit ``model`` to complete data ``[N, n]`` by mini-batch EM (``method="em"``) or Adam
     (``method="adam"``); returns the mean log-likelihood per token after each epoch."""
     _check_model(model, "fit")
-    if method not in ("em", "adam"):
-        raise ValueError(f"method must be 'em' or 'adam', got {method!r}")
+    if not isinstance(method, str) or method not in ("em", "adam"):
+        raise ValueError(f"method must be 'em' or 'adam', got {brief(method)}")
     for name, value, least in (("epochs", epochs, 0), ("batch_size", batch_size, 1)):
         if isinstance(value, bool) or not isinstance(value, int) or value < least:
-            raise ValueError(f"{name} must be an int >= {least}, got {value!r}")
+            raise ValueError(f"{name} must be an int >= {least}, got {brief(value)}")
+    check_count(seed, "seed", 0, (1 << 64) - 1)                   # what a torch.Generator takes
     if method == "em":
         _check_em_arguments(step_size, pseudocount)
-    elif not lr > 0:
-        raise ValueError(f"lr must be > 0, got {lr}")
+    elif not _real(lr) or not 0 < lr < math.inf:
+        raise ValueError(f"lr must be > 0 and finite, got {brief(lr)}")
     data = _check_data(model, data)
     generator = torch.Generator().manual_seed(seed)
     optimizer = torch.optim.Adam(model.parameters(), lr=lr) if method == "adam" else None
@@ -105,11 +115,24 @@ def _check_model(model, caller: str) -> None:
                         f"got {type(model).__name__}")
 
 
+def _raise_bad_update(model: CompiledCircuit, name: str, t: int, theta: torch.Tensor) -> None:
+    where = f"{name}[{t}]"
+    cause = (f"NaN in the circuit's parameters ({where}.logits)" if bool(torch.isnan(theta).any()) else
+             f"the expected counts of {where} overflowed in the circuit's dtype ({model.dtype}); use "
+             "dtype=torch.float64 or a smaller batch")
+    raise ValueError(f"em_step: the updated {where} would hold NaN or inf ({cause}); the parameters were left "
+                     "unchanged")
+
+
+def _real(value) -> bool:
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)
+
+
 def _check_em_arguments(step_size: float, pseudocount: float) -> None:
-    if not 0.0 < step_size <= 1.0:
-        raise ValueError(f"step_size must be in (0, 1], got {step_size}")
-    if not pseudocount >= 0:
-        raise ValueError(f"pseudocount must be >= 0, got {pseudocount}")
+    if not _real(step_size) or not 0.0 < step_size <= 1.0:
+        raise ValueError(f"step_size must be in (0, 1], got {brief(step_size)}")
+    if not _real(pseudocount) or not 0 <= pseudocount < math.inf:   # an infinite count would give inf / inf
+        raise ValueError(f"pseudocount must be >= 0 and finite, got {brief(pseudocount)}")
 
 
 def _check_data(model: CompiledCircuit, data) -> torch.Tensor:

@@ -20,6 +20,8 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
+from .limits import MAX_NODES, MAX_TABLE_ENTRIES, MAX_VARIABLES, MAX_VOCAB, brief, check_count, check_entries
+
 _next_id = itertools.count()
 
 #: Rows of a parameter table must sum to one within this tolerance.
@@ -60,13 +62,12 @@ class NodeGroup:
     kind = "abstract"
 
     def __init__(self, num_nodes: int, children: Sequence["NodeGroup"], name: str | None):
-        if not isinstance(num_nodes, (int, np.integer)) or num_nodes < 1:
-            raise StructureError(f"{type(self).__name__}: num_nodes must be a positive int, got {num_nodes!r}")
+        num_nodes = check_count(num_nodes, f"{type(self).__name__}: num_nodes", 1, MAX_NODES, StructureError)
         for child in children:
             if not isinstance(child, NodeGroup):
-                raise StructureError(f"{type(self).__name__}: child {child!r} is not a node group")
+                raise StructureError(f"{type(self).__name__}: child {brief(child)} is not a node group")
         self.id = next(_next_id)
-        self.num_nodes = int(num_nodes)
+        self.num_nodes = num_nodes
         self.children: tuple[NodeGroup, ...] = tuple(children)
         self.name = name
         self.scope: frozenset[int] = frozenset()
@@ -77,7 +78,7 @@ class NodeGroup:
         return f"{type(self).__name__}#{self.id}" + (f" '{self.name}'" if self.name else "")
 
     def __repr__(self) -> str:
-        return f"<{self.label} K={self.num_nodes} scope={sorted(self.scope)}>"
+        return f"<{self.label} K={self.num_nodes} scope={brief(sorted(self.scope))}>"
 
 
 class Categorical(NodeGroup):
@@ -93,12 +94,10 @@ class Categorical(NodeGroup):
     def __init__(self, var: int, num_nodes: int, vocab: int, probs=None, *, tie_to: "Categorical | None" = None,
                  rng: np.random.Generator | int | None = None, name: str | None = None):
         super().__init__(num_nodes, (), name)
-        if not isinstance(var, (int, np.integer)) or var < 0:
-            raise StructureError(f"{self.label}: var must be a non-negative int, got {var!r}")
-        if not isinstance(vocab, (int, np.integer)) or vocab < 1:
-            raise StructureError(f"{self.label}: vocab must be a positive int, got {vocab!r}")
-        self.var = int(var)
-        self.vocab = int(vocab)
+        self.var = check_count(var, f"{self.label}: var", 0, MAX_VARIABLES - 1, StructureError)
+        self.vocab = check_count(vocab, f"{self.label}: vocab", 1, MAX_VOCAB, StructureError)
+        check_entries(self.num_nodes * self.vocab, f"{self.label}: a [{self.num_nodes}, {self.vocab}] table",
+                      MAX_TABLE_ENTRIES, StructureError)
         self.scope = frozenset([self.var])
         self.tie_to = _resolve_tie(self, tie_to, (self.num_nodes, self.vocab))
         if self.tie_to is not None:
@@ -139,9 +138,10 @@ class Product(NodeGroup):
         if edges is None:
             sizes = {c.num_nodes for c in children}
             if len(sizes) != 1:
-                raise StructureError(
-                    f"Product: children have different sizes {[c.num_nodes for c in children]}; pass edges=")
+                raise StructureError(f"Product: children have different sizes "
+                                     f"{brief([c.num_nodes for c in children])}; pass edges=")
             num_nodes = sizes.pop()
+            _check_edge_count(num_nodes, len(children))
             edges = np.repeat(np.arange(num_nodes)[:, None], len(children), axis=1)
         else:
             edges = np.asarray(edges)
@@ -163,8 +163,8 @@ class Product(NodeGroup):
             overlap = scope & child.scope
             if overlap:
                 raise StructureError(
-                    f"{self.label} is not decomposable: child {child.label} shares variables {sorted(overlap)} "
-                    "with another child")
+                    f"{self.label} is not decomposable: child {child.label} shares variables "
+                    f"{brief(sorted(overlap))} with another child")
             scope |= child.scope
         self.scope = frozenset(scope)
 
@@ -187,10 +187,13 @@ class Sum(NodeGroup):
         for child in children[1:]:
             if child.scope != scope:
                 raise StructureError(
-                    f"{self.label} is not smooth: child {child.label} has scope {sorted(child.scope)}, "
-                    f"child {children[0].label} has {sorted(scope)}")
+                    f"{self.label} is not smooth: child {child.label} has scope {brief(sorted(child.scope))}, "
+                    f"child {children[0].label} has {brief(sorted(scope))}")
         self.scope = scope
         self.num_child_nodes = sum(c.num_nodes for c in children)
+        check_entries(self.num_nodes * self.num_child_nodes,
+                      f"{self.label}: a [{self.num_nodes}, {self.num_child_nodes}] weight table",
+                      MAX_TABLE_ENTRIES, StructureError)
         self.tie_to = _resolve_tie(self, tie_to, (self.num_nodes, self.num_child_nodes))
         if self.tie_to is not None:
             if weights is not None:
@@ -217,11 +220,16 @@ class Sum(NodeGroup):
         return (self.num_nodes, self.num_child_nodes)
 
 
+def _check_edge_count(num_nodes: int, num_children: int) -> None:
+    check_entries(num_nodes * num_children, f"Product: edges [{num_nodes}, {num_children}]", MAX_TABLE_ENTRIES,
+                  StructureError)
+
+
 def _resolve_tie(group: NodeGroup, source, shape: tuple[int, int]):
     if source is None:
         return None
     if type(source) is not type(group):
-        raise StructureError(f"{group.label}: tie_to must be a {type(group).__name__}, got {source!r}")
+        raise StructureError(f"{group.label}: tie_to must be a {type(group).__name__}, got {brief(source)}")
     while source.tie_to is not None:
         source = source.tie_to
     if source.parameter_shape != shape:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import networkx as nx
 import numpy as np
 
+from .limits import brief
 from .nodes import NORMALIZATION_TOLERANCE, Categorical, NodeGroup, Product, StructureError, Sum
 
 
@@ -41,10 +42,19 @@ def validate_groups(groups: list[NodeGroup]) -> None:
             _check_sum(g)
         else:
             raise StructureError(f"{g.label}: unknown node group type {type(g).__name__}")
-    variables = sorted(vocab_of_var)
-    if variables != list(range(len(variables))):
-        missing = sorted(set(range(max(variables) + 1)) - set(variables))
-        raise StructureError(f"circuit variables must be 0..n-1; no input group covers variable(s) {missing}")
+    _check_variables(vocab_of_var)
+
+
+def _check_variables(vocab_of_var: dict) -> None:
+    """The variables must be exactly 0..n-1 (n: how many there are). Checked against n, the number
+    actually present, so a stray index of 2**40 costs nothing: no range up to it is materialized."""
+    n = len(vocab_of_var)
+    beyond = [v for v in vocab_of_var if v >= n]
+    if beyond:
+        missing = [v for v in range(n) if v not in vocab_of_var]
+        raise StructureError(
+            f"circuit variables must be 0..n-1; no input group covers variable(s) {brief(missing)} "
+            f"({n} variable(s) present, so {brief(sorted(beyond))} out of range)")
 
 
 def _check_product(g: Product) -> None:

@@ -1,7 +1,9 @@
 """The `pcdiff` command line: demo | train | sample | eval | convert | bench.
 
-Errors a user can cause (missing files, empty data, items longer than the block, bad options) end
-the program with one line on stderr and exit status 2, not a traceback.
+Errors a user can cause (missing files, empty data, items longer than the block, bad options, a
+damaged run folder) end the program with one line on stderr and exit status 2, not a traceback.
+Every option is checked before any work starts (:mod:`.options`), and what needs the data (the
+layer's size, a held-out split for the demo) is checked before training starts.
 """
 from __future__ import annotations
 
@@ -16,9 +18,11 @@ from ..codd.layer import STRUCTURES
 from ..codd.rules import REMASKING
 from ..decode.step import CODD_MODES
 from .allocator import keep_heap_pages
+from .options import check_options
 
 #: Exceptions that describe a user's mistake, not a bug: printed as one line.
-USER_ERRORS = (ValueError, FileNotFoundError, IsADirectoryError, PermissionError, TypeError)
+USER_ERRORS = (ValueError, FileNotFoundError, FileExistsError, IsADirectoryError, NotADirectoryError,
+               PermissionError, TypeError)
 
 
 def _data_options(parser: argparse.ArgumentParser) -> None:
@@ -27,7 +31,8 @@ def _data_options(parser: argparse.ArgumentParser) -> None:
                        help="built-in data: English words from wordfreq, or lines of Python's standard library")
     group.add_argument("--data", metavar="FILE", help="your own text file, one item per line (overrides --dataset)")
     group.add_argument("--max-length", type=int,
-                       help="longest item in characters (default: 12 for words, 32 for python and files)")
+                       help="longest item in characters, at most 1024 (default: 12 for words, 32 for python "
+                            "and files)")
 
 
 def _model_options(parser: argparse.ArgumentParser) -> None:
@@ -59,7 +64,7 @@ def build_parser() -> argparse.ArgumentParser:
                                            "results.md and plots in the output folder.")
     _data_options(demo)
     _model_options(demo)
-    demo.add_argument("--out", help="output folder (default: a fresh pcdiff-runs/run-N)")
+    demo.add_argument("--out", help="output folder, new or empty (default: a fresh pcdiff-runs/run-N)")
     demo.add_argument("--samples", type=int, default=2000, help="generated items per setting")
     _common(demo)
 
@@ -69,7 +74,8 @@ def build_parser() -> argparse.ArgumentParser:
                                             "with DistributedDataParallel over the N processes.")
     _data_options(train)
     _model_options(train)
-    train.add_argument("--out", help="run folder to create (default: a fresh pcdiff-runs/run-N)")
+    train.add_argument("--out", help="run folder to create, new or empty: an existing run is never overwritten "
+                                     "(default: a fresh pcdiff-runs/run-N)")
     _common(train)
 
     sample = commands.add_parser("sample", help="generate items from a trained run")
@@ -78,7 +84,7 @@ def build_parser() -> argparse.ArgumentParser:
     sample.add_argument("--steps", type=int, default=2, help="decoding steps per block")
     sample.add_argument("--codd", choices=CODD_MODES, default="joint", help="use of the layer")
     sample.add_argument("--remasking", choices=REMASKING, default="low_confidence")
-    sample.add_argument("--temperature", type=float, default=1.0)
+    sample.add_argument("--temperature", type=float, default=1.0, help="divides the logits; 0 = greedy")
     _common(sample)
 
     evaluate = commands.add_parser("eval", help="evaluate a trained run and write the report")
@@ -106,30 +112,42 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     keep_heap_pages()
     try:
+        check_options(args)
         return COMMANDS[args.command](args)
     except USER_ERRORS as err:
-        print(f"pcdiff {args.command}: error: {err}", file=sys.stderr)
+        message = " ".join(str(err).splitlines())           # one line, whatever the message holds
+        print(f"pcdiff {args.command}: error: {message}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("pcdiff: interrupted", file=sys.stderr)
         return 130
 
 
-def _train_options(args) -> dict:
-    from .runs import torch_device
-    return dict(dataset=args.dataset, data_file=args.data, max_length=args.max_length, seed=args.seed,
-                num_states=args.num_states, structure=args.structure, adapter=args.adapter,
-                device=torch_device(args.device),
-                budget=args.budget, backbone_steps=args.backbone_steps, layer_steps=args.layer_steps,
-                progress=not args.quiet)
+def _prepare(args, device):
+    """The run before training (data loaded, models built): what fails on the data fails here."""
+    from .demo import prepare_run
+    return prepare_run(dataset=args.dataset, data_file=args.data, max_length=args.max_length, seed=args.seed,
+                       num_states=args.num_states, structure=args.structure, adapter=args.adapter, device=device)
+
+
+def _train(args, run, progress: bool):
+    from .demo import train_prepared
+    return train_prepared(run, budget=args.budget, backbone_steps=args.backbone_steps, layer_steps=args.layer_steps,
+                          progress=progress)
 
 
 def cmd_demo(args) -> int:
-    from .demo import evaluate_run, train_run, write_report
+    from .demo import evaluate_run, write_report
+    from .options import torch_device
     from .runs import fresh_run_directory, save_run
     out = fresh_run_directory(args.out)
+    run = _prepare(args, torch_device(args.device))
+    if not run.data.heldout_items:
+        source = f"--data {args.data}" if args.data is not None else f"--dataset {args.dataset}"
+        raise ValueError(f"{source}: its {len(run.data.train_items)} distinct item(s) leave none held out (10% are), "
+                         "and the demo evaluates on held-out items: give more distinct lines")
     print(f"pcdiff demo: writing to {out}")
-    run = train_run(**_train_options(args))
+    run = _train(args, run, progress=not args.quiet)
     save_run(run, out)
     results = evaluate_run(run, seed=args.seed, num_samples=args.samples, progress=not args.quiet)
     print(write_report(results, out))
@@ -141,12 +159,11 @@ def cmd_train(args) -> int:
     """Under torchrun (``torchrun --nproc_per_node N -m pcdiff train …``) every process runs this: the
     layer trains with DDP over the N processes and only rank 0 prints and writes the run folder."""
     from ..train.distributed import session
-    from .demo import train_run
+    from .options import torch_device
     from .runs import fresh_run_directory, save_run
-    options = _train_options(args)
-    with session(options["device"]) as (world, device):
+    with session(torch_device(args.device)) as (world, device):
         out = fresh_run_directory(args.out) if world.is_main else None
-        run = train_run(**{**options, "device": device, "progress": options["progress"] and world.is_main})
+        run = _train(args, _prepare(args, device), progress=not args.quiet and world.is_main)
         if world.is_main:
             save_run(run, out)
             print(f"saved run to {out}")
@@ -156,11 +173,12 @@ def cmd_train(args) -> int:
 
 def cmd_sample(args) -> int:
     from ..decode import generate
-    from .runs import load_run, torch_device
+    from .options import torch_device
+    from .runs import load_run
     run = load_run(pathlib.Path(args.run), device=torch_device(args.device))
-    if args.num < 1:
-        raise ValueError(f"--num must be >= 1, got {args.num}")
     length = run.data.block_length
+    if args.steps > length:
+        raise ValueError(f"--steps must be in [1, {length}] (the run's block length), got {args.steps}")
     prompt = torch.empty(args.num, 0, dtype=torch.long, device=run.backbone.device)
     tokens = generate(run.backbone, prompt, layer=run.layer if args.codd != "off" else None, gen_length=length,
                       block_length=length, steps=args.steps, remasking=args.remasking,
@@ -176,8 +194,11 @@ def cmd_sample(args) -> int:
 
 def cmd_eval(args) -> int:
     from .demo import evaluate_run, write_report
-    from .runs import load_run, torch_device
+    from .options import torch_device
+    from .runs import load_run
     run = load_run(pathlib.Path(args.run), device=torch_device(args.device))
+    if not run.data.heldout_items:
+        raise ValueError(f"{args.run}: the run's data ({run.data.name}) has no held-out items to evaluate on")
     results = evaluate_run(run, seed=args.seed, num_samples=args.samples, progress=not args.quiet)
     print(write_report(results, pathlib.Path(args.out or args.run)))
     return 0

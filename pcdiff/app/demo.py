@@ -14,7 +14,8 @@ import torch
 
 from .. import __version__
 from ..backbones import TinyDiffusionTransformer
-from ..codd import CoDDLayer
+from ..codd import ADAPTERS, STRUCTURES, CoDDLayer
+from ..codd.recipe import MAX_VALUES, layer_values
 from ..files import atomic_write_text
 from ..train import heldout_loss, train_backbone, train_codd_layer
 from .evaluation import gap_closed, generation_table, infill_table, perplexity_table, sampling_overhead
@@ -27,36 +28,70 @@ BACKBONE_STEPS = 800
 LAYER_STEPS = 500
 
 
-def train_run(dataset: str | None = "words", data_file: str | None = None, max_length: int | None = None,
-              seed: int = 0, num_states: int = 128,
-              structure: str = "hmm", adapter: str = "static", device: str | torch.device = "cpu",
-              budget: float = 1.0, backbone_steps: int | None = None, layer_steps: int | None = None,
-              backbone_dim: int = 128, backbone_depth: int = 4, progress: bool = True) -> Run:
-    """Train backbone then layer (backbone frozen), each for its step count: ``backbone_steps`` and
-    ``layer_steps``, or the defaults scaled by ``budget``."""
-    backbone_steps, layer_steps = training_steps(budget, backbone_steps, layer_steps)
+def prepare_run(dataset: str | None = "words", data_file: str | None = None, max_length: int | None = None,
+                seed: int = 0, num_states: int = 128, structure: str = "hmm", adapter: str = "static",
+                device: str | torch.device = "cpu", backbone_dim: int = 128, backbone_depth: int = 4) -> Run:
+    """A run before training: its data, an initialized backbone and layer, its settings. Everything a
+    user can get wrong (the data, the layer's size, the structure and adapter) fails here, in
+    seconds, before any training. (Neither model draws from or changes the global RNG after the
+    backbone's initialization, so building the layer first gives the same run.)"""
+    if structure not in STRUCTURES:
+        raise ValueError(f"structure must be one of {STRUCTURES}, got {structure!r}")
+    if adapter not in ADAPTERS:
+        raise ValueError(f"adapter must be one of {sorted(ADAPTERS)}, got {adapter!r}")
+    if isinstance(num_states, bool) or not isinstance(num_states, int) or num_states < 1:
+        raise ValueError(f"num_states must be a positive int, got {num_states!r}")
     torch.manual_seed(seed)
     spec = data_spec(dataset, data_file, seed, max_length)
     data = load_data(spec)
+    size = layer_values(structure, data.block_length, data.vocab.size, num_states, adapter, backbone_dim)
+    if size > MAX_VALUES:
+        raise ValueError(f"num_states = {num_states} gives a {structure} layer over blocks of {data.block_length} "
+                         f"positions and {data.vocab.size} tokens of at least {size:.3g} parameter values, more "
+                         f"than the limit of {MAX_VALUES:,}")
     backbone = TinyDiffusionTransformer(data.vocab.size, data.vocab.mask_id, data.block_length,
                                         dim=backbone_dim, depth=backbone_depth).to(device)
-    backbone_summary = train_backbone(backbone, data, steps=backbone_steps, seed=seed, progress=progress)
-    backbone.eval().requires_grad_(False)
     layer = CoDDLayer.from_structure(structure, data.block_length, data.vocab.size, num_states=num_states,
                                      adapter=adapter,
                                      backbone_hidden_size=backbone.hidden_size, seed=seed,
                                      data=data.encode_train() if structure == "tree" else None,
                                      mask_id=data.vocab.mask_id, device=device)
-    layer_summary = train_codd_layer(layer, backbone, data, steps=layer_steps, seed=seed, progress=progress)
     settings = {
         "pcdiff_version": __version__, "data": spec, "dataset": data.name, "block_length": data.block_length,
         "vocab_size": data.vocab.size, "train_items": len(data.train_items), "heldout_items": len(data.heldout_items),
-        "seed": seed, "structure": structure, "num_states": num_states, "adapter": adapter, "budget": budget,
+        "seed": seed, "structure": structure, "num_states": num_states, "adapter": adapter,
+    }
+    return Run(data=data, backbone=backbone, layer=layer, settings=settings)
+
+
+def train_prepared(run: Run, budget: float = 1.0, backbone_steps: int | None = None, layer_steps: int | None = None,
+                   progress: bool = True) -> Run:
+    """Train ``run``'s backbone, then its layer (backbone frozen), each for its step count:
+    ``backbone_steps`` and ``layer_steps``, or the defaults scaled by ``budget``."""
+    backbone_steps, layer_steps = training_steps(budget, backbone_steps, layer_steps)
+    data, backbone, layer, seed = run.data, run.backbone, run.layer, run.settings["seed"]
+    backbone_summary = train_backbone(backbone, data, steps=backbone_steps, seed=seed, progress=progress)
+    backbone.eval().requires_grad_(False)
+    layer_summary = train_codd_layer(layer, backbone, data, steps=layer_steps, seed=seed, progress=progress)
+    run.settings.update({
+        "budget": budget,
         "backbone": {"parameters": backbone.num_parameters(), "config": backbone.config,
                      **_scalars(backbone_summary)},
         "layer": {"parameters": sum(p.numel() for p in layer.parameters()), **_scalars(layer_summary)},
-    }
-    return Run(data=data, backbone=backbone, layer=layer, settings=settings)
+    })
+    return run
+
+
+def train_run(dataset: str | None = "words", data_file: str | None = None, max_length: int | None = None,
+              seed: int = 0, num_states: int = 128,
+              structure: str = "hmm", adapter: str = "static", device: str | torch.device = "cpu",
+              budget: float = 1.0, backbone_steps: int | None = None, layer_steps: int | None = None,
+              backbone_dim: int = 128, backbone_depth: int = 4, progress: bool = True) -> Run:
+    """:func:`prepare_run` then :func:`train_prepared` (the step counts are checked first of all)."""
+    training_steps(budget, backbone_steps, layer_steps)
+    run = prepare_run(dataset, data_file, max_length, seed, num_states, structure, adapter, device,
+                      backbone_dim, backbone_depth)
+    return train_prepared(run, budget, backbone_steps, layer_steps, progress)
 
 
 def training_steps(budget: float, backbone_steps: int | None, layer_steps: int | None) -> tuple[int, int]:
@@ -79,6 +114,11 @@ def evaluate_run(run: Run, seed: int = 0, num_samples: int = 2000, heldout_items
                  progress: bool = True) -> dict:
     """Every measurement of the demo, as the JSON-able results dict."""
     data, backbone, layer = run.data, run.backbone, run.layer
+    for name, value in (("num_samples", num_samples), ("heldout_items", heldout_items)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"{name} must be a positive int, got {value!r}")
+    if not data.heldout_items:
+        raise ValueError(f"the data ({data.name}) has no held-out items to evaluate on")
     backbone.eval()
     x0 = data.encode_heldout()[:heldout_items]
     started = time.perf_counter()

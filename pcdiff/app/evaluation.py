@@ -14,6 +14,7 @@ import time
 import torch
 from tqdm.auto import tqdm
 
+from ..codd.checks import check_finite
 from ..codd.rules import draw
 from ..data import ItemData
 from ..decode import generate
@@ -43,6 +44,8 @@ def masked_nll(backbone, layer, x0: torch.Tensor, fraction: float, seed: int = 0
         x, m = x0[rows], masked[rows]
         noisy = corrupt(x, m, mask_id)
         out = backbone(noisy)
+        # these scores bypass the CoDD distribution's own checks: a NaN would become a "perplexity"
+        check_finite(out.logits, "the backbone's logits", allow_neg_inf=True)
         logp = torch.log_softmax(out.logits.float(), -1).gather(2, x.unsqueeze(-1)).squeeze(-1)
         totals["one_step"] -= float(logp[m].sum())
         if layer is not None:
@@ -54,6 +57,7 @@ def masked_nll(backbone, layer, x0: torch.Tensor, fraction: float, seed: int = 0
         for step in range(int(m[0].sum())):
             pos = order[:, step]
             logits = backbone(current).logits.float()
+            check_finite(logits, "the backbone's logits", allow_neg_inf=True)
             logp_seq = torch.log_softmax(logits[arange, pos], -1).gather(1, x[arange, pos].unsqueeze(1))
             totals["sequential"] -= float(logp_seq.sum())
             current[arange, pos] = x[arange, pos]

@@ -1,8 +1,15 @@
 """A *run directory*: everything `pcdiff train` produces and `sample` / `eval` read back.
 
-    RUN/run.json                 data spec, settings, seeds, training summaries
+    RUN/run.json                 data spec, settings, seeds, training summaries, the checkpoints' SHA-256
     RUN/backbone.{json,safetensors}
     RUN/layer.{json,safetensors}
+
+A run folder is written as one unit (:func:`pcdiff.files.atomic_write_folder`: filled as a temporary
+sibling, renamed into place at the end) and never over an existing folder, so a run killed while
+saving leaves no half-replaced folder behind. The layer's JSON records the SHA-256 of the backbone
+it was trained with and run.json records both: :func:`load_run` refuses a folder whose files come
+from different runs. Folders written before these records existed (pcdiff 0.2) load unchecked.
+Every field read from run.json is checked, and errors name the file and the field.
 """
 from __future__ import annotations
 
@@ -10,13 +17,15 @@ import json
 import pathlib
 from dataclasses import dataclass
 
-import torch
-
 from ..backbones import TinyDiffusionTransformer
 from ..codd import CoDDLayer
 from ..data import ItemData, load_dataset
-from ..files import atomic_write_text
-from ..train.checkpoint import CheckpointError, check_state, load_checkpoint, load_layer, save_checkpoint, save_layer
+from ..data.sources import MAX_LENGTH
+from ..files import atomic_write_folder, atomic_write_text
+from ..train.checkpoint import (CheckpointError, checkpoint_record, load_backbone, load_layer, save_backbone,
+                                save_layer)
+from ..train.objective import check_compatible
+from .options import MAX_SEED
 
 
 @dataclass
@@ -30,11 +39,15 @@ class Run:
 #: Longest item accepted from a user's text file unless told otherwise (the block is one longer).
 DEFAULT_FILE_MAX_LENGTH = 32
 
+#: The fields of run.json that `eval` and `sample` read, with their types (besides ``data``).
+SETTINGS_FIELDS = {"dataset": str, "structure": str, "num_states": int, "adapter": str,
+                   "backbone.parameters": int, "layer.parameters": int}
+
 
 def data_spec(dataset: str | None, data_file: str | None, seed: int, max_length: int | None = None) -> dict:
-    if data_file is not None:
+    if data_file is not None:                    # `is None`: an explicit 0 is an error to report, not "default"
         return {"source": str(pathlib.Path(data_file).resolve()), "seed": seed,
-                "max_length": max_length or DEFAULT_FILE_MAX_LENGTH}
+                "max_length": DEFAULT_FILE_MAX_LENGTH if max_length is None else max_length}
     spec = {"source": dataset or "words", "seed": seed}
     if max_length is not None:
         spec["max_length"] = max_length
@@ -46,13 +59,75 @@ def load_data(spec: dict) -> ItemData:
     return load_dataset(spec["source"], seed=spec["seed"], **options)
 
 
-def save_run(run: Run, directory: pathlib.Path) -> None:
-    directory = pathlib.Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
-    save_checkpoint(directory / "backbone", dict(run.backbone.state_dict()),
-                    {"kind": "tiny-backbone", "model": run.backbone.config})
-    save_layer(run.layer, directory / "layer")
-    atomic_write_text(directory / "run.json", json.dumps(run.settings, indent=1))
+def save_run(run: Run, directory: pathlib.Path) -> pathlib.Path:
+    """Write ``run`` as the new folder ``directory`` (which must not exist, or be empty), as one unit."""
+    def write(folder: pathlib.Path) -> None:
+        backbone_sha = checkpoint_record(save_backbone(run.backbone, folder / "backbone"))["sha256"]
+        layer_sha = checkpoint_record(save_layer(run.layer, folder / "layer",
+                                                 trained_with={"backbone_sha256": backbone_sha}))["sha256"]
+        settings = {**run.settings, "checkpoints": {"backbone_sha256": backbone_sha, "layer_sha256": layer_sha}}
+        atomic_write_text(folder / "run.json", json.dumps(settings, indent=1))
+    return atomic_write_folder(directory, write)
+
+
+def _field(settings: dict, dotted: str):
+    value = settings
+    for key in dotted.split("."):
+        value = value.get(key) if isinstance(value, dict) else None
+    return value
+
+
+def read_settings(path: pathlib.Path) -> dict:
+    """run.json, every field that is read checked: a CheckpointError naming the file and the field."""
+    try:
+        settings = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise CheckpointError(f"{path}: corrupt run file ({err})") from None
+    if not isinstance(settings, dict):
+        raise CheckpointError(f"{path}: a run file holds a JSON object, this one a {type(settings).__name__}")
+    if "num_states" not in settings and "hidden" in settings:                 # 0.1 wrote "hidden"
+        settings["num_states"] = settings["hidden"]
+    data = settings.get("data")
+    if not isinstance(data, dict):
+        raise CheckpointError(f"{path}: field 'data' (where the run's items come from) is missing or not an object")
+    checks = {"data.source": isinstance(data.get("source"), str) and data.get("source") != "",
+              "data.seed": _is_int(data.get("seed")) and 0 <= data["seed"] <= MAX_SEED,
+              "data.max_length": "max_length" not in data
+              or (_is_int(data["max_length"]) and 1 <= data["max_length"] <= MAX_LENGTH)}
+    checks.update({field: isinstance(_field(settings, field), kind) and not isinstance(_field(settings, field), bool)
+                   for field, kind in SETTINGS_FIELDS.items()})
+    for field, ok in checks.items():
+        if not ok:
+            raise CheckpointError(f"{path}: field '{field}' is missing or invalid (got {_field(settings, field)!r})")
+    return settings
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def check_pairing(directory: pathlib.Path, settings: dict) -> None:
+    """Refuse a folder whose backbone, layer and run.json were not written together (compares the
+    SHA-256 each records; JSON only, before any tensor is read)."""
+    backbone = checkpoint_record(directory / "backbone.json")["sha256"]
+    layer = checkpoint_record(directory / "layer.json")
+    recorded = settings.get("checkpoints")
+    trained_with = layer["config"].get("trained_with")
+    if recorded is None and trained_with is None:
+        return                                       # written by pcdiff 0.2: nothing recorded to compare
+    recorded, trained_with = recorded if isinstance(recorded, dict) else {}, (
+        trained_with if isinstance(trained_with, dict) else {})
+    for claim, value, actual, file in (
+            ("layer.json's trained_with.backbone_sha256", trained_with.get("backbone_sha256"), backbone,
+             "backbone.safetensors"),
+            ("run.json's checkpoints.backbone_sha256", recorded.get("backbone_sha256"), backbone,
+             "backbone.safetensors"),
+            ("run.json's checkpoints.layer_sha256", recorded.get("layer_sha256"), layer["sha256"],
+             "layer.safetensors")):
+        if value != actual:
+            raise CheckpointError(f"{directory}: {claim} is {str(value)[:16]!r} but {file} is {actual[:16]}…: the "
+                                  "folder holds files of different runs (copied, or overwritten half-way); "
+                                  "train the run again")
 
 
 def load_run(directory: pathlib.Path, device=None) -> Run:
@@ -62,22 +137,28 @@ def load_run(directory: pathlib.Path, device=None) -> Run:
     settings_path = directory / "run.json"
     if not settings_path.is_file():
         raise FileNotFoundError(f"{directory} is not a pcdiff run (no run.json); create one with `pcdiff train`")
+    settings = read_settings(settings_path)
+    check_pairing(directory, settings)
     try:
-        settings = json.loads(settings_path.read_text())
-    except json.JSONDecodeError as err:
-        raise CheckpointError(f"{settings_path}: corrupt run file ({err})") from None
-    data = load_data(settings["data"])
-    tensors, config = load_checkpoint(directory / "backbone.json", device=device)
-    if config.get("kind") != "tiny-backbone":
-        raise CheckpointError(f"{directory / 'backbone.json'}: not a tiny-backbone checkpoint")
-    backbone = TinyDiffusionTransformer(**config["model"])
-    check_state(backbone, tensors, "the backbone")
-    backbone.load_state_dict(tensors)
-    backbone.to(device or "cpu").eval()
-    if backbone.vocab_size != data.vocab.size:
-        raise CheckpointError(f"the run's backbone has vocabulary {backbone.vocab_size} but its data now has "
-                              f"{data.vocab.size}: the data source changed since training")
+        data = load_data(settings["data"])
+    except (ValueError, FileNotFoundError) as err:
+        raise CheckpointError(f"{settings_path}: field 'data': {err}") from None
+    backbone = load_backbone(directory / "backbone.json", device=device)
+    if (backbone.vocab_size, backbone.block_length) != (data.vocab.size, data.block_length):
+        raise CheckpointError(f"the run's backbone has vocabulary {backbone.vocab_size} and blocks of "
+                              f"{backbone.block_length}, but its data now has {data.vocab.size} and "
+                              f"{data.block_length}: the data source changed since training")
     layer = load_layer(directory / "layer.json", device=device)
+    try:
+        check_compatible(layer, backbone, data.block_length)
+    except ValueError as err:
+        raise CheckpointError(f"{directory}: layer.json does not fit backbone.json: {err}") from None
+    recipe = layer.recipe or {}
+    for field in ("structure", "num_states", "adapter"):
+        saved = layer.adapter_name if field == "adapter" else recipe.get(field)
+        if settings[field] != saved:
+            raise CheckpointError(f"{settings_path}: field '{field}' is {settings[field]!r} but layer.json's "
+                                  f"layer has {saved!r}")
     return Run(data=data, backbone=backbone, layer=layer, settings=settings)
 
 
@@ -90,10 +171,3 @@ def fresh_run_directory(base: str | None) -> pathlib.Path:
     while (root / f"run-{n}").exists():
         n += 1
     return root / f"run-{n}"
-
-
-def torch_device(name: str | None) -> torch.device:
-    device = torch.device(name or "cpu")
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError("--device cuda was asked for but torch sees no CUDA device")
-    return device

@@ -4,6 +4,8 @@
 """
 from __future__ import annotations
 
+import os
+
 import torch
 from torch import nn
 
@@ -58,7 +60,7 @@ class HFBackbone(Backbone):
             raise ValueError(f"cannot read vocab_size / hidden_size from {type(config).__name__}")
         embedding = model.get_input_embeddings() if hasattr(model, "get_input_embeddings") else None
         num_inputs = embedding.num_embeddings if embedding is not None else vocab_size
-        if not isinstance(mask_id, int) or not 0 <= mask_id < num_inputs:
+        if isinstance(mask_id, bool) or not isinstance(mask_id, int) or not 0 <= mask_id < num_inputs:
             raise ValueError(f"mask_id must be an int in [0, {num_inputs}) (the model's input "
                              f"embeddings), got {mask_id!r}")
         self.vocab_size = vocab_size
@@ -117,6 +119,25 @@ def _find_mask_id(transformers, name_or_path: str, config, trust_remote_code: bo
     return int(tokenizer.mask_token_id)
 
 
+def _check_load_arguments(name_or_path, mask_id, shift_logits, dtype, trust_remote_code, device) -> None:
+    if not isinstance(name_or_path, (str, os.PathLike)) or not str(name_or_path):
+        raise ValueError(f"name_or_path must be a hub name or a local folder, got {name_or_path!r}")
+    if mask_id is not None and (isinstance(mask_id, bool) or not isinstance(mask_id, int) or mask_id < 0):
+        raise ValueError(f"mask_id must be None or an int >= 0, got {mask_id!r}")
+    # trust_remote_code runs the model repository's code: only a real True may turn it on
+    for name, value in (("shift_logits", shift_logits), ("trust_remote_code", trust_remote_code)):
+        if not isinstance(value, bool):
+            raise ValueError(f"{name} must be True or False, got {value!r}")
+    if not isinstance(dtype, torch.dtype) and not (isinstance(dtype, str) and (
+            dtype == "auto" or isinstance(getattr(torch, dtype, None), torch.dtype))):
+        raise ValueError(f"dtype must be a torch.dtype, its name or 'auto', got {dtype!r}")
+    if device is not None:
+        try:
+            torch.device(device)
+        except (RuntimeError, TypeError, ValueError):
+            raise ValueError(f"device must be None or a torch device (e.g. 'cuda'), got {device!r}") from None
+
+
 def load_hf_backbone(
     name_or_path: str,
     mask_id: int | None = None,
@@ -129,8 +150,10 @@ def load_hf_backbone(
 
     Examples: ``("GSAI-ML/LLaDA-8B-Instruct", trust_remote_code=True)``;
     ``("Dream-org/Dream-v0-Instruct-7B", shift_logits=True, trust_remote_code=True)``.
-    ``mask_id=None`` reads ``mask_token_id`` from the config, else from the tokenizer.
+    ``mask_id=None`` reads ``mask_token_id`` from the config, else from the tokenizer. The arguments
+    are checked before anything is imported or downloaded.
     """
+    _check_load_arguments(name_or_path, mask_id, shift_logits, dtype, trust_remote_code, device)
     transformers = _import_transformers()
     config = transformers.AutoConfig.from_pretrained(name_or_path, trust_remote_code=trust_remote_code)
     auto = _auto_class(transformers, config, trust_remote_code)

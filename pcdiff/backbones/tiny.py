@@ -1,6 +1,8 @@
 """A small bidirectional transformer trained as a masked diffusion model (CPU scale)."""
 from __future__ import annotations
 
+import inspect
+
 import torch
 import torch.nn.functional as F
 from einops import rearrange
@@ -48,6 +50,19 @@ class Block(nn.Module):
         return x + self.drop(self.mlp(self.norm2(x)))
 
 
+def _check_config(vocab_size, mask_id, block_length, dim, depth, heads, mlp_ratio, dropout) -> None:
+    for name, value in [("vocab_size", vocab_size), ("block_length", block_length), ("dim", dim),
+                        ("depth", depth), ("heads", heads), ("mlp_ratio", mlp_ratio)]:
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"{name} must be a positive int, got {value!r}")
+    if isinstance(mask_id, bool) or not isinstance(mask_id, int) or mask_id < 0:
+        raise ValueError(f"mask_id must be a non-negative int, got {mask_id!r}")
+    if dim % heads:
+        raise ValueError(f"dim ({dim}) must be divisible by heads ({heads})")
+    if isinstance(dropout, bool) or not isinstance(dropout, (int, float)) or not 0.0 <= dropout < 1.0:
+        raise ValueError(f"dropout must be a number in [0, 1), got {dropout!r}")
+
+
 class TinyDiffusionTransformer(Backbone):
     """Bidirectional pre-norm transformer with learned positions over blocks of ``block_length``.
 
@@ -68,16 +83,7 @@ class TinyDiffusionTransformer(Backbone):
         dropout: float = 0.0,
     ):
         super().__init__()
-        for name, value in [("vocab_size", vocab_size), ("block_length", block_length), ("dim", dim),
-                            ("depth", depth), ("heads", heads), ("mlp_ratio", mlp_ratio)]:
-            if not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be a positive int, got {value!r}")
-        if not isinstance(mask_id, int) or mask_id < 0:
-            raise ValueError(f"mask_id must be a non-negative int, got {mask_id!r}")
-        if dim % heads:
-            raise ValueError(f"dim ({dim}) must be divisible by heads ({heads})")
-        if not 0.0 <= dropout < 1.0:
-            raise ValueError(f"dropout must be in [0, 1), got {dropout}")
+        _check_config(vocab_size, mask_id, block_length, dim, depth, heads, mlp_ratio, dropout)
         self.vocab_size = vocab_size
         self.mask_id = mask_id
         self.block_length = block_length
@@ -92,6 +98,23 @@ class TinyDiffusionTransformer(Backbone):
         self.final_norm = nn.LayerNorm(dim)
         self.head = nn.Linear(dim, vocab_size)
         self.apply(self._init_weights)
+
+    @classmethod
+    def parameter_values(cls, config: dict) -> int:
+        """How many parameter values the model ``cls(**config)`` holds, computed without building it,
+        so that a config read from a file is sized (and its fields checked, each error naming the
+        field) before anything is allocated. Equals ``num_parameters()`` of the built model."""
+        try:
+            bound = inspect.signature(cls.__init__).bind(None, **config)
+        except TypeError as err:
+            raise ValueError(f"not a {cls.__name__} config: {err}") from None
+        bound.apply_defaults()
+        args = {k: v for k, v in bound.arguments.items() if k != "self"}
+        _check_config(**args)
+        dim, hidden, vocab = args["dim"], args["mlp_ratio"] * args["dim"], args["vocab_size"]
+        block = 4 * dim + (3 * dim * dim + 3 * dim) + (dim * dim + dim) + (dim * hidden + hidden) + (hidden * dim + dim)
+        embeddings = (max(vocab, args["mask_id"]) + 1) * dim + args["block_length"] * dim
+        return embeddings + args["depth"] * block + 2 * dim + dim * vocab + vocab
 
     @staticmethod
     def _init_weights(module: nn.Module) -> None:

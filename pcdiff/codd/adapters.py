@@ -13,6 +13,7 @@ The protocol (write your own by following it)::
     class MyAdapter(Adapter):
         def __init__(self, model: structures.CompiledCircuit, hidden_size: int, **kw): ...
         def forward(self, model, hidden):           # hidden: [B, L, D] (or None for static adapters)
+            hidden = self.check_hidden(hidden)      # type, shape and finite values, named
             return AdapterOutput(log_params=..., node_potentials=...)   # either may be None
 
     register_adapter("mine", MyAdapter)     # then make_adapter("mine", model, D), CoDDLayer(..., adapter="mine")
@@ -32,6 +33,8 @@ import torch
 from torch import nn
 
 import structures
+
+from .checks import check_finite
 
 __all__ = ["AdapterOutput", "Adapter", "StaticAdapter", "LatentEvidenceAdapter", "LowRankAdapter",
            "ADAPTERS", "register_adapter", "make_adapter"]
@@ -67,6 +70,11 @@ class Adapter(nn.Module):
         if hidden.shape[1:] != (self.block_length, self.hidden_size):
             raise ValueError(f"{type(self).__name__}: hidden must have shape [B, {self.block_length}, "
                              f"{self.hidden_size}], got {tuple(hidden.shape)}")
+        # a NaN or inf here would spread through every sum table or potential it feeds: refuse it by name
+        try:
+            check_finite(hidden, "hidden")
+        except ValueError as err:
+            raise ValueError(f"{type(self).__name__}: {err} (the backbone's hidden states)") from None
         return hidden
 
     def forward(self, model: structures.CompiledCircuit, hidden: torch.Tensor | None) -> AdapterOutput:

@@ -8,6 +8,29 @@ import torch
 import structures
 
 
+def check_finite(tensor: torch.Tensor, name: str, allow_neg_inf: bool = False) -> None:
+    """Raise ValueError if ``tensor`` holds NaN or ±inf (-inf is allowed with ``allow_neg_inf``: a
+    banned token), naming it and the first bad entry. One reduction; the search runs only on failure."""
+    values = tensor.detach()
+    if not values.numel():
+        return
+    if allow_neg_inf:
+        top = values.amax()                                           # NaN or +inf iff one is held
+        ok = not (bool(torch.isnan(top)) or bool(top == float("inf")))
+    else:
+        ok = bool(torch.isfinite(values).all())
+    if ok:
+        return
+    bad = torch.isnan(values) | (values == float("inf"))
+    if not allow_neg_inf:
+        bad |= values == float("-inf")
+    where = [int(i) for i in bad.nonzero()[0]]
+    what = "NaN or +inf" if allow_neg_inf else "NaN or ±inf"
+    hint = " (use -inf to ban a token)" if allow_neg_inf else ""
+    raise ValueError(f"{name} contain {what}: {name}{where} = {float(values[tuple(where)])}, "
+                     f"{int(bad.sum())} such value(s) in all{hint}")
+
+
 def check_value(value: torch.Tensor, tokens: torch.Tensor, masked: torch.Tensor, vocab: int, mask_id: int | None,
                 candidate_ids: torch.Tensor | None) -> None:
     """``log_prob``'s value [..., B, L] must complete the block (within the candidates, with top-k)."""
@@ -57,9 +80,7 @@ def check_arguments(model, logits, tokens, masked, mask_id) -> None:
     if logits.shape[2] != vocab:
         raise ValueError(f"vocabulary mismatch: the backbone's logits have V = {logits.shape[2]} but the circuit's "
                          f"vocabulary is {vocab}")
-    top = logits.detach().amax() if logits.numel() else logits.new_zeros(())   # NaN or +inf iff one is held
-    if bool(torch.isnan(top)) or bool(top == float("inf")):
-        raise ValueError("logits contain NaN or +inf (use -inf to ban a token)")
+    check_finite(logits, "logits", allow_neg_inf=True)
     if not isinstance(tokens, torch.Tensor) or tokens.is_floating_point() or tokens.dtype == torch.bool:
         raise TypeError(f"tokens must be an integer tensor [B, L], got {getattr(tokens, 'dtype', type(tokens))}")
     if tokens.shape != logits.shape[:2]:
@@ -105,6 +126,4 @@ def check_node_potentials(model, node_potentials, batch: int) -> None:
                         f"got {getattr(node_potentials, 'dtype', type(node_potentials))}")
     if node_potentials.shape != (batch, width):
         raise ValueError(f"node_potentials must have shape [{batch}, {width}], got {tuple(node_potentials.shape)}")
-    top = node_potentials.detach().amax() if node_potentials.numel() else node_potentials.new_zeros(())
-    if bool(torch.isnan(top)) or bool(top == float("inf")):
-        raise ValueError("node_potentials contain NaN or +inf")
+    check_finite(node_potentials, "node_potentials", allow_neg_inf=True)

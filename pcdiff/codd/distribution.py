@@ -276,7 +276,13 @@ def _sample_arguments(sample_shape, generator) -> tuple[torch.Size, torch.Genera
 
 
 def _raise_if_impossible(log_z: torch.Tensor) -> None:
-    bad = torch.isneginf(log_z) | torch.isnan(log_z)
+    nan = torch.isnan(log_z) | torch.isposinf(log_z)
+    if bool(nan.any()):     # not "probability zero": a NaN came in through a parameter or the adapter
+        rows = nan.nonzero().flatten().tolist()
+        raise ValueError(f"CoDDBlockDistribution: log Z is NaN or +inf in batch row(s) {rows[:10]}: a NaN or "
+                         "inf reached the circuit (its parameters, log_params or node_potentials); this is not a "
+                         "block of probability zero")
+    bad = torch.isneginf(log_z)
     if bool(bad.any()):
         rows = bad.nonzero().flatten().tolist()
         raise ValueError(f"CoDDBlockDistribution: the block has probability zero in batch row(s) {rows[:10]}: "

@@ -15,10 +15,9 @@ import structures
 from .adapters import Adapter, make_adapter
 from .distribution import CoDDBlockDistribution
 from .evidence import check_top_k
+from .recipe import MAX_VALUES, STRUCTURES, check_config, check_size
 
 __all__ = ["CoDDLayer", "STRUCTURES"]
-
-STRUCTURES = ("hmm", "chain", "tree")
 
 
 class CoDDLayer(nn.Module):
@@ -44,8 +43,15 @@ class CoDDLayer(nn.Module):
             circuit = structures.compile(circuit, device=device, dtype=dtype)
         if not isinstance(circuit, structures.CompiledCircuit):
             raise TypeError(f"circuit must be a structures.Circuit or CompiledCircuit, got {type(circuit).__name__}")
-        if not (isinstance(temperature, (int, float)) and temperature > 0 and np.isfinite(temperature)):
+        if isinstance(temperature, bool) or not (isinstance(temperature, (int, float)) and temperature > 0
+                                                 and np.isfinite(temperature)):
             raise ValueError(f"temperature must be a finite number > 0, got {temperature!r}")
+        for name, value, least in (("hidden_size", hidden_size, 1), ("mask_id", mask_id, 0)):
+            if value is not None and (isinstance(value, bool) or not isinstance(value, (int, np.integer))
+                                      or value < least):
+                raise ValueError(f"{name} must be None or an int >= {least}, got {value!r}")
+        if adapter_kwargs is not None and not isinstance(adapter_kwargs, dict):
+            raise TypeError(f"adapter_kwargs must be a dict, got {type(adapter_kwargs).__name__}")
         self.circuit = circuit
         if isinstance(adapter, str):
             self.adapter_name = adapter
@@ -153,8 +159,10 @@ class CoDDLayer(nn.Module):
         if name not in STRUCTURES:
             raise ValueError(f"structure must be one of {STRUCTURES}, got {name!r}")
         for arg, value in (("block_length", block_length), ("vocab_size", vocab_size), ("num_states", num_states)):
-            if not isinstance(value, (int, np.integer)) or value < 1:
+            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
                 raise ValueError(f"{arg} must be a positive int, got {value!r}")
+        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0):
+            raise ValueError(f"seed must be None or an int >= 0, got {seed!r}")
         if name == "hmm":
             circuit = structures.hmm(block_length, num_states, vocab_size, seed=seed)
         elif name == "chain":
@@ -182,18 +190,13 @@ class CoDDLayer(nn.Module):
                 "dtype": str(self.circuit.dtype).removeprefix("torch.")}
 
     @classmethod
-    def from_config(cls, config: dict, device=None) -> "CoDDLayer":
-        recipe = config.get("recipe")
-        if recipe is None:
-            raise ValueError("this layer was built from a hand-made circuit; rebuild it yourself and load its state")
-        return cls.from_structure(recipe["structure"], recipe["block_length"], recipe["vocab_size"],
-                                  num_states=recipe.get("num_states", recipe.get("hidden")),  # 0.1: "hidden"
-                                  adapter=config["adapter"],
-                                  backbone_hidden_size=config["hidden_size"], seed=recipe["seed"],
-                                  temperature=config["temperature"], mask_id=config["mask_id"],
-                                  dtype=getattr(torch, config.get("dtype", "float32")), device=device,
-                                  adapter_kwargs=config.get("adapter_kwargs"), tree_edges=recipe["tree_edges"],
-                                  top_k=config.get("top_k"))
+    def from_config(cls, config: dict, device=None, max_values: int = MAX_VALUES) -> "CoDDLayer":
+        """The layer :meth:`config` describes. ``config`` may come from a file: every field is checked
+        first (errors name the field) and a recipe of more than ``max_values`` parameter values is
+        refused before anything is built (see :mod:`pcdiff.codd.recipe`)."""
+        settings = check_config(config)
+        check_size(settings, max_values)
+        return cls.from_structure(**{**settings, "dtype": getattr(torch, settings["dtype"])}, device=device)
 
     def extra_repr(self) -> str:
         return f"block_length={self.block_length}, vocab={self.vocab_size}, adapter={self.adapter_name!r}, " \

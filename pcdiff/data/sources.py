@@ -17,12 +17,16 @@ import torch
 from .items import ItemData, split_types
 from .vocabulary import Vocabulary
 
-__all__ = ["load_words", "load_python_lines", "load_text_file", "load_dataset"]
+__all__ = ["load_words", "load_python_lines", "load_text_file", "load_dataset", "MAX_LENGTH"]
+
+#: The longest item any loader accepts (the block is one longer): the backbone attends over the whole
+#: block and the circuit's size grows with it, so a longer one is a mistake (or a hostile file), not data.
+MAX_LENGTH = 1024
 
 
 def _check_max_length(max_length: int) -> None:
-    if not isinstance(max_length, int) or max_length < 1:
-        raise ValueError(f"max_length must be a positive int, got {max_length!r}")
+    if isinstance(max_length, bool) or not isinstance(max_length, int) or not 1 <= max_length <= MAX_LENGTH:
+        raise ValueError(f"max_length must be an int in [1, {MAX_LENGTH}], got {max_length!r}")
 
 
 def load_words(
@@ -104,25 +108,28 @@ def load_text_file(
     heldout_fraction: float = 0.1,
     seed: int = 0,
 ) -> ItemData:
-    """One item per non-blank line of a UTF-8 text file (line ends stripped, inner spaces kept).
+    """One item per non-blank line of a UTF-8 text file (line ends stripped, inner spaces kept; a
+    byte-order mark is dropped).
 
     Repeated lines become one item type weighted by its count. ``max_length=None`` means the
-    longest line; otherwise a longer line is an error, not a silent truncation.
+    longest line (at most :data:`MAX_LENGTH`); otherwise a longer line is an error, not a silent
+    truncation.
     """
     path = pathlib.Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"text file not found (or not a file): {path}")
-    try:
-        text = path.read_text(encoding="utf-8")
-    except UnicodeDecodeError as err:
-        raise ValueError(f"{path}: not valid UTF-8 ({err.reason} at byte {err.start})") from None
+    text = _read_utf8(path)
     # split on "\n" only: str.splitlines would also break on form feeds and Unicode separators
     numbered = [(n, line.rstrip("\r")) for n, line in enumerate(text.split("\n"), start=1)]
     numbered = [(n, line) for n, line in numbered if line.strip()]
     if not numbered:
         raise ValueError(f"{path}: file has no non-blank lines")
     if max_length is None:
-        max_length = max(len(line) for _, line in numbered)
+        n, longest = max(numbered, key=lambda entry: len(entry[1]))
+        if len(longest) > MAX_LENGTH:
+            raise ValueError(f"{path}:{n}: line has {len(longest)} characters, more than the longest item "
+                             f"accepted ({MAX_LENGTH}); is this a file of short items, one per line?")
+        max_length = len(longest)
     _check_max_length(max_length)
     for n, line in numbered:
         if len(line) > max_length:
@@ -139,6 +146,18 @@ def load_text_file(
         train_weights=[float(counts[x]) for x in train] if weighted else None,
         name=path.name,
     )
+
+
+def _read_utf8(path: pathlib.Path) -> str:
+    """The file's text; a ValueError naming the file, the line and the byte where it is not UTF-8."""
+    raw = path.read_bytes()
+    if raw.startswith((b"\xff\xfe", b"\xfe\xff")):
+        raise ValueError(f"{path}: the file is UTF-16 (it starts with a UTF-16 byte-order mark); save it as UTF-8")
+    try:
+        return raw.decode("utf-8-sig")                   # "-sig": a leading BOM is not part of the first item
+    except UnicodeDecodeError as err:
+        line = raw.count(b"\n", 0, err.start) + 1
+        raise ValueError(f"{path}:{line}: not valid UTF-8 ({err.reason} at byte {err.start})") from None
 
 
 _NAMED = {"words": load_words, "python": load_python_lines}

@@ -10,13 +10,10 @@ earlier steps taking the remainder.
 """
 from __future__ import annotations
 
-import math
-
 import torch
 
-from ..codd.rules import check_rule
 from .schedule import split_evenly
-from .step import CODD_MODES, BlockDecoder
+from .step import BlockDecoder
 
 __all__ = ["generate"]
 
@@ -43,8 +40,7 @@ def generate(backbone, prompt: torch.Tensor | None = None, *, layer=None, gen_le
     batch_size    rows to generate when ``prompt`` is None (default 1)
     """
     x, prompt_length = _start(backbone, prompt, batch_size, gen_length)
-    _check(backbone, layer, gen_length=gen_length, block_length=block_length, steps=steps, remasking=remasking,
-           temperature=temperature, threshold=threshold, codd=codd, pc_frac=pc_frac, generator=generator)
+    _check(backbone, layer, gen_length=gen_length, block_length=block_length, steps=steps, codd=codd)
     decoder = BlockDecoder(layer, mask_id=backbone.mask_id, remasking=remasking, temperature=temperature,
                            threshold=threshold, codd=codd, pc_frac=pc_frac, generator=generator)
     num_blocks = gen_length // block_length
@@ -62,11 +58,11 @@ def generate(backbone, prompt: torch.Tensor | None = None, *, layer=None, gen_le
 
 def _start(backbone, prompt, batch_size, gen_length) -> tuple[torch.Tensor, int]:
     """The initial sequence: the prompt followed by ``gen_length`` mask ids."""
-    if not isinstance(gen_length, int) or gen_length < 1:
+    if not _is_int(gen_length) or gen_length < 1:
         raise ValueError(f"gen_length must be a positive int, got {gen_length!r}")
     if prompt is None:
         rows = 1 if batch_size is None else batch_size
-        if not isinstance(rows, int) or rows < 1:
+        if not _is_int(rows) or rows < 1:
             raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
         prompt = torch.empty((rows, 0), dtype=torch.long, device=_device(backbone))
     if not isinstance(prompt, torch.Tensor) or prompt.dtype != torch.long or prompt.dim() != 2:
@@ -85,35 +81,17 @@ def _start(backbone, prompt, batch_size, gen_length) -> tuple[torch.Tensor, int]
     return torch.cat([prompt, masks], dim=1), prompt.shape[1]
 
 
-def _check(backbone, layer, *, gen_length, block_length, steps, remasking, temperature, threshold, codd,
-           pc_frac, generator) -> None:
-    if not isinstance(block_length, int) or block_length < 1:
+def _check(backbone, layer, *, gen_length, block_length, steps, codd) -> None:
+    """The loop's own arguments and the layer's fit to the backbone (the step's knobs are
+    :class:`BlockDecoder`'s to check)."""
+    if not _is_int(block_length) or block_length < 1:
         raise ValueError(f"block_length must be a positive int, got {block_length!r}")
     if gen_length % block_length:
         raise ValueError(f"gen_length ({gen_length}) must be a multiple of block_length ({block_length})")
-    if not isinstance(steps, int) or not 1 <= steps <= gen_length:
+    if not _is_int(steps) or not 1 <= steps <= gen_length:
         raise ValueError(f"steps must be an int in [1, gen_length={gen_length}], got {steps!r}")
-    check_rule(remasking)
-    if not isinstance(temperature, (int, float)) or not 0 <= temperature < math.inf:
-        raise ValueError(f"temperature must be a finite number >= 0, got {temperature!r}")
-    if threshold is not None:
-        if not isinstance(threshold, (int, float)) or not 0 <= threshold <= 1:
-            raise ValueError(f"threshold must be None or a number in [0, 1], got {threshold!r}")
-        if remasking == "random":
-            raise ValueError("threshold needs a confidence-based remasking rule, not 'random'")
-    if codd not in CODD_MODES:
-        raise ValueError(f"codd must be one of {CODD_MODES}, got {codd!r}")
-    if pc_frac is not None:
-        if codd == "off":
-            raise ValueError("pc_frac gates the CoDD layer; it needs codd='joint' or 'any_order'")
-        if not isinstance(pc_frac, (int, float)) or not 0 < pc_frac <= 1:
-            raise ValueError(f"pc_frac must be None or a number in (0, 1], got {pc_frac!r}")
-    if generator is not None and not isinstance(generator, torch.Generator):
-        raise ValueError(f"generator must be a torch.Generator, got {type(generator).__name__}")
-    if codd == "off":
+    if codd == "off" or layer is None:
         return
-    if layer is None:
-        raise ValueError(f"codd={codd!r} needs a CoDD layer (layer=...)")
     if layer.block_length != block_length:
         raise ValueError(f"the layer covers blocks of {layer.block_length} positions, "
                          f"but block_length is {block_length}")
@@ -123,6 +101,10 @@ def _check(backbone, layer, *, gen_length, block_length, steps, remasking, tempe
     layer_vocab = getattr(layer, "vocab_size", backbone.vocab_size)
     if layer_vocab != backbone.vocab_size:
         raise ValueError(f"the layer's vocabulary ({layer_vocab}) differs from the backbone's ({backbone.vocab_size})")
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def _device(module) -> torch.device:

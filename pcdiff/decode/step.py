@@ -21,7 +21,8 @@ import math
 import torch
 import torch.nn.functional as F
 
-from ..codd.rules import confidence, draw
+from ..codd.checks import check_finite
+from ..codd.rules import check_rule, confidence, draw
 from .schedule import commit_count, select_top
 
 __all__ = ["BlockDecoder", "CODD_MODES"]
@@ -35,6 +36,8 @@ class BlockDecoder:
     def __init__(self, layer=None, *, mask_id: int, remasking: str = "low_confidence", temperature: float = 1.0,
                  threshold: float | None = None, codd: str = "off", pc_frac: float | None = None,
                  generator: torch.Generator | None = None):
+        _check_knobs(layer, remasking=remasking, temperature=temperature, threshold=threshold, codd=codd,
+                     pc_frac=pc_frac, generator=generator)
         self.layer, self.rule, self.threshold, self.generator = layer, remasking, threshold, generator
         self.mask_id, self.codd, self.pc_frac = mask_id, codd, pc_frac
         self.greedy = temperature == 0
@@ -48,8 +51,10 @@ class BlockDecoder:
         """logits [B, L, V], hidden [B, L, D], tokens [B, L] (mask ids where ``masked`` [B, L]),
         ``count`` from the schedule -> the block's tokens [B, L] with this step's positions committed.
 
-        Rows whose masked fraction is not below ``pc_frac`` use the factorized proposal.
+        Rows whose masked fraction is not below ``pc_frac`` use the factorized proposal. NaN or +inf
+        logits are refused here, where every path (the factorized one draws from them directly) meets them.
         """
+        check_finite(logits, "the backbone's logits", allow_neg_inf=True)
         use_circuit = torch.full(masked.shape[:1], self.codd != "off", device=masked.device)
         if self.pc_frac is not None:
             use_circuit &= masked.float().mean(-1) < self.pc_frac
@@ -64,6 +69,11 @@ class BlockDecoder:
         logits = logits if logits.dtype == torch.float64 else logits.float()
         if 0 <= self.mask_id < logits.shape[-1]:     # a mask id inside the vocabulary is never a token
             logits = logits.index_fill(-1, torch.tensor([self.mask_id], device=logits.device), -math.inf)
+        banned = masked & torch.isneginf(logits.amax(-1))        # softmax over no token at all: NaN, not a draw
+        if bool(banned.any()):
+            b, i = (int(v) for v in banned.nonzero()[0])
+            raise ValueError(f"the backbone's logits ban every token (all -inf, the mask id aside) at masked "
+                             f"position [{b}, {i}] of the block: nothing can be drawn there")
         probs = F.softmax(logits / self.temperature, dim=-1)                    # [B, L, V]
         return self._commit(probs, draw(probs, self.greedy, self.generator), tokens, masked, count)
 
@@ -92,3 +102,29 @@ class BlockDecoder:
         scores = confidence(self.rule, probs, proposal if chosen is None else chosen, self.generator)
         pick = select_top(scores, masked, commit_count(count, scores, masked, self.threshold))
         return torch.where(pick, proposal, tokens)
+
+
+def _number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _check_knobs(layer, *, remasking, temperature, threshold, codd, pc_frac, generator) -> None:
+    check_rule(remasking)
+    if not _number(temperature) or not 0 <= temperature < math.inf:
+        raise ValueError(f"temperature must be a finite number >= 0, got {temperature!r}")
+    if threshold is not None:
+        if not _number(threshold) or not 0 <= threshold <= 1:
+            raise ValueError(f"threshold must be None or a number in [0, 1], got {threshold!r}")
+        if remasking == "random":
+            raise ValueError("threshold needs a confidence-based remasking rule, not 'random'")
+    if codd not in CODD_MODES:
+        raise ValueError(f"codd must be one of {CODD_MODES}, got {codd!r}")
+    if pc_frac is not None:
+        if codd == "off":
+            raise ValueError("pc_frac gates the CoDD layer; it needs codd='joint' or 'any_order'")
+        if not _number(pc_frac) or not 0 < pc_frac <= 1:
+            raise ValueError(f"pc_frac must be None or a number in (0, 1], got {pc_frac!r}")
+    if generator is not None and not isinstance(generator, torch.Generator):
+        raise ValueError(f"generator must be a torch.Generator, got {type(generator).__name__}")
+    if codd != "off" and layer is None:
+        raise ValueError(f"codd={codd!r} needs a CoDD layer (layer=...)")

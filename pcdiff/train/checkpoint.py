@@ -3,6 +3,12 @@
 A checkpoint ``<stem>`` is ``<stem>.safetensors`` plus ``<stem>.json``. Each file is written
 atomically (:mod:`pcdiff.files`); the JSON is written last and records the tensor file's SHA-256,
 so a half-written or altered checkpoint is detected on load rather than silently used.
+
+A checkpoint is read as untrusted input: its JSON must have the expected fields and types, every
+float tensor must be finite (a NaN weight would otherwise come out as normal-looking samples), and
+a model's config is sized from its numbers before anything is built: it may not ask for more
+parameter values than its tensor file holds, nor more than :data:`pcdiff.codd.recipe.MAX_VALUES`.
+Every error is a :class:`CheckpointError` naming the file and the field or tensor.
 """
 from __future__ import annotations
 
@@ -16,11 +22,14 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
+from ..backbones import TinyDiffusionTransformer
 from ..codd.layer import CoDDLayer
+from ..codd.recipe import MAX_VALUES, check_config, check_size, describe_size
 from ..files import atomic_write, atomic_write_text
 
-__all__ = ["CheckpointError", "save_checkpoint", "load_checkpoint", "latest_checkpoint", "save_layer",
-           "load_layer", "load_layer_state", "check_state"]
+__all__ = ["CheckpointError", "save_checkpoint", "load_checkpoint", "latest_checkpoint", "checkpoint_path",
+           "checkpoint_record", "save_layer", "load_layer", "load_layer_state", "check_state", "save_backbone",
+           "load_backbone"]
 
 FORMAT = "pcdiff-checkpoint"
 VERSION = 1
@@ -52,8 +61,8 @@ def save_checkpoint(stem: str | os.PathLike, tensors: dict[str, torch.Tensor], c
     return meta
 
 
-def load_checkpoint(path: str | os.PathLike, device=None) -> tuple[dict[str, torch.Tensor], dict]:
-    """Read a checkpoint (its ``.json`` path, or a directory: the newest one in it) → (tensors, config)."""
+def checkpoint_path(path: str | os.PathLike) -> pathlib.Path:
+    """The JSON file a checkpoint ``path`` names: itself, ``<stem>.json``, or in a directory the newest."""
     path = pathlib.Path(path)
     if path.is_dir():
         found = latest_checkpoint(path)
@@ -64,15 +73,41 @@ def load_checkpoint(path: str | os.PathLike, device=None) -> tuple[dict[str, tor
         path = path.with_name(path.name + ".json")
     if not path.is_file():
         raise CheckpointError(f"checkpoint file not found: {path}")
+    return path
+
+
+def _record(path: pathlib.Path) -> dict:
+    """A checkpoint's JSON, its fields checked."""
     try:
-        record = json.loads(path.read_text())
+        record = json.loads(path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise CheckpointError(f"{path}: corrupt checkpoint metadata (not valid JSON: {err})") from None
     if not isinstance(record, dict) or record.get("format") != FORMAT:
         raise CheckpointError(f"{path}: not a {FORMAT} file")
     if record.get("version") != VERSION:
-        raise CheckpointError(f"{path}: checkpoint version {record.get('version')}, this code reads {VERSION}")
-    weights = path.with_name(str(record.get("tensors")))
+        raise CheckpointError(f"{path}: checkpoint version {record.get('version')!r}, this code reads {VERSION}")
+    name = record.get("tensors")
+    if not isinstance(name, str) or name in ("", ".", "..") or pathlib.PurePath(name).name != name:
+        raise CheckpointError(f"{path}: field 'tensors' must name a file beside it, got {name!r}")
+    if not isinstance(record.get("config"), dict):
+        raise CheckpointError(f"{path}: field 'config' must be an object, got {type(record.get('config')).__name__}")
+    return record
+
+
+def checkpoint_record(path: str | os.PathLike) -> dict:
+    """A checkpoint's JSON (fields checked; its ``sha256`` is what the tensor file must hash to on
+    load), without reading the tensors."""
+    record = _record(checkpoint_path(path))
+    if not isinstance(record.get("sha256"), str):
+        raise CheckpointError(f"{checkpoint_path(path)}: field 'sha256' must be a string")
+    return record
+
+
+def load_checkpoint(path: str | os.PathLike, device=None) -> tuple[dict[str, torch.Tensor], dict]:
+    """Read a checkpoint (its ``.json`` path, or a directory: the newest one in it) → (tensors, config)."""
+    path = checkpoint_path(path)
+    record = _record(path)
+    weights = path.with_name(record["tensors"])
     if not weights.is_file():
         raise CheckpointError(f"{path}: its tensor file {weights.name} is missing")
     if _sha256(weights) != record.get("sha256"):
@@ -81,7 +116,20 @@ def load_checkpoint(path: str | os.PathLike, device=None) -> tuple[dict[str, tor
         tensors = load_file(str(weights), device=str(device) if device is not None else "cpu")
     except (SafetensorError, OSError) as err:
         raise CheckpointError(f"{weights}: unreadable safetensors file ({err})") from None
+    for name, tensor in tensors.items():
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            bad = int((~torch.isfinite(tensor)).sum())
+            raise CheckpointError(f"{weights}: tensor {name!r} holds {bad} non-finite value(s) (NaN or ±inf); "
+                                  "a checkpoint with such weights is refused")
     return tensors, record["config"]
+
+
+def _check_values(path, fields: str, values: int, tensors: dict[str, torch.Tensor]) -> None:
+    """Refuse a config that implies more parameter values than the checkpoint's own tensors hold."""
+    held = sum(t.numel() for name, t in tensors.items() if not name.startswith(("optim.", "rng.", "backbone.")))
+    if values > held:
+        raise CheckpointError(f"{path}: {fields} imply at least {values:,} parameter values, but its tensor file "
+                              f"holds {held:,}: the config does not describe these tensors")
 
 
 def latest_checkpoint(directory: str | os.PathLike) -> pathlib.Path | None:
@@ -106,9 +154,13 @@ def check_state(module: torch.nn.Module, state: dict[str, torch.Tensor], what: s
                               f"{extra[:5]}, shape mismatches {wrong[:5]}")
 
 
-def save_layer(layer, stem: str | os.PathLike) -> pathlib.Path:
-    """Save a :class:`~pcdiff.codd.CoDDLayer`'s parameters and config."""
-    return save_checkpoint(stem, dict(layer.state_dict()), {"kind": "codd-layer", "layer": layer.config()})
+def save_layer(layer, stem: str | os.PathLike, trained_with: dict | None = None) -> pathlib.Path:
+    """Save a :class:`~pcdiff.codd.CoDDLayer`'s parameters and config (``trained_with``: JSON-able
+    facts about what it was trained on, e.g. its backbone's SHA-256, checked by whoever loads it)."""
+    config = {"kind": "codd-layer", "layer": layer.config()}
+    if trained_with is not None:
+        config["trained_with"] = trained_with
+    return save_checkpoint(stem, dict(layer.state_dict()), config)
 
 
 def load_layer_state(layer, path: str | os.PathLike, tensors=None, config=None) -> None:
@@ -127,10 +179,48 @@ def load_layer_state(layer, path: str | os.PathLike, tensors=None, config=None) 
 
 
 def load_layer(path: str | os.PathLike, device=None):
-    """Rebuild a layer saved by :func:`save_layer` (one built by ``CoDDLayer.from_structure``)."""
+    """Rebuild a layer saved by :func:`save_layer` (one built by ``CoDDLayer.from_structure``); its
+    config is checked and sized before the layer is built."""
+    path = checkpoint_path(path)
     tensors, config = load_checkpoint(path)
     if "layer" not in config:
         raise CheckpointError(f"{path}: not a CoDD layer checkpoint (no 'layer' config)")
+    try:
+        settings = check_config(config["layer"])
+        values = check_size(settings, MAX_VALUES)
+    except ValueError as err:
+        raise CheckpointError(f"{path}: field 'layer': {err}") from None
+    _check_values(path, "layer." + describe_size(settings).replace(", ", ", layer."), values, tensors)
     layer = CoDDLayer.from_config(config["layer"], device=device)
     load_layer_state(layer, path, tensors, config)
     return layer
+
+
+def save_backbone(backbone: TinyDiffusionTransformer, stem: str | os.PathLike) -> pathlib.Path:
+    """Save a :class:`~pcdiff.backbones.TinyDiffusionTransformer`'s parameters and config."""
+    return save_checkpoint(stem, dict(backbone.state_dict()), {"kind": "tiny-backbone", "model": backbone.config})
+
+
+def load_backbone(path: str | os.PathLike, device=None) -> TinyDiffusionTransformer:
+    """Rebuild a backbone saved by :func:`save_backbone` (eval mode); its config is checked and sized
+    before the model is built."""
+    path = checkpoint_path(path)
+    tensors, config = load_checkpoint(path, device=device)
+    if config.get("kind") != "tiny-backbone":
+        raise CheckpointError(f"{path}: not a tiny-backbone checkpoint (config.kind is {config.get('kind')!r})")
+    model = config.get("model")
+    if not isinstance(model, dict):
+        raise CheckpointError(f"{path}: field 'model' must be an object, got {type(model).__name__}")
+    try:
+        values = TinyDiffusionTransformer.parameter_values(model)
+    except ValueError as err:
+        raise CheckpointError(f"{path}: field 'model': {err}") from None
+    fields = "model." + ", model.".join(f"{k} = {v!r}" for k, v in model.items())
+    if values > MAX_VALUES:
+        raise CheckpointError(f"{path}: {fields} imply {values:,} parameter values, more than the limit of "
+                              f"{MAX_VALUES:,} (pcdiff.codd.recipe.MAX_VALUES)")
+    _check_values(path, fields, values, tensors)
+    backbone = TinyDiffusionTransformer(**model)
+    check_state(backbone, tensors, f"{path}: the backbone")
+    backbone.load_state_dict(tensors)
+    return backbone.to(device or "cpu").eval()

@@ -18,6 +18,12 @@ def _int(name: str, value, least: int, optional: bool = False) -> None:
         raise ValueError(f"{name} must be an int >= {least}{' or None' if optional else ''}, got {value!r}")
 
 
+def _bool(name: str, value) -> None:
+    # a truthy string such as "False" must not silently mean True
+    if not isinstance(value, bool):
+        raise ValueError(f"{name} must be True or False, got {value!r}")
+
+
 def _positive(name: str, value, optional: bool = False) -> None:
     if optional and value is None:
         return
@@ -47,6 +53,7 @@ class BackboneTrainingConfig:
         _int("seed", self.seed, 0)
         _positive("lr", self.lr)
         _positive("grad_clip", self.grad_clip)
+        _bool("progress", self.progress)
 
     def lr_factor(self, step: int) -> float:
         """The learning rate at ``step`` as a fraction of ``lr``."""
@@ -99,6 +106,10 @@ class LayerTrainingConfig:
         _positive("adapter_lr", self.adapter_lr, optional=True)
         _positive("backbone_lr", self.backbone_lr, optional=True)
         _positive("grad_clip", self.grad_clip)
+        for name in ("freeze_backbone", "cache_backbone", "resume", "progress"):
+            _bool(name, getattr(self, name))
+        if self.checkpoint_dir is not None and not isinstance(self.checkpoint_dir, (str, os.PathLike)):
+            raise ValueError(f"checkpoint_dir must be a path or None, got {self.checkpoint_dir!r}")
         if self.cache_dtype not in (torch.float16, torch.bfloat16, torch.float32, torch.float64):
             raise ValueError(f"cache_dtype must be a float dtype, got {self.cache_dtype!r}")
         if self.resume and self.checkpoint_dir is None:

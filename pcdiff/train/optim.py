@@ -25,14 +25,21 @@ def flatten_optimizer(optimizer) -> tuple[dict, dict]:
 def load_optimizer(optimizer, tensors: dict, config: dict) -> None:
     """Restore what :func:`flatten_optimizer` wrote; a state that does not fit is a CheckpointError."""
     state: dict = {}
-    for name, value in tensors.items():
-        if name.startswith("optim."):
-            _, index, key = name.split(".", 2)
-            state.setdefault(int(index), {})[key] = value
-    for name, value in config["scalars"].items():
-        index, key = name.split(".", 1)
+    entries = [(name.removeprefix("optim."), value) for name, value in tensors.items() if name.startswith("optim.")]
+    entries += list(config["scalars"].items())
+    for name, value in entries:
+        index, _, key = str(name).partition(".")
+        if not index.isdigit() or not key:
+            raise CheckpointError(f"the checkpoint's optimizer entry {name!r} is not '<parameter index>.<key>'")
         state.setdefault(int(index), {})[key] = value
+    params = [p for group in optimizer.param_groups for p in group["params"]]
+    for index, entry in state.items():
+        for key, value in entry.items():        # a wrong shape would only fail at the next step, mid-run
+            if isinstance(value, torch.Tensor) and value.dim() and (
+                    index >= len(params) or value.shape != params[index].shape):
+                raise CheckpointError(f"the checkpoint's optimizer state optim.{index}.{key} has shape "
+                                      f"{tuple(value.shape)}, which fits no parameter {index} of this run")
     try:
         optimizer.load_state_dict({"state": state, "param_groups": config["param_groups"]})
-    except (ValueError, KeyError) as err:
+    except (ValueError, KeyError, TypeError, IndexError, RuntimeError) as err:
         raise CheckpointError(f"the optimizer state in the checkpoint does not match this run: {err}") from None

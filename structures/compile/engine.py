@@ -92,7 +92,21 @@ class CircuitEngine(nn.Module):
         return LogParams(sums=[t.normalized() for t in self.sums], inputs=[t.normalized() for t in self.inputs])
 
     def load_log_params(self, log_params: LogParams) -> None:
-        """Set the logits so that :meth:`log_params` returns ``log_params`` (e.g. after an EM step)."""
+        """Set the logits so that :meth:`log_params` returns ``log_params`` (e.g. after an EM step).
+
+        Every table is checked first (count, shape, no NaN or +inf), so a bad one changes nothing:
+        ``load`` maps non-finite entries to zero probabilities, which would turn a NaN into a
+        plausible-looking table."""
+        for kind in ("sums", "inputs"):
+            tables, own = getattr(log_params, kind), getattr(self, kind)
+            if len(tables) != len(own):
+                raise ValueError(f"load_log_params: log_params.{kind} has {len(tables)} tables, the circuit {len(own)}")
+            for t, (table, reference) in enumerate(zip(tables, own)):
+                if not torch.is_tensor(table) or table.shape != reference.logits.shape:
+                    raise ValueError(f"load_log_params: log_params.{kind}[{t}] must be a tensor of shape "
+                                     f"{tuple(reference.logits.shape)}")
+                if table.numel() and not float(table.detach().amax()) < float("inf"):   # NaN or +inf
+                    raise ValueError(f"load_log_params: log_params.{kind}[{t}] holds NaN or +inf")
         for table, lp in zip(list(self.sums) + list(self.inputs), log_params.sums + log_params.inputs):
             table.load(lp)
 

@@ -108,6 +108,7 @@ def semiring(which: str | Semiring) -> Semiring:
     """A :class:`Semiring` from itself or its name ("sum" or "max")."""
     if isinstance(which, Semiring):
         return which
-    if which not in _BY_NAME:
-        raise ValueError(f"semiring must be 'sum' or 'max' (or a Semiring), got {which!r}")
+    if not isinstance(which, str) or which not in _BY_NAME:
+        got = repr(which[:40]) if isinstance(which, str) else f"a {type(which).__name__}"  # never a full repr
+        raise ValueError(f"semiring must be 'sum' or 'max' (or a Semiring), got {got}")
     return _BY_NAME[which]

@@ -10,10 +10,12 @@ is another entry) and leaves the tables (``params``, ``edge_ids``, ``dist``) to
 from __future__ import annotations
 
 import os
+import stat
 from dataclasses import dataclass
 
 import numpy as np
 
+from ..limits import brief, check_count
 from .safe_pickle import JpcError, _ArrayState, restricted_loads
 
 #: Files larger than this are refused unless ``max_bytes=`` says otherwise.
@@ -38,16 +40,22 @@ def check_path(path) -> str:
 
 
 def _read_bytes(path: str, max_bytes: int) -> bytes:
+    """The file's bytes. Only what the size check allowed is ever reserved: ``read(n)`` allocates
+    its ``n`` up front, so reading ``max_bytes`` (2 GiB by default) to learn that a file holds
+    1.5 KB would fail under an address-space limit."""
     try:
-        size = os.path.getsize(path)
-        if size > max_bytes:
-            raise JpcError(f"{path!r}: file has {size} bytes, more than max_bytes={max_bytes}")
+        info = os.stat(path)
+        if not stat.S_ISREG(info.st_mode):  # a FIFO would block, /dev/zero never ends
+            raise JpcError(f"{path!r}: not a regular file")
+        if info.st_size > max_bytes:
+            raise JpcError(f"{path!r}: file has {info.st_size} bytes, more than max_bytes={max_bytes}")
         with open(path, "rb") as f:
-            data = f.read(max_bytes + 1)
+            data = f.read(info.st_size)
+            grew = f.read(1)
     except OSError as err:
         raise JpcError(f"{path!r}: cannot read ({err})") from err
-    if len(data) > max_bytes:  # the file grew after the size check
-        raise JpcError(f"{path!r}: file is larger than max_bytes={max_bytes}")
+    if grew or len(data) != info.st_size:
+        raise JpcError(f"{path!r}: the file changed while it was read")
     if not data:
         raise JpcError(f"{path!r}: empty file")
     return data
@@ -57,6 +65,7 @@ def read_jpc_entries(path, *, max_bytes: int = DEFAULT_MAX_BYTES) -> list[dict]:
     """The raw list of node dicts of a ``.jpc`` file, unpickled safely (arrays are numpy arrays,
     ``dist`` is still the nested pickle's bytes)."""
     path = check_path(path)
+    max_bytes = check_count(max_bytes, "max_bytes", 1, error=JpcError)
     obj = restricted_loads(_read_bytes(path, max_bytes), repr(path))
     if not isinstance(obj, list):
         raise JpcError(f"{path!r}: a .jpc holds a list of node dicts, found {type(obj).__name__}")
@@ -79,10 +88,13 @@ def read_jpc_entries(path, *, max_bytes: int = DEFAULT_MAX_BYTES) -> list[dict]:
 
 # ---- checked field values -------------------------------------------------------------------
 
-def check_int(value, what: str, low: int = 0) -> int:
+def check_int(value, what: str, low: int = 0, high: int | None = None) -> int:
+    """``value`` as a plain int (no bool, no float) in ``[low, high]``."""
     if type(value) is not int or value < low:
         raise JpcError(f"{what} must be an int >= {low}, got {type(value).__name__}"
-                       + (f" {value}" if isinstance(value, (int, float)) else ""))
+                       + (f" {brief(value)}" if isinstance(value, (int, float)) else ""))
+    if high is not None and value > high:
+        raise JpcError(f"{what} = {brief(value)} is more than this reader allows ({high})")
     return value
 
 
@@ -140,8 +152,8 @@ def _size(info: dict, where: str) -> tuple[int, int]:
         nb, bs = info["num_nodes"], 1
     else:
         raise JpcError(f"{where}: missing 'num_node_blocks'")
-    nb = check_int(nb, f"{where}: num_node_blocks", 1)
-    bs = check_int(bs, f"{where}: block_size", 1)
+    nb = check_int(nb, f"{where}: num_node_blocks", 1, MAX_NODES_PER_ENTRY)
+    bs = check_int(bs, f"{where}: block_size", 1, MAX_NODES_PER_ENTRY)
     if bs & (bs - 1):
         raise JpcError(f"{where}: block_size {bs} is not a power of two")
     if nb * bs > MAX_NODES_PER_ENTRY:
@@ -155,7 +167,7 @@ def _children(info: dict, kind: str, i: int, where: str) -> tuple[int, ...]:
         raise JpcError(f"{where}: 'chs' must be a tuple of entry indices")
     for c in chs:
         if type(c) is not int or not 0 <= c < i:
-            raise JpcError(f"{where}: child index {c if type(c) is int else type(c).__name__} out of range "
+            raise JpcError(f"{where}: child index {brief(c) if type(c) is int else type(c).__name__} out of range "
                            f"(children must be earlier entries, 0..{i - 1})")
     if kind == "Input" and chs:
         raise JpcError(f"{where}: an input has no children")
@@ -169,8 +181,8 @@ def parse_entries(raw: list[dict]) -> list[Entry]:
     entries = []
     for i, info in enumerate(raw):
         kind = info.get("type")
-        if kind not in _TYPES:
-            raise JpcError(f"entry {i}: 'type' must be one of {_TYPES}, got {kind!r:.40}")
+        if not isinstance(kind, str) or kind not in _TYPES:  # an array's == would not give one bool
+            raise JpcError(f"entry {i}: 'type' must be one of {_TYPES}, got {brief(kind)}")
         where = f"entry {i} ({kind})"
         nb, bs = _size(info, where)
         chs = _children(info, kind, i, where)
@@ -179,6 +191,6 @@ def parse_entries(raw: list[dict]) -> list[Entry]:
         source = info.get("source_node")
         if source is not None:
             if type(source) is not int or not 0 <= source < len(raw) or source == i:
-                raise JpcError(f"{where}: source_node {source!r:.20} is not another entry's index")
+                raise JpcError(f"{where}: source_node {brief(source)} is not another entry's index")
         entries.append(Entry(i, kind, nb, bs, chs, info, source))
     return entries

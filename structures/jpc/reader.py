@@ -20,6 +20,7 @@ import os
 import numpy as np
 
 from ..circuit import Circuit
+from ..limits import brief
 from ..nodes import Categorical, NodeGroup, Product, StructureError, Sum
 from .entries import DEFAULT_MAX_BYTES, Entry, parse_entries, read_jpc_entries
 from .safe_pickle import JpcError
@@ -30,6 +31,8 @@ __all__ = ["load_jpc", "load_jpc_roots", "read_jpc_entries"]
 
 #: Most table entries (input probabilities, product edges, dense sum weights) in one loaded circuit.
 MAX_TOTAL_ELEMENTS = 1 << 28
+#: Most root nodes :func:`load_jpc_roots` turns into circuits (pyjuice's multi-root circuits have a few).
+MAX_ROOTS = 1 << 12
 
 
 class _Loader:
@@ -139,6 +142,9 @@ def load_jpc_roots(path, *, simplify: bool = True, missing_params: str = "error"
     """One :class:`Circuit` per node of the root node vector of a ``.jpc`` (pyjuice's
     ``pc(x)`` returns ``[B, num_roots]``); the circuits share all groups below the root."""
     group = _load_root_group(path, simplify, missing_params, max_bytes)
+    if group.num_nodes > MAX_ROOTS:  # each root is its own validated Circuit: cost roots x groups
+        raise JpcError(f"{os.fspath(path)!r}: the root vector has {group.num_nodes} root nodes, more than "
+                       f"load_jpc_roots builds ({MAX_ROOTS}); load them one at a time with load_jpc(path, root=i)")
     return [_root_circuit(group, i) for i in range(group.num_nodes)]
 
 
@@ -157,5 +163,5 @@ def load_jpc(path, root: int | None = None, *, simplify: bool = True, missing_pa
                            f"(0..{group.num_nodes - 1}); pass root=i, or use load_jpc_roots()")
         root = 0
     if type(root) is not int or not 0 <= root < group.num_nodes:
-        raise JpcError(f"root={root!r} is out of range: the root vector has {group.num_nodes} node(s)")
+        raise JpcError(f"root={brief(root)} is out of range: the root vector has {group.num_nodes} node(s)")
     return _root_circuit(group, root)

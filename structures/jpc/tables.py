@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..limits import MAX_VOCAB, brief
 from .entries import FLOAT64_KEY, Entry, check_array, check_int, check_probabilities
 from .safe_pickle import JpcError, PyjuiceDistribution, restricted_loads
 
@@ -35,6 +36,8 @@ class EntryTables:
         self.missing_params = missing_params
         # ties compare these across entries, so each is decoded once
         self._dists: dict[int, tuple[int, int]] = {}
+        # a circuit's variables are 0..n-1 with n at most the number of inputs: the bound on a scope
+        self.num_inputs = sum(e.kind == "Input" for e in entries)
         self._sum_edges: dict[int, np.ndarray] = {}
 
     # ---- inputs -----------------------------------------------------------------------------
@@ -46,6 +49,9 @@ class EntryTables:
                 raise JpcError(f"{e.label}: scope must be a list of one variable (multivariate inputs "
                                "are not supported)")
             var = check_int(scope[0], f"{e.label}: scope variable")
+            if var >= self.num_inputs:
+                raise JpcError(f"{e.label}: scope variable {brief(var)} is out of range: the file has "
+                               f"{self.num_inputs} input entries, so its variables are 0..{self.num_inputs - 1}")
             blob = e.info.get("dist")
             if not isinstance(blob, (bytes, bytearray)):
                 raise JpcError(f"{e.label}: 'dist' must be the bytes of a pickled distribution")
@@ -56,7 +62,7 @@ class EntryTables:
                 raise JpcError(f"{e.label}: unsupported distribution {dist.pyjuice_name} "
                                "(only Categorical inputs can be loaded)")
             state = dist.state if isinstance(dist.state, dict) else {}
-            vocab = check_int(state.get("num_cats"), f"{e.label}: Categorical num_cats", 1)
+            vocab = check_int(state.get("num_cats"), f"{e.label}: Categorical num_cats", 1, MAX_VOCAB)
             self._dists[e.index] = (var, vocab)
         return self._dists[e.index]
 
@@ -151,7 +157,7 @@ class EntryTables:
         edge_ids = edge_ids.astype(np.int64)
         if np.unique(edge_ids[0]).size != e.num_blocks:
             raise JpcError(f"{e.label}: some sum node block has no edge")
-        if np.unique(edge_ids[0] * ch_blocks + edge_ids[1]).size != edge_ids.shape[1]:
+        if np.unique(edge_ids, axis=1).shape[1] != edge_ids.shape[1]:  # (row * ch_blocks + col could overflow)
             raise JpcError(f"{e.label}: edge_ids lists the same (sum block, child block) pair twice")
         self._sum_edges[e.index] = edge_ids
         return edge_ids

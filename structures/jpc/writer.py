@@ -31,9 +31,10 @@ import tempfile
 import numpy as np
 
 from ..circuit import Circuit
+from ..limits import brief
 from ..nodes import Categorical, NodeGroup, Product, Sum, iter_groups
 from ..validate import validate_groups
-from .entries import FLOAT64_KEY, check_path
+from .entries import FLOAT64_KEY, MAX_NODES_PER_ENTRY, check_path
 from .safe_pickle import JpcError, categorical_dist_pickle
 
 DEFAULT_MAX_BLOCK_SIZE = 32
@@ -212,7 +213,9 @@ def save_jpc(circuit: Circuit | NodeGroup, path, *, block_size: int = DEFAULT_MA
     """
     path = check_path(path)
     if type(block_size) is not int or block_size < 1 or block_size & (block_size - 1):
-        raise JpcError(f"block_size must be a power of two, got {block_size!r}")
+        raise JpcError(f"block_size must be a power of two, got {brief(block_size)}")
+    if block_size > MAX_NODES_PER_ENTRY:  # pyjuice's blocks hold nodes of one vector: none is larger
+        raise JpcError(f"block_size = {brief(block_size)} is more than the largest node vector ({MAX_NODES_PER_ENTRY})")
     if isinstance(circuit, Circuit):
         groups = circuit.groups
     elif isinstance(circuit, NodeGroup):

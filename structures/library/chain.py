@@ -12,6 +12,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 from ..circuit import Circuit
+from ..limits import MAX_NODES, MAX_VARIABLES, MAX_VOCAB, brief, check_count, check_plan
 from ..nodes import Categorical, NodeGroup, Product, StructureError, Sum, random_distribution
 
 Emitter = Callable[[Sequence[int], int, int, np.random.Generator], NodeGroup]
@@ -26,6 +27,8 @@ def factorized_emitter(positions: Sequence[int], num_states: int, vocab: int, rn
 def mixture_emitter(components: int) -> Emitter:
     """State z emits its span from a mixture of ``components`` factorized distributions, so a state
     can couple the tokens inside its span."""
+    components = check_count(components, "mixture_emitter: components", 1, MAX_NODES, StructureError)
+
     def emit(positions, num_states, vocab, rng):
         inner = factorized_emitter(positions, components, vocab, rng)
         return Sum(inner, num_nodes=num_states, rng=rng, name=f"span-mixture{list(positions)}")
@@ -43,11 +46,19 @@ def hidden_chain(length: int, num_states: int, vocab: int, span: int | Sequence[
     ``span`` is a span width (positions split into consecutive runs) or an explicit list of spans
     that must partition ``0..length-1`` in order. ``homogeneous`` ties the transition table.
     """
-    if not isinstance(length, (int, np.integer)) or length < 1:
-        raise StructureError(f"hidden_chain: length must be a positive int, got {length!r}")
-    spans = split_spans(length, span) if isinstance(span, (int, np.integer)) else [list(s) for s in span]
+    length = check_count(length, "hidden_chain: length", 1, MAX_VARIABLES, StructureError)
+    num_states = check_count(num_states, "hidden_chain: num_states", 1, MAX_NODES, StructureError)
+    vocab = check_count(vocab, "hidden_chain: vocab", 1, MAX_VOCAB, StructureError)
+    if isinstance(span, (int, np.integer)):
+        spans = split_spans(length, check_count(span, "hidden_chain: span", 1, error=StructureError))
+    else:
+        spans = [list(s) for s in span]
     if [p for s in spans for p in s] != list(range(length)) or any(not s for s in spans):
-        raise StructureError(f"hidden_chain: spans {spans} must partition positions 0..{length - 1} in order")
+        raise StructureError(f"hidden_chain: spans {brief(spans)} must partition positions 0..{length - 1} in order")
+    # with the default emitters: per span, its leaves, a transition and a product; tables of H x H and H x V
+    check_plan("hidden_chain", groups=length + 3 * len(spans), largest_table=num_states * max(num_states, vocab),
+               total_entries=num_states * (num_states * len(spans) + vocab * length),
+               sizes=f"length={length}, num_states={num_states}, vocab={vocab}", error=StructureError)
     rng = np.random.default_rng(seed)
     step = emitter(spans[-1], num_states, vocab, rng)
     tied: Sum | None = None

@@ -14,6 +14,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..circuit import Circuit
+from ..limits import MAX_NODES, MAX_VARIABLES, MAX_VOCAB, check_count, check_plan
 from ..nodes import Categorical, Product, StructureError, Sum, random_distribution
 
 
@@ -25,9 +26,13 @@ def hmm(length: int, num_states: int, vocab: int, homogeneous: bool = True, init
     set the parameters exactly when given (homogeneous only); anything omitted is drawn at random
     from ``seed``. With ``homogeneous=False`` every position gets its own random tables.
     """
-    for name, value in (("length", length), ("num_states", num_states), ("vocab", vocab)):
-        if not isinstance(value, (int, np.integer)) or value < 1:
-            raise StructureError(f"hmm: {name} must be a positive int, got {value!r}")
+    length = check_count(length, "hmm: length", 1, MAX_VARIABLES, StructureError)
+    num_states = check_count(num_states, "hmm: num_states", 1, MAX_NODES, StructureError)
+    vocab = check_count(vocab, "hmm: vocab", 1, MAX_VOCAB, StructureError)
+    per_position = num_states * (num_states + vocab)                   # a transition and an emission table
+    check_plan("hmm", groups=3 * length, largest_table=num_states * max(num_states, vocab),
+               total_entries=per_position * (1 if homogeneous else length),
+               sizes=f"length={length}, num_states={num_states}, vocab={vocab}", error=StructureError)
     if not homogeneous and any(p is not None for p in (transition, emission)):
         raise StructureError("hmm: transition/emission arrays are shared tables; they need homogeneous=True")
     rng = np.random.default_rng(seed)

@@ -4,6 +4,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..circuit import Circuit
+from ..limits import brief
 from ..nodes import StructureError, Sum
 
 
@@ -13,7 +14,7 @@ def mixture(*circuits: Circuit, weights=None, seed: int | None = 0) -> Circuit:
         raise StructureError("mixture: needs at least one circuit")
     for c in circuits:
         if not isinstance(c, Circuit):
-            raise StructureError(f"mixture: {c!r} is not a Circuit")
+            raise StructureError(f"mixture: {brief(c)} is not a Circuit")
     if weights is None:
         weights = np.full((1, len(circuits)), 1.0 / len(circuits))
     else:

@@ -6,11 +6,17 @@ information (Chow-Liu) this is the hidden Chow-Liu tree (HCLT).
 """
 from __future__ import annotations
 
+import math
+
 import networkx as nx
 import numpy as np
 
 from ..circuit import Circuit
+from ..limits import MAX_NODES, MAX_TOTAL_ENTRIES, MAX_VOCAB, brief, check_count, check_entries, check_plan
 from ..nodes import Categorical, Product, StructureError, Sum, random_distribution
+
+#: Most columns :func:`chow_liu_tree` accepts: n(n-1)/2 weighted networkx edges (~1 GiB at 2,048).
+MAX_CHOW_LIU_COLUMNS = 2048
 
 
 def latent_tree(tree: nx.Graph, num_states: int, vocab: int, root: int | None = None, seed: int | None = 0) -> Circuit:
@@ -19,12 +25,19 @@ def latent_tree(tree: nx.Graph, num_states: int, vocab: int, root: int | None = 
         raise StructureError("latent_tree: tree must be an undirected networkx.Graph")
     n = tree.number_of_nodes()
     if sorted(tree.nodes) != list(range(n)):
-        raise StructureError(f"latent_tree: tree nodes must be the positions 0..{n - 1}, got {sorted(tree.nodes)}")
+        raise StructureError(f"latent_tree: tree nodes must be the positions 0..{n - 1}, "
+                             f"got {brief(sorted(tree.nodes))}")
+    num_states = check_count(num_states, "latent_tree: num_states", 1, MAX_NODES, StructureError)
+    vocab = check_count(vocab, "latent_tree: vocab", 1, MAX_VOCAB, StructureError)
+    # per position: an emission table and a transition sum per tree edge, and a product
+    check_plan("latent_tree", groups=3 * n + 1, largest_table=num_states * max(num_states, vocab),
+               total_entries=n * num_states * (num_states + vocab),
+               sizes=f"{n} positions, num_states={num_states}, vocab={vocab}", error=StructureError)
     if not nx.is_tree(tree):
         raise StructureError("latent_tree: the graph is not a tree (it must be connected and acyclic)")
     root = nx.center(tree)[0] if root is None else root
     if root not in tree:
-        raise StructureError(f"latent_tree: root {root} is not a node of the tree")
+        raise StructureError(f"latent_tree: root {brief(root)} is not a node of the tree")
     rng = np.random.default_rng(seed)
     oriented = nx.bfs_tree(tree, root)                                     # edges parent → child
     below: dict[int, Product | Categorical] = {}
@@ -39,23 +52,36 @@ def latent_tree(tree: nx.Graph, num_states: int, vocab: int, root: int | None = 
 def mutual_information(data: np.ndarray, vocab: int, pseudocount: float = 1.0) -> np.ndarray:
     """Pairwise mutual information ``[n, n]`` (nats) of the columns of ``data`` [N, n]."""
     data = np.asarray(data)
-    if data.ndim != 2 or data.shape[0] == 0:
-        raise ValueError(f"data must be a non-empty [N, n] array of token ids, got shape {data.shape}")
+    if data.ndim != 2 or data.shape[0] == 0 or not np.issubdtype(data.dtype, np.integer):
+        raise ValueError(f"data must be a non-empty [N, n] array of token ids, got shape {data.shape} "
+                         f"of {data.dtype}")
+    vocab = check_count(vocab, "mutual_information: vocab", 1, MAX_VOCAB)
+    if not isinstance(pseudocount, (int, float, np.number)) or not 0 <= pseudocount < math.inf:
+        raise ValueError(f"mutual_information: pseudocount must be >= 0 and finite, got {brief(pseudocount)}")
     if data.min() < 0 or data.max() >= vocab:
         raise ValueError(f"data has token ids outside 0..{vocab - 1}")
-    n = data.shape[1]
+    (N, n), V = data.shape, vocab
+    check_entries(max(N * n * V, n * n * V * V), f"mutual_information: one-hot [{N}, {n}, {V}] and joint "
+                  f"[{n}, {n}, {V}, {V}] arrays (data {N} x {n}, vocab {V})", MAX_TOTAL_ENTRIES)
     onehot = np.eye(vocab)[data]                                           # [N, n, V]
     joint = np.einsum("bia,bjc->ijac", onehot, onehot) + pseudocount       # [n, n, V, V]
     joint /= joint.sum(axis=(2, 3), keepdims=True)
     pi = joint.sum(3)                                                      # [n, n, V]
     pj = joint.sum(2)
-    mi = (joint * (np.log(joint) - np.log(pi[..., :, None]) - np.log(pj[..., None, :]))).sum((2, 3))
+    with np.errstate(divide="ignore", invalid="ignore"):                   # 0 · log 0 = 0 (pseudocount 0)
+        terms = joint * (np.log(joint) - np.log(pi[..., :, None]) - np.log(pj[..., None, :]))
+    mi = np.where(joint > 0, terms, 0.0).sum((2, 3))
     mi[np.arange(n), np.arange(n)] = 0.0
     return mi
 
 
 def chow_liu_tree(data: np.ndarray, vocab: int, pseudocount: float = 1.0) -> nx.Graph:
-    """The maximum-mutual-information spanning tree over the columns of ``data``."""
+    """The maximum-mutual-information spanning tree over the columns of ``data`` (at most
+    :data:`MAX_CHOW_LIU_COLUMNS` of them: the tree is found on the complete networkx graph)."""
+    columns = np.shape(data)[1] if np.ndim(data) == 2 else 0
+    if columns > MAX_CHOW_LIU_COLUMNS:
+        raise ValueError(f"chow_liu_tree: data has {columns} columns; the complete graph over them would have "
+                         f"{columns * (columns - 1) // 2} edges (at most {MAX_CHOW_LIU_COLUMNS} columns)")
     mi = mutual_information(data, vocab, pseudocount)
     graph = nx.Graph()
     graph.add_nodes_from(range(mi.shape[0]))

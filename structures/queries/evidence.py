@@ -11,6 +11,8 @@ checks its inputs once, then queries many times). Errors name the argument and w
 """
 from __future__ import annotations
 
+import math
+
 import torch
 
 from ..compile.engine import CircuitEngine
@@ -35,6 +37,18 @@ def _check_below_inf(values: torch.Tensor, name: str) -> None:
         raise ValueError(f"{name} contains NaN")
     if bool(top == float("inf")):
         raise ValueError(f"{name} contains +inf (log-potentials must be < +inf; use -inf to forbid tokens)")
+
+
+def _potentials_in(values: torch.Tensor, name: str, dtype: torch.dtype) -> torch.Tensor:
+    """``values`` cast to the circuit's dtype, then checked: a float64 1e39 is finite, but +inf in
+    float32, so a check before the cast would let it through. (-inf stays legal: a forbidden token.)"""
+    cast = values.to(dtype)
+    if cast.numel() and not float(cast.detach().amax()) < math.inf:   # one reduction on the happy path
+        _check_below_inf(values, name)                                # NaN or +inf before the cast
+        raise ValueError(f"{name} holds values too large for the circuit's dtype ({dtype}): they overflow "
+                         f"to +inf (largest finite: {torch.finfo(dtype).max:.3g}); pass smaller log-potentials "
+                         "or compile the circuit with dtype=torch.float64")
+    return cast
 
 
 def prepare(model: CircuitEngine, x=None, observed=None, soft_evidence=None, node_potentials=None) -> Evidence:
@@ -78,15 +92,13 @@ def make_evidence(model: CircuitEngine, x=None, observed=None, soft_evidence=Non
         if soft_evidence.shape[2] != model.vocab_size:
             raise ValueError(f"soft_evidence has vocabulary size {soft_evidence.shape[2]} but the circuit's is "
                              f"{model.vocab_size}")
-        _check_below_inf(soft_evidence, "soft_evidence")
-        soft_evidence = soft_evidence.to(dtype)
+        soft_evidence = _potentials_in(soft_evidence, "soft_evidence", dtype)
     if node_potentials is not None:
         node_potentials = torch.as_tensor(node_potentials, device=device)
         expected = model.layout.num_input_nodes
         if node_potentials.dim() != 2 or node_potentials.shape[1] != expected:
             raise ValueError(f"node_potentials must have shape [batch, {expected}], got {tuple(node_potentials.shape)}")
-        _check_below_inf(node_potentials, "node_potentials")
-        node_potentials = node_potentials.to(dtype)
+        node_potentials = _potentials_in(node_potentials, "node_potentials", dtype)
 
     if candidates is not None:
         soft_evidence = candidates.ids                                       # for the batch-size checks only
@@ -128,19 +140,24 @@ def _check_candidates(model: CircuitEngine, cand: CandidateEvidence) -> Candidat
     n, vocab = model.num_vars, model.vocab_size
     ids, pot = cand.ids, cand.log_potentials
     if not torch.is_tensor(ids) or ids.is_floating_point() or ids.dtype == torch.bool or ids.is_complex():
-        raise TypeError(f"soft_evidence.ids must be an integer tensor of token ids, got {getattr(ids, 'dtype', ids)}")
+        raise TypeError(f"soft_evidence.ids must be an integer tensor of token ids, got {_kind(ids)}")
     if not torch.is_tensor(pot) or not pot.is_floating_point():
-        raise TypeError(f"soft_evidence.log_potentials must be a float tensor, got {getattr(pot, 'dtype', pot)}")
+        raise TypeError(f"soft_evidence.log_potentials must be a float tensor, got {_kind(pot)}")
     if ids.dim() != 3 or ids.shape[1] != n or ids.shape[2] < 1:
         raise ValueError(f"soft_evidence.ids must have shape [batch, {n}, k] with k >= 1, got {tuple(ids.shape)}")
     if pot.shape != ids.shape:
         raise ValueError(f"soft_evidence.log_potentials must have the shape of ids {tuple(ids.shape)}, "
                          f"got {tuple(pot.shape)}")
-    ids, pot = ids.to(device=model.device, dtype=torch.long), pot.to(device=model.device, dtype=model.dtype)
+    ids = ids.to(device=model.device, dtype=torch.long)
     if ids.numel() and bool(((ids < 0) | (ids >= vocab)).any()):
         raise ValueError(f"soft_evidence.ids holds token ids outside [0, {vocab}) (the circuit's vocabulary)")
-    _check_below_inf(pot, "soft_evidence.log_potentials")
+    pot = _potentials_in(pot.to(device=model.device), "soft_evidence.log_potentials", model.dtype)
     return CandidateEvidence(ids, pot)
+
+
+def _kind(value) -> str:
+    """A tensor's dtype, else the type's name (never the value: it may be anything)."""
+    return str(value.dtype) if torch.is_tensor(value) else type(value).__name__
 
 
 def check_log_params(model: CircuitEngine, log_params, batch: int):

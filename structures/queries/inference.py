@@ -13,8 +13,9 @@ from ..compile.engine import CircuitEngine
 from ..compile.tables import PassTables
 from ..types import CandidateEvidence, Evidence, LogParams
 from .evidence import check_log_params, prepare
+from .finite import check_log_z, check_marginals, check_unread_tables
 
-__all__ = ["log_prob", "marginals", "constant_tables", "differentiable_evidence", "raise_if_impossible"]
+__all__ = ["log_prob", "marginals", "constant_tables", "differentiable_evidence"]
 
 
 def log_prob(model: CircuitEngine, x=None, observed=None, soft_evidence=None, *, node_potentials=None,
@@ -26,7 +27,11 @@ def log_prob(model: CircuitEngine, x=None, observed=None, soft_evidence=None, *,
     """
     evidence = prepare(model, x, observed, soft_evidence, node_potentials)
     check_log_params(model, log_params, evidence.batch_size)
-    return model.root_value(evidence, log_params)
+    tables = model.pass_tables(log_params)
+    log_z = model.root_value(evidence, tables=tables)
+    check_log_z(model, log_z, "log_prob", evidence, log_params, impossible_ok=True)
+    check_unread_tables(model, tables, "log_prob", evidence, log_params)
+    return log_z
 
 
 def marginals(model: CircuitEngine, x=None, observed=None, soft_evidence=None, *, node_potentials=None,
@@ -39,10 +44,11 @@ def marginals(model: CircuitEngine, x=None, observed=None, soft_evidence=None, *
     check_log_params(model, log_params, evidence.batch_size)
     tables = constant_tables(model, log_params)
     with torch.enable_grad():
-        evidence, leaf = differentiable_evidence(model, evidence)
-        log_z = model.root_value(evidence, tables=tables)
-        raise_if_impossible(log_z, "marginals")
+        differentiable, leaf = differentiable_evidence(model, evidence)
+        log_z = model.root_value(differentiable, tables=tables)
+        check_log_z(model, log_z, "marginals", evidence, log_params)
         (grad,) = torch.autograd.grad(log_z.sum(), leaf)
+    check_marginals(model, grad, "marginals", evidence, log_params)
     return grad
 
 
@@ -65,11 +71,3 @@ def differentiable_evidence(model: CircuitEngine, evidence: Evidence) -> tuple[E
         evidence.batch_size, model.num_vars, model.vocab_size, dtype=model.dtype, device=model.device)
     leaf = base.detach().requires_grad_(True)
     return dataclasses.replace(evidence, soft=leaf), leaf
-
-
-def raise_if_impossible(log_z: torch.Tensor, query: str) -> None:
-    impossible = torch.isneginf(log_z)
-    if bool(impossible.any()):
-        rows = impossible.nonzero().flatten().tolist()
-        raise ValueError(f"{query}: the evidence has probability zero in batch row(s) {rows[:10]} "
-                         "(an impossible event: no completion is possible)")

@@ -10,10 +10,15 @@ import torch
 from ..compile.engine import CircuitEngine
 from ..compile.semiring import MAX_PRODUCT, SUM_PRODUCT
 from .evidence import check_log_params, prepare
-from .inference import constant_tables, differentiable_evidence, raise_if_impossible
+from .finite import check_log_z, check_marginals, check_unread_tables
+from .inference import constant_tables, differentiable_evidence
 from .topdown import top_down
 
-__all__ = ["SampleAndMarginals", "sample", "sample_and_marginals", "map_assignment"]
+__all__ = ["SampleAndMarginals", "sample", "sample_and_marginals", "map_assignment", "MAX_SAMPLE_VALUES"]
+
+#: Most values (num_samples x batch rows, times the nodes of every group plus the tokens per row) one
+#: sample or sample_and_marginals call stores for its top-down walk: 4 GiB in float32.
+MAX_SAMPLE_VALUES = 1 << 30
 
 
 class SampleAndMarginals(NamedTuple):
@@ -36,12 +41,14 @@ def sample(model: CircuitEngine, x=None, observed=None, soft_evidence=None, num_
     batch = evidence.batch_size
     repeats = num_samples or 1
     check_log_params(model, log_params, batch)
+    _check_sample_size(model, repeats, batch)
     evidence = evidence.repeat(repeats)
     log_params = None if log_params is None else log_params.repeat(repeats)
     with torch.no_grad():
         tables = model.pass_tables(log_params)
         values = model.upward(evidence, semiring=SUM_PRODUCT, tables=tables)
-        raise_if_impossible(values[model.layout.root][:, 0], "sample")
+        check_log_z(model, values[model.layout.root][:, 0], "sample", evidence, log_params)
+        check_unread_tables(model, tables, "sample", evidence, log_params)
         tokens = top_down(model, values, evidence, tables.log_params, SUM_PRODUCT, generator)
     return tokens if num_samples is None else tokens.reshape(repeats, batch, model.num_vars)
 
@@ -57,18 +64,20 @@ def sample_and_marginals(model: CircuitEngine, x=None, observed=None, soft_evide
     batch = evidence.batch_size
     repeats = num_samples or 1
     check_log_params(model, log_params, batch)
+    _check_sample_size(model, repeats, batch)
     tables = constant_tables(model, log_params)
     with torch.enable_grad():
-        evidence, leaf = differentiable_evidence(model, evidence)
-        values = model.upward(evidence, tables=tables)
+        differentiable, leaf = differentiable_evidence(model, evidence)
+        values = model.upward(differentiable, tables=tables)
         log_z = values[model.layout.root][:, 0]
-        raise_if_impossible(log_z, "sample_and_marginals")
+        check_log_z(model, log_z, "sample_and_marginals", evidence, log_params)
         (marginals,) = torch.autograd.grad(log_z.sum(), leaf)
+    check_marginals(model, marginals, "sample_and_marginals", evidence, log_params)
     with torch.no_grad():
         values = [None if v is None else v.detach() for v in values]
         if repeats > 1:                                       # S draws per row: the stored values repeated
             values = [None if v is None else v.repeat(repeats, *([1] * (v.dim() - 1))) for v in values]
-        evidence = evidence.detach().repeat(repeats)
+        evidence = differentiable.detach().repeat(repeats)
         tokens = top_down(model, values, evidence, tables.log_params.repeat(repeats), SUM_PRODUCT, generator)
     sample = tokens if num_samples is None else tokens.reshape(repeats, batch, model.num_vars)
     return SampleAndMarginals(sample, marginals, log_z.detach())
@@ -91,14 +100,30 @@ def map_assignment(model: CircuitEngine, x=None, observed=None, soft_evidence=No
             evidence = dataclasses.replace(evidence, candidates=evidence.candidates.merged())
         tables = model.pass_tables(log_params)
         values = model.upward(evidence, semiring=MAX_PRODUCT, tables=tables)
-        raise_if_impossible(values[model.layout.root][:, 0], "map")
+        check_log_z(model, values[model.layout.root][:, 0], "map", evidence, log_params)
         tokens = top_down(model, values, evidence, tables.log_params, MAX_PRODUCT)
         full = dataclasses.replace(evidence, tokens=tokens, observed=torch.ones_like(evidence.observed))
         score = model.root_value(full, tables=tables)
+        check_log_z(model, score, "map", full, log_params, impossible_ok=True)
     return tokens, score
 
 
 def _check_num_samples(num_samples) -> None:
-    if num_samples is not None and (isinstance(num_samples, bool) or not isinstance(num_samples, int)
-                                    or num_samples < 1):
-        raise ValueError(f"num_samples must be a positive int, got {num_samples!r}")
+    if num_samples is None:
+        return
+    if isinstance(num_samples, bool) or not isinstance(num_samples, int) or num_samples < 1:
+        # the type, or the value when it is small: never a repr (str() of a 5,000-digit int raises)
+        got = num_samples if type(num_samples) is int and num_samples > -(1 << 63) else type(num_samples).__name__
+        raise ValueError(f"num_samples must be a positive int, got {got}")
+
+
+def _check_sample_size(model: CircuitEngine, repeats: int, batch: int) -> None:
+    """A sampling pass stores every group's values for num_samples x batch rows: refuse, before
+    anything is repeated, a count whose values would not fit (draw such counts in chunks)."""
+    per_row = sum(spec.num_nodes for spec in model.layout.groups) + model.num_vars
+    needed = repeats * max(batch, 1) * per_row
+    if needed > MAX_SAMPLE_VALUES:
+        count = str(repeats) if repeats.bit_length() < 64 else f"2^{repeats.bit_length() - 1}+"  # no 5,000-digit str
+        rows = f"{count} x {batch}"
+        raise ValueError(f"num_samples x batch = {rows} rows of {per_row} values each is more than a sampling "
+                         f"pass may hold ({MAX_SAMPLE_VALUES} values); draw the samples in smaller chunks")

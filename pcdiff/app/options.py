@@ -1,0 +1,107 @@
+"""The command line's options, checked before any work starts: one ValueError (or FileNotFoundError,
+FileExistsError) per mistake, naming the option, so that a bad setting never costs a training run.
+Checks that need the data or a run's files (e.g. ``--steps`` against the block length) run as soon
+as those are read, still before training or decoding."""
+from __future__ import annotations
+
+import math
+import pathlib
+
+import torch
+
+from ..data.sources import MAX_LENGTH
+from ..files import check_new_folder
+
+__all__ = ["check_options", "check_seed", "torch_device", "MAX_SEED"]
+
+#: Seeds are offset by small counts (steps, ranks) and handed to torch, which takes < 2^64.
+MAX_SEED = 2 ** 63 - 1
+
+
+def _int(option: str, value, least: int, optional: bool = False) -> None:
+    if optional and value is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, int) or value < least:
+        raise ValueError(f"{option} must be an int >= {least}, got {value!r}")
+
+
+def check_seed(value, option: str = "--seed") -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_SEED:
+        raise ValueError(f"{option} must be an int in [0, 2^63 - 1], got {value!r}")
+    return value
+
+
+def torch_device(name: str | torch.device | None, option: str = "--device") -> torch.device:
+    """The torch device ``name`` names, if this machine has it; a ValueError naming ``option`` otherwise."""
+    try:
+        device = torch.device(name or "cpu")
+    except (RuntimeError, TypeError, ValueError):
+        raise ValueError(f"{option} {name!r} is not a torch device (e.g. cpu, cuda, cuda:1)") from None
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(f"{option} {name} was asked for but torch sees no CUDA device")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise ValueError(f"{option} {name}: this machine has {torch.cuda.device_count()} CUDA device(s)")
+    elif device.type == "mps":
+        if not torch.backends.mps.is_available():
+            raise ValueError(f"{option} {name} was asked for but torch sees no MPS device")
+    elif device.type != "cpu":
+        raise ValueError(f"{option} {name!r}: pcdiff runs on cpu, cuda or mps, not {device.type}")
+    return device
+
+
+def _training(args) -> None:
+    budget = args.budget
+    if not (isinstance(budget, (int, float)) and math.isfinite(budget) and budget > 0):
+        raise ValueError(f"--budget must be a finite number > 0, got {budget!r}")
+    _int("--backbone-steps", args.backbone_steps, 1, optional=True)
+    _int("--layer-steps", args.layer_steps, 1, optional=True)
+    _int("--num-states", args.num_states, 1)
+    if args.max_length is not None and not (isinstance(args.max_length, int) and 1 <= args.max_length <= MAX_LENGTH):
+        raise ValueError(f"--max-length must be an int in [1, {MAX_LENGTH}], got {args.max_length!r}")
+    if args.data is not None and not pathlib.Path(args.data).is_file():
+        raise FileNotFoundError(f"--data {args.data}: no such file" + (" (it is a folder)"
+                                                                        if pathlib.Path(args.data).is_dir() else ""))
+    if args.out is not None:
+        check_new_folder(args.out, "--out")
+
+
+def _run_folder(args) -> None:
+    run = pathlib.Path(args.run)
+    if not run.is_dir():
+        raise FileNotFoundError(f"run folder not found: {run}" + (" (it is a file)" if run.exists() else ""))
+
+
+def _report_folder(out) -> None:
+    if out is not None and pathlib.Path(out).exists() and not pathlib.Path(out).is_dir():
+        raise FileExistsError(f"--out {out} is a file, not a folder for the report")
+
+
+def check_options(args) -> None:
+    """Check every option of one command's parsed ``args`` (see :func:`pcdiff.app.cli.build_parser`)."""
+    if hasattr(args, "seed"):
+        check_seed(args.seed)
+    if hasattr(args, "device"):
+        torch_device(args.device)
+    if args.command in ("demo", "train"):
+        _training(args)
+    if args.command in ("demo", "eval"):
+        _int("--samples", args.samples, 1)
+    if args.command == "eval":
+        _run_folder(args)
+        _report_folder(args.out)
+    if args.command == "sample":
+        _run_folder(args)
+        _int("--num", args.num, 1)
+        _int("--steps", args.steps, 1)
+        if not (math.isfinite(args.temperature) and args.temperature >= 0):
+            raise ValueError(f"--temperature must be a finite number >= 0 (0 = greedy), got {args.temperature!r}")
+    if args.command == "convert":
+        size = args.block_size
+        if size < 1 or size & (size - 1):
+            raise ValueError(f"--block-size must be a power of two >= 1, got {size}")
+        output = pathlib.Path(args.output)
+        if output.is_dir():
+            raise IsADirectoryError(f"output {output} is a folder; give the .jpc file to write")
+        if not output.absolute().parent.is_dir():
+            raise FileNotFoundError(f"output {output}: its folder {output.absolute().parent} does not exist")
