@@ -17,8 +17,10 @@ ALLOWED = {
     "pcdiff.decode": {"pcdiff.codd"},
     "pcdiff.backbones": set(),
     "pcdiff.data": set(),
-    "pcdiff.train": {"pcdiff.codd", "pcdiff.backbones", "pcdiff.data", "pcdiff.files"},
+    "pcdiff.train": {"pcdiff.codd", "pcdiff.backbones", "pcdiff.data"},
 }
+#: modules every stage of a package may import: the bottom of the tree
+FOUNDATION = {"structures": {"structures.limits"}, "pcdiff": {"pcdiff.arguments", "pcdiff.files"}}
 
 
 def module_name(path: pathlib.Path) -> str:
@@ -71,6 +73,7 @@ def test_each_stage_imports_only_the_stages_below_it(stage):
     bad = []
     for a, b in imports().edges:
         if (a == stage or a.startswith(stage + ".")) and b.startswith(package) and not b.startswith(stage):
-            if b not in own and not any(b == s or b.startswith(s + ".") for s in ALLOWED[stage]):
+            allowed = ALLOWED[stage] | FOUNDATION[package]
+            if b not in own and not any(b == s or b.startswith(s + ".") for s in allowed):
                 bad.append((a, b))
     assert not bad, f"{stage} reaches past its layer: {bad}"

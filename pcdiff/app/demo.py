@@ -13,6 +13,7 @@ import time
 import torch
 
 from .. import __version__
+from ..arguments import check_int, check_number
 from ..backbones import TinyDiffusionTransformer
 from ..codd import ADAPTERS, STRUCTURES, CoDDLayer
 from ..codd.recipe import MAX_VALUES, layer_values
@@ -96,11 +97,9 @@ def train_run(dataset: str | None = "words", data_file: str | None = None, max_l
 
 def training_steps(budget: float, backbone_steps: int | None, layer_steps: int | None) -> tuple[int, int]:
     """(backbone steps, layer steps): the given counts, else the defaults scaled by ``budget``."""
-    if isinstance(budget, bool) or not isinstance(budget, (int, float)) or not (0 < budget < float("inf")):
-        raise ValueError(f"budget must be a finite number > 0, got {budget!r}")
-    for name, value in (("backbone_steps", backbone_steps), ("layer_steps", layer_steps)):
-        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
-            raise ValueError(f"{name} must be a positive int, got {value!r}")
+    check_number("budget", budget)
+    check_int("backbone_steps", backbone_steps, 1, optional=True)
+    check_int("layer_steps", layer_steps, 1, optional=True)
     return (backbone_steps or max(1, round(BACKBONE_STEPS * budget)),
             layer_steps or max(1, round(LAYER_STEPS * budget)))
 
@@ -114,9 +113,8 @@ def evaluate_run(run: Run, seed: int = 0, num_samples: int = 2000, heldout_items
                  progress: bool = True) -> dict:
     """Every measurement of the demo, as the JSON-able results dict."""
     data, backbone, layer = run.data, run.backbone, run.layer
-    for name, value in (("num_samples", num_samples), ("heldout_items", heldout_items)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(f"{name} must be a positive int, got {value!r}")
+    check_int("num_samples", num_samples, 1)
+    check_int("heldout_items", heldout_items, 1)
     if not data.heldout_items:
         raise ValueError(f"the data ({data.name}) has no held-out items to evaluate on")
     backbone.eval()

@@ -4,11 +4,11 @@ Checks that need the data or a run's files (e.g. ``--steps`` against the block l
 as those are read, still before training or decoding."""
 from __future__ import annotations
 
-import math
 import pathlib
 
 import torch
 
+from ..arguments import check_int, check_number
 from ..data.sources import MAX_LENGTH
 from ..files import check_new_folder
 
@@ -18,17 +18,8 @@ __all__ = ["check_options", "check_seed", "torch_device", "MAX_SEED"]
 MAX_SEED = 2 ** 63 - 1
 
 
-def _int(option: str, value, least: int, optional: bool = False) -> None:
-    if optional and value is None:
-        return
-    if isinstance(value, bool) or not isinstance(value, int) or value < least:
-        raise ValueError(f"{option} must be an int >= {least}, got {value!r}")
-
-
 def check_seed(value, option: str = "--seed") -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_SEED:
-        raise ValueError(f"{option} must be an int in [0, 2^63 - 1], got {value!r}")
-    return value
+    return check_int(option, value, 0, MAX_SEED)
 
 
 def torch_device(name: str | torch.device | None, option: str = "--device") -> torch.device:
@@ -51,14 +42,11 @@ def torch_device(name: str | torch.device | None, option: str = "--device") -> t
 
 
 def _training(args) -> None:
-    budget = args.budget
-    if not (isinstance(budget, (int, float)) and math.isfinite(budget) and budget > 0):
-        raise ValueError(f"--budget must be a finite number > 0, got {budget!r}")
-    _int("--backbone-steps", args.backbone_steps, 1, optional=True)
-    _int("--layer-steps", args.layer_steps, 1, optional=True)
-    _int("--num-states", args.num_states, 1)
-    if args.max_length is not None and not (isinstance(args.max_length, int) and 1 <= args.max_length <= MAX_LENGTH):
-        raise ValueError(f"--max-length must be an int in [1, {MAX_LENGTH}], got {args.max_length!r}")
+    check_number("--budget", args.budget)
+    check_int("--backbone-steps", args.backbone_steps, 1, optional=True)
+    check_int("--layer-steps", args.layer_steps, 1, optional=True)
+    check_int("--num-states", args.num_states, 1)
+    check_int("--max-length", args.max_length, 1, MAX_LENGTH, optional=True)
     if args.data is not None and not pathlib.Path(args.data).is_file():
         raise FileNotFoundError(f"--data {args.data}: no such file" + (" (it is a folder)"
                                                                         if pathlib.Path(args.data).is_dir() else ""))
@@ -86,16 +74,15 @@ def check_options(args) -> None:
     if args.command in ("demo", "train"):
         _training(args)
     if args.command in ("demo", "eval"):
-        _int("--samples", args.samples, 1)
+        check_int("--samples", args.samples, 1)
     if args.command == "eval":
         _run_folder(args)
         _report_folder(args.out)
     if args.command == "sample":
         _run_folder(args)
-        _int("--num", args.num, 1)
-        _int("--steps", args.steps, 1)
-        if not (math.isfinite(args.temperature) and args.temperature >= 0):
-            raise ValueError(f"--temperature must be a finite number >= 0 (0 = greedy), got {args.temperature!r}")
+        check_int("--num", args.num, 1)
+        check_int("--steps", args.steps, 1)
+        check_number("--temperature (0 = greedy)", args.temperature, strict=False)
     if args.command == "convert":
         size = args.block_size
         if size < 1 or size & (size - 1):

@@ -17,13 +17,14 @@ import json
 import pathlib
 from dataclasses import dataclass
 
+from ..arguments import is_int
 from ..backbones import TinyDiffusionTransformer
 from ..codd import CoDDLayer
 from ..data import ItemData, load_dataset
 from ..data.sources import MAX_LENGTH
 from ..files import atomic_write_folder, atomic_write_text
-from ..train.checkpoint import (CheckpointError, checkpoint_record, load_backbone, load_layer, save_backbone,
-                                save_layer)
+from ..train.checkpoint import (CheckpointError, checkpoint_record, load_backbone, load_layer, read_json,
+                                save_backbone, save_layer)
 from ..train.objective import check_compatible
 from .options import MAX_SEED
 
@@ -79,10 +80,7 @@ def _field(settings: dict, dotted: str):
 
 def read_settings(path: pathlib.Path) -> dict:
     """run.json, every field that is read checked: a CheckpointError naming the file and the field."""
-    try:
-        settings = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise CheckpointError(f"{path}: corrupt run file ({err})") from None
+    settings = read_json(path, "run file")
     if not isinstance(settings, dict):
         raise CheckpointError(f"{path}: a run file holds a JSON object, this one a {type(settings).__name__}")
     if "num_states" not in settings and "hidden" in settings:                 # 0.1 wrote "hidden"
@@ -91,19 +89,15 @@ def read_settings(path: pathlib.Path) -> dict:
     if not isinstance(data, dict):
         raise CheckpointError(f"{path}: field 'data' (where the run's items come from) is missing or not an object")
     checks = {"data.source": isinstance(data.get("source"), str) and data.get("source") != "",
-              "data.seed": _is_int(data.get("seed")) and 0 <= data["seed"] <= MAX_SEED,
+              "data.seed": is_int(data.get("seed")) and 0 <= data["seed"] <= MAX_SEED,
               "data.max_length": "max_length" not in data
-              or (_is_int(data["max_length"]) and 1 <= data["max_length"] <= MAX_LENGTH)}
+              or (is_int(data["max_length"]) and 1 <= data["max_length"] <= MAX_LENGTH)}
     checks.update({field: isinstance(_field(settings, field), kind) and not isinstance(_field(settings, field), bool)
                    for field, kind in SETTINGS_FIELDS.items()})
     for field, ok in checks.items():
         if not ok:
             raise CheckpointError(f"{path}: field '{field}' is missing or invalid (got {_field(settings, field)!r})")
     return settings
-
-
-def _is_int(value) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def check_pairing(directory: pathlib.Path, settings: dict) -> None:

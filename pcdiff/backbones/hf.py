@@ -9,6 +9,7 @@ import os
 import torch
 from torch import nn
 
+from ..arguments import check_flag, check_int
 from .protocol import Backbone, BackboneOutput
 
 __all__ = ["HFBackbone", "load_hf_backbone"]
@@ -60,9 +61,7 @@ class HFBackbone(Backbone):
             raise ValueError(f"cannot read vocab_size / hidden_size from {type(config).__name__}")
         embedding = model.get_input_embeddings() if hasattr(model, "get_input_embeddings") else None
         num_inputs = embedding.num_embeddings if embedding is not None else vocab_size
-        if isinstance(mask_id, bool) or not isinstance(mask_id, int) or not 0 <= mask_id < num_inputs:
-            raise ValueError(f"mask_id must be an int in [0, {num_inputs}) (the model's input "
-                             f"embeddings), got {mask_id!r}")
+        check_int("mask_id (an id of the model's input embeddings)", mask_id, 0, num_inputs - 1)
         self.vocab_size = vocab_size
         self.hidden_size = hidden_size
         self.mask_id = mask_id
@@ -122,12 +121,10 @@ def _find_mask_id(transformers, name_or_path: str, config, trust_remote_code: bo
 def _check_load_arguments(name_or_path, mask_id, shift_logits, dtype, trust_remote_code, device) -> None:
     if not isinstance(name_or_path, (str, os.PathLike)) or not str(name_or_path):
         raise ValueError(f"name_or_path must be a hub name or a local folder, got {name_or_path!r}")
-    if mask_id is not None and (isinstance(mask_id, bool) or not isinstance(mask_id, int) or mask_id < 0):
-        raise ValueError(f"mask_id must be None or an int >= 0, got {mask_id!r}")
+    check_int("mask_id", mask_id, 0, optional=True)
     # trust_remote_code runs the model repository's code: only a real True may turn it on
-    for name, value in (("shift_logits", shift_logits), ("trust_remote_code", trust_remote_code)):
-        if not isinstance(value, bool):
-            raise ValueError(f"{name} must be True or False, got {value!r}")
+    check_flag("shift_logits", shift_logits)
+    check_flag("trust_remote_code", trust_remote_code)
     if not isinstance(dtype, torch.dtype) and not (isinstance(dtype, str) and (
             dtype == "auto" or isinstance(getattr(torch, dtype, None), torch.dtype))):
         raise ValueError(f"dtype must be a torch.dtype, its name or 'auto', got {dtype!r}")

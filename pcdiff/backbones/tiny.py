@@ -8,6 +8,7 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
 
+from ..arguments import check_int
 from .protocol import Backbone, BackboneOutput
 
 __all__ = ["TinyDiffusionTransformer"]
@@ -53,10 +54,8 @@ class Block(nn.Module):
 def _check_config(vocab_size, mask_id, block_length, dim, depth, heads, mlp_ratio, dropout) -> None:
     for name, value in [("vocab_size", vocab_size), ("block_length", block_length), ("dim", dim),
                         ("depth", depth), ("heads", heads), ("mlp_ratio", mlp_ratio)]:
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(f"{name} must be a positive int, got {value!r}")
-    if isinstance(mask_id, bool) or not isinstance(mask_id, int) or mask_id < 0:
-        raise ValueError(f"mask_id must be a non-negative int, got {mask_id!r}")
+        check_int(name, value, 1)
+    check_int("mask_id", mask_id, 0)
     if dim % heads:
         raise ValueError(f"dim ({dim}) must be divisible by heads ({heads})")
     if isinstance(dropout, bool) or not isinstance(dropout, (int, float)) or not 0.0 <= dropout < 1.0:

@@ -12,6 +12,7 @@ from torch import nn
 
 import structures
 
+from ..arguments import check_int, check_number
 from .adapters import Adapter, make_adapter
 from .distribution import CoDDBlockDistribution
 from .evidence import check_top_k
@@ -43,13 +44,9 @@ class CoDDLayer(nn.Module):
             circuit = structures.compile(circuit, device=device, dtype=dtype)
         if not isinstance(circuit, structures.CompiledCircuit):
             raise TypeError(f"circuit must be a structures.Circuit or CompiledCircuit, got {type(circuit).__name__}")
-        if isinstance(temperature, bool) or not (isinstance(temperature, (int, float)) and temperature > 0
-                                                 and np.isfinite(temperature)):
-            raise ValueError(f"temperature must be a finite number > 0, got {temperature!r}")
-        for name, value, least in (("hidden_size", hidden_size, 1), ("mask_id", mask_id, 0)):
-            if value is not None and (isinstance(value, bool) or not isinstance(value, (int, np.integer))
-                                      or value < least):
-                raise ValueError(f"{name} must be None or an int >= {least}, got {value!r}")
+        check_number("temperature", temperature)
+        check_int("hidden_size", hidden_size, 1, optional=True)
+        check_int("mask_id", mask_id, 0, optional=True)
         if adapter_kwargs is not None and not isinstance(adapter_kwargs, dict):
             raise TypeError(f"adapter_kwargs must be a dict, got {type(adapter_kwargs).__name__}")
         self.circuit = circuit
@@ -159,10 +156,8 @@ class CoDDLayer(nn.Module):
         if name not in STRUCTURES:
             raise ValueError(f"structure must be one of {STRUCTURES}, got {name!r}")
         for arg, value in (("block_length", block_length), ("vocab_size", vocab_size), ("num_states", num_states)):
-            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-                raise ValueError(f"{arg} must be a positive int, got {value!r}")
-        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0):
-            raise ValueError(f"seed must be None or an int >= 0, got {seed!r}")
+            check_int(arg, value, 1)
+        check_int("seed", seed, 0, optional=True)
         if name == "hmm":
             circuit = structures.hmm(block_length, num_states, vocab_size, seed=seed)
         elif name == "chain":

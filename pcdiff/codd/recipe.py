@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 
+from ..arguments import check_int, is_int
 from .adapters import ADAPTERS, LatentEvidenceAdapter, LowRankAdapter, StaticAdapter
 from .evidence import check_top_k
 
@@ -32,20 +33,9 @@ DTYPES = ("float32", "float64")
 ADAPTER_SETTINGS = {
     StaticAdapter: {},
     LatentEvidenceAdapter: {"per_position": lambda v: isinstance(v, bool)},
-    LowRankAdapter: {"rank": lambda v: _is_int(v) and v >= 1,
-                     "tables": lambda v: v is None or (isinstance(v, list) and all(_is_int(t) and t >= 0 for t in v))},
+    LowRankAdapter: {"rank": lambda v: is_int(v) and v >= 1,
+                     "tables": lambda v: v is None or (isinstance(v, list) and all(is_int(t) and t >= 0 for t in v))},
 }
-
-
-def _is_int(value) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _int(field: str, value, least: int, optional: bool = False) -> None:
-    if optional and value is None:
-        return
-    if not _is_int(value) or value < least:
-        raise ValueError(f"{field} must be an int >= {least}{' or null' if optional else ''}, got {value!r}")
 
 
 def layer_values(structure: str, block_length: int, vocab_size: int, num_states: int, adapter: str = "static",
@@ -105,11 +95,11 @@ def _recipe(recipe) -> dict:
         raise ValueError(f"recipe.structure must be one of {STRUCTURES}, got {structure!r}")
     states_key = "num_states" if "num_states" in recipe else "hidden"          # 0.1 wrote "hidden"
     for key, field in (("block_length", "block_length"), ("vocab_size", "vocab_size"), (states_key, states_key)):
-        _int(f"recipe.{field}", recipe.get(key), 1)
-    _int("recipe.seed", recipe.get("seed"), 0, optional=True)
+        check_int(f"recipe.{field}", recipe.get(key), 1)
+    check_int("recipe.seed", recipe.get("seed"), 0, optional=True)
     length, edges = recipe["block_length"], recipe.get("tree_edges")
     if structure == "tree" and edges is not None:
-        pair = lambda e: isinstance(e, list) and len(e) == 2 and all(_is_int(v) and 0 <= v < length for v in e)
+        pair = lambda e: isinstance(e, list) and len(e) == 2 and all(is_int(v) and 0 <= v < length for v in e)
         if not isinstance(edges, list) or len(edges) != length - 1 or not all(pair(e) for e in edges):
             raise ValueError(f"recipe.tree_edges must be {length - 1} pairs of positions in [0, {length}), "
                              f"got {str(edges)[:80]}")
@@ -148,8 +138,8 @@ def check_config(config) -> dict:
         if key in config and config[key] != settings[key]:
             raise ValueError(f"{key} = {config[key]!r} disagrees with recipe.{key} = {settings[key]!r}")
     adapter, kwargs = _adapter(config)
-    _int("hidden_size", config.get("hidden_size"), 1, optional=True)
-    _int("mask_id", config.get("mask_id"), 0, optional=True)
+    check_int("hidden_size", config.get("hidden_size"), 1, optional=True)
+    check_int("mask_id", config.get("mask_id"), 0, optional=True)
     temperature = config.get("temperature", 1.0)
     if isinstance(temperature, bool) or not isinstance(temperature, (int, float)) \
             or not (math.isfinite(temperature) and temperature > 0):

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import torch
 
+from ..arguments import is_int
 from .schedule import split_evenly
 from .step import BlockDecoder
 
@@ -58,11 +59,11 @@ def generate(backbone, prompt: torch.Tensor | None = None, *, layer=None, gen_le
 
 def _start(backbone, prompt, batch_size, gen_length) -> tuple[torch.Tensor, int]:
     """The initial sequence: the prompt followed by ``gen_length`` mask ids."""
-    if not _is_int(gen_length) or gen_length < 1:
+    if not is_int(gen_length) or gen_length < 1:
         raise ValueError(f"gen_length must be a positive int, got {gen_length!r}")
     if prompt is None:
         rows = 1 if batch_size is None else batch_size
-        if not _is_int(rows) or rows < 1:
+        if not is_int(rows) or rows < 1:
             raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
         prompt = torch.empty((rows, 0), dtype=torch.long, device=_device(backbone))
     if not isinstance(prompt, torch.Tensor) or prompt.dtype != torch.long or prompt.dim() != 2:
@@ -84,11 +85,11 @@ def _start(backbone, prompt, batch_size, gen_length) -> tuple[torch.Tensor, int]
 def _check(backbone, layer, *, gen_length, block_length, steps, codd) -> None:
     """The loop's own arguments and the layer's fit to the backbone (the step's knobs are
     :class:`BlockDecoder`'s to check)."""
-    if not _is_int(block_length) or block_length < 1:
+    if not is_int(block_length) or block_length < 1:
         raise ValueError(f"block_length must be a positive int, got {block_length!r}")
     if gen_length % block_length:
         raise ValueError(f"gen_length ({gen_length}) must be a multiple of block_length ({block_length})")
-    if not _is_int(steps) or not 1 <= steps <= gen_length:
+    if not is_int(steps) or not 1 <= steps <= gen_length:
         raise ValueError(f"steps must be an int in [1, gen_length={gen_length}], got {steps!r}")
     if codd == "off" or layer is None:
         return
@@ -101,10 +102,6 @@ def _check(backbone, layer, *, gen_length, block_length, steps, codd) -> None:
     layer_vocab = getattr(layer, "vocab_size", backbone.vocab_size)
     if layer_vocab != backbone.vocab_size:
         raise ValueError(f"the layer's vocabulary ({layer_vocab}) differs from the backbone's ({backbone.vocab_size})")
-
-
-def _is_int(value) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def _device(module) -> torch.device:

@@ -22,6 +22,7 @@ import torch
 import torch.nn.functional as F
 
 from ..codd.checks import check_finite
+from ..arguments import check_number
 from ..codd.rules import check_rule, confidence, draw
 from .schedule import commit_count, select_top
 
@@ -104,17 +105,11 @@ class BlockDecoder:
         return torch.where(pick, proposal, tokens)
 
 
-def _number(value) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
-
-
 def _check_knobs(layer, *, remasking, temperature, threshold, codd, pc_frac, generator) -> None:
     check_rule(remasking)
-    if not _number(temperature) or not 0 <= temperature < math.inf:
-        raise ValueError(f"temperature must be a finite number >= 0, got {temperature!r}")
+    check_number("temperature", temperature, strict=False)
     if threshold is not None:
-        if not _number(threshold) or not 0 <= threshold <= 1:
-            raise ValueError(f"threshold must be None or a number in [0, 1], got {threshold!r}")
+        check_number("threshold", threshold, strict=False, most=1)
         if remasking == "random":
             raise ValueError("threshold needs a confidence-based remasking rule, not 'random'")
     if codd not in CODD_MODES:
@@ -122,8 +117,7 @@ def _check_knobs(layer, *, remasking, temperature, threshold, codd, pc_frac, gen
     if pc_frac is not None:
         if codd == "off":
             raise ValueError("pc_frac gates the CoDD layer; it needs codd='joint' or 'any_order'")
-        if not _number(pc_frac) or not 0 < pc_frac <= 1:
-            raise ValueError(f"pc_frac must be None or a number in (0, 1], got {pc_frac!r}")
+        check_number("pc_frac", pc_frac, most=1)
     if generator is not None and not isinstance(generator, torch.Generator):
         raise ValueError(f"generator must be a torch.Generator, got {type(generator).__name__}")
     if codd != "off" and layer is None:

@@ -76,12 +76,17 @@ def checkpoint_path(path: str | os.PathLike) -> pathlib.Path:
     return path
 
 
+def read_json(path: pathlib.Path, what: str):
+    """The JSON value in ``path``; a CheckpointError naming the file (as ``what``) if it is not JSON."""
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise CheckpointError(f"{path}: corrupt {what} (not valid JSON: {err})") from None
+
+
 def _record(path: pathlib.Path) -> dict:
     """A checkpoint's JSON, its fields checked."""
-    try:
-        record = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise CheckpointError(f"{path}: corrupt checkpoint metadata (not valid JSON: {err})") from None
+    record = read_json(path, "checkpoint metadata")
     if not isinstance(record, dict) or record.get("format") != FORMAT:
         raise CheckpointError(f"{path}: not a {FORMAT} file")
     if record.get("version") != VERSION:

@@ -8,27 +8,9 @@ from dataclasses import asdict, dataclass, fields
 
 import torch
 
+from ..arguments import check_flag, check_int, check_number
+
 __all__ = ["BackboneTrainingConfig", "LayerTrainingConfig", "make_config"]
-
-
-def _int(name: str, value, least: int, optional: bool = False) -> None:
-    if optional and value is None:
-        return
-    if isinstance(value, bool) or not isinstance(value, int) or value < least:
-        raise ValueError(f"{name} must be an int >= {least}{' or None' if optional else ''}, got {value!r}")
-
-
-def _bool(name: str, value) -> None:
-    # a truthy string such as "False" must not silently mean True
-    if not isinstance(value, bool):
-        raise ValueError(f"{name} must be True or False, got {value!r}")
-
-
-def _positive(name: str, value, optional: bool = False) -> None:
-    if optional and value is None:
-        return
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not (math.isfinite(value) and value > 0):
-        raise ValueError(f"{name} must be a finite number > 0{' or None' if optional else ''}, got {value!r}")
 
 
 @dataclass
@@ -46,14 +28,14 @@ class BackboneTrainingConfig:
     progress: bool = True
 
     def __post_init__(self):
-        _int("steps", self.steps, 1)
-        _int("batch_size", self.batch_size, 1)
-        _int("warmup_steps", self.warmup_steps, 0)
-        _int("eval_every", self.eval_every, 1, optional=True)
-        _int("seed", self.seed, 0)
-        _positive("lr", self.lr)
-        _positive("grad_clip", self.grad_clip)
-        _bool("progress", self.progress)
+        check_int("steps", self.steps, 1)
+        check_int("batch_size", self.batch_size, 1)
+        check_int("warmup_steps", self.warmup_steps, 0)
+        check_int("eval_every", self.eval_every, 1, optional=True)
+        check_int("seed", self.seed, 0)
+        check_number("lr", self.lr)
+        check_number("grad_clip", self.grad_clip)
+        check_flag("progress", self.progress)
 
     def lr_factor(self, step: int) -> float:
         """The learning rate at ``step`` as a fraction of ``lr``."""
@@ -95,19 +77,19 @@ class LayerTrainingConfig:
     progress: bool = True
 
     def __post_init__(self):
-        _int("steps", self.steps, 0)
-        _int("batch_size", self.batch_size, 1)
-        _int("cache_maskings", self.cache_maskings, 1)
-        _int("eval_every", self.eval_every, 1, optional=True)
-        _int("checkpoint_every", self.checkpoint_every, 1, optional=True)
-        _int("eval_items", self.eval_items, 0)
-        _int("seed", self.seed, 0)
-        _positive("lr", self.lr)
-        _positive("adapter_lr", self.adapter_lr, optional=True)
-        _positive("backbone_lr", self.backbone_lr, optional=True)
-        _positive("grad_clip", self.grad_clip)
+        check_int("steps", self.steps, 0)
+        check_int("batch_size", self.batch_size, 1)
+        check_int("cache_maskings", self.cache_maskings, 1)
+        check_int("eval_every", self.eval_every, 1, optional=True)
+        check_int("checkpoint_every", self.checkpoint_every, 1, optional=True)
+        check_int("eval_items", self.eval_items, 0)
+        check_int("seed", self.seed, 0)
+        check_number("lr", self.lr)
+        check_number("adapter_lr", self.adapter_lr, optional=True)
+        check_number("backbone_lr", self.backbone_lr, optional=True)
+        check_number("grad_clip", self.grad_clip)
         for name in ("freeze_backbone", "cache_backbone", "resume", "progress"):
-            _bool(name, getattr(self, name))
+            check_flag(name, getattr(self, name))
         if self.checkpoint_dir is not None and not isinstance(self.checkpoint_dir, (str, os.PathLike)):
             raise ValueError(f"checkpoint_dir must be a path or None, got {self.checkpoint_dir!r}")
         if self.cache_dtype not in (torch.float16, torch.bfloat16, torch.float32, torch.float64):

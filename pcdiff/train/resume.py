@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import torch
 
 from ..files import remove_stale_temporaries
+from ..arguments import is_int
 from .checkpoint import (CheckpointError, check_state, checkpoint_path, latest_checkpoint, load_checkpoint,
                          load_layer_state, save_checkpoint)
 from .distributed import World
@@ -108,19 +109,15 @@ class TrainingCheckpoints:
         return Resumed(config["step"], config["seconds"], config["history"], torch_rng)
 
 
-def _is_number(value, integer: bool = False) -> bool:
-    kinds = int if integer else (int, float)
-    return isinstance(value, kinds) and not isinstance(value, bool)
-
-
 def _check_fields(path, config: dict) -> None:
     """The JSON fields :meth:`TrainingCheckpoints.resume` reads, with their types."""
     if config.get("kind") != KIND:
         raise CheckpointError(f"{path}: not a CoDD training checkpoint (config.kind is {config.get('kind')!r})")
     step, history, optimizer = config.get("step"), config.get("history"), config.get("optimizer")
     fields = {"train": isinstance(config.get("train"), dict),
-              "step": _is_number(step, integer=True) and step >= 0,
-              "seconds": _is_number(config.get("seconds")),
+              "step": is_int(step) and step >= 0,
+              "seconds": isinstance(config.get("seconds"), (int, float)) and config.get("seconds") is not True
+              and config.get("seconds") is not False,
               "history": isinstance(history, list) and all(isinstance(h, dict) for h in history),
               "optimizer": isinstance(optimizer, dict) and isinstance(optimizer.get("param_groups"), list)
               and isinstance(optimizer.get("scalars"), dict)}

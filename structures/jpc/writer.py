@@ -35,7 +35,8 @@ from ..limits import brief
 from ..nodes import Categorical, NodeGroup, Product, Sum, iter_groups
 from ..validate import validate_groups
 from .entries import FLOAT64_KEY, MAX_NODES_PER_ENTRY, check_path
-from .safe_pickle import JpcError, categorical_dist_pickle
+from .dist_pickle import categorical_dist_pickle
+from .safe_pickle import JpcError
 
 DEFAULT_MAX_BLOCK_SIZE = 32
 

@@ -223,7 +223,7 @@ def test_load_jpc_roots_caps_the_number_of_circuits(tmp_path):
     """A few hundred bytes (parameters left uniform) may declare thousands of roots: each would be a
     validated Circuit of its own."""
     from structures.jpc.reader import MAX_ROOTS
-    from structures.jpc.safe_pickle import categorical_dist_pickle
+    from structures.jpc.dist_pickle import categorical_dist_pickle
     roots = MAX_ROOTS + 1
     write_entries(tmp_path / "roots.jpc", [
         {"type": "Input", "num_node_blocks": 1, "block_size": 1, "chs": (), "scope": [0],

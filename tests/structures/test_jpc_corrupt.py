@@ -10,7 +10,7 @@ import structures
 from helpers.jpc_files import IGNORE_SPARSE_WARNING, write_entries
 from structures import JpcError, load_jpc, save_jpc
 from structures.jpc import read_jpc_entries
-from structures.jpc.safe_pickle import categorical_dist_pickle
+from structures.jpc.dist_pickle import categorical_dist_pickle
 
 pytestmark = IGNORE_SPARSE_WARNING
 

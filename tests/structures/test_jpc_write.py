@@ -15,7 +15,7 @@ from helpers.jpc_files import (IGNORE_SPARSE_WARNING, assert_same_circuit, laten
                                nested_circuit, params_of, pj_eval, write_entries)
 from structures import Categorical, JpcError, Product, Sum, load_jpc, load_jpc_roots, save_jpc
 from structures.jpc import read_jpc_entries
-from structures.jpc.safe_pickle import categorical_dist_pickle
+from structures.jpc.dist_pickle import categorical_dist_pickle
 
 pytestmark = IGNORE_SPARSE_WARNING
 
