@@ -2,7 +2,8 @@
 from .chain import factorized_emitter, hidden_chain, mixture_emitter
 from .hmm import hmm
 from .mixture import mixture
+from .permutation import permutation
 from .tree import chow_liu_tree, hclt, latent_tree, mutual_information
 
 __all__ = ["hmm", "hidden_chain", "factorized_emitter", "mixture_emitter", "latent_tree", "chow_liu_tree",
-           "hclt", "mutual_information", "mixture"]
+           "hclt", "mutual_information", "mixture", "permutation"]

@@ -18,6 +18,7 @@ import itertools
 import numpy as np
 
 from ..circuit import Circuit
+from ..limits import MAX_VARIABLES, MAX_VOCAB, check_count, check_plan
 from ..nodes import Categorical, NodeGroup, Product, StructureError, Sum
 
 __all__ = ["permutation"]
@@ -63,16 +64,14 @@ def _left(used: tuple[int, ...], n: int) -> list[int]:
 
 
 def _check(n, length, vocab, pad) -> None:
-    for name, value in (("n", n), ("length", length), ("vocab", vocab)):
-        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-            raise StructureError(f"permutation: {name} must be a positive int, got {value!r}")
-    if n > MAX_SYMBOLS:
-        raise StructureError(f"permutation: n = {n} needs 2^{n} latent states; at most n = {MAX_SYMBOLS}")
-    if length < n:
-        raise StructureError(f"permutation: length {length} is shorter than the permutation ({n} positions)")
-    if vocab < n:
-        raise StructureError(f"permutation: vocab {vocab} cannot hold the {n} symbols")
+    check_count(n, "permutation: n", 1, MAX_SYMBOLS, StructureError)
+    check_count(length, "permutation: length", n, MAX_VARIABLES, StructureError)
+    check_count(vocab, "permutation: vocab", n, MAX_VOCAB, StructureError)
     if length > n and pad is None:
         raise StructureError(f"permutation: positions {n}..{length - 1} need a pad token (pad=...)")
-    if pad is not None and not (isinstance(pad, (int, np.integer)) and 0 <= pad < vocab and pad >= n):
-        raise StructureError(f"permutation: pad must be a token in [{n}, {vocab}) (not a symbol), got {pad!r}")
+    if pad is not None:
+        check_count(pad, "permutation: pad (a token that is no symbol)", n, vocab - 1, StructureError)
+    states = 1 << n                                         # Σ_t C(n, t) sum nodes, n · 2^(n-1) products
+    check_plan("permutation", groups=3 * n + length, largest_table=states * n * vocab,
+               total_entries=n * states * (n + vocab) + length * vocab, sizes=f"n={n}, length={length}, vocab={vocab}",
+               error=StructureError)

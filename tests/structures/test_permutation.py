@@ -1,0 +1,63 @@
+"""The circuit designed for permutations is exactly the uniform distribution over them (brute force),
+its samples are permutations, while independent draws from its exact marginals are permutations
+only n!/nⁿ of the time."""
+import math
+
+import numpy as np
+import pytest
+import torch
+
+import structures
+from helpers.brute import all_assignments, evaluate
+from structures import StructureError
+
+
+@pytest.mark.parametrize("n, length, pad", [(1, 1, None), (2, 2, None), (3, 3, None), (4, 5, 4), (5, 6, 5)])
+def test_the_permutation_circuit_is_uniform_over_permutations(n, length, pad):
+    circuit = structures.permutation(n, length, pad=pad)
+    xs = all_assignments(circuit)
+    probs = evaluate(circuit, xs)
+    valid = np.array([sorted(x[:n]) == list(range(n)) and all(v == pad for v in x[n:]) for x in xs])
+    np.testing.assert_allclose(probs[valid], 1 / math.factorial(n), rtol=1e-12)
+    np.testing.assert_array_equal(probs[~valid], 0.0)
+    assert valid.sum() == math.factorial(n)
+
+
+def test_its_samples_marginals_and_conditionals_are_those_of_a_random_permutation():
+    n = 6
+    model = structures.compile(structures.permutation(n), dtype=torch.float64)
+    samples = model.sample(num_samples=3000, generator=torch.Generator().manual_seed(0))[:, 0]
+    assert all(sorted(row.tolist()) == list(range(n)) for row in samples)
+    np.testing.assert_allclose(model.marginals().numpy(), np.full((1, n, n), 1 / n), atol=1e-12)
+    x = torch.tensor([[2, 0, 0, 0, 0, 5]])
+    observed = torch.tensor([[True, False, False, False, False, True]])
+    marg = model.marginals(x, observed)[0]
+    np.testing.assert_allclose(marg[1:5, [2, 5]].numpy(), 0.0, atol=1e-12)      # used symbols are gone
+    np.testing.assert_allclose(marg[1:5, [0, 1, 3, 4]].numpy(), 0.25, atol=1e-12)
+    assert float(model.log_prob(torch.tensor([list(range(n))])).detach().exp()) == pytest.approx(1 / math.factorial(n))
+    # drawn independently from these exact marginals, a row is a permutation with probability n!/n^n
+    independent = torch.multinomial(model.marginals()[0], 20000, replacement=True).T
+    valid = np.mean([sorted(row) == list(range(n)) for row in independent.tolist()])
+    assert valid == pytest.approx(math.factorial(n) / n ** n, abs=0.01)
+
+
+def test_it_is_built_from_the_node_api_with_two_to_the_n_states():
+    n = 5
+    circuit = structures.permutation(n)
+    sums = [g for g in circuit.groups if isinstance(g, structures.Sum)]
+    assert sum(g.num_nodes for g in sums) == 2 ** n - 1                 # every subset but the full set
+    assert len([g for g in circuit.groups if isinstance(g, structures.Product)]) == n - 1
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(n=0), "n must be a positive int"),
+    (dict(n=40), "more than the limit"),
+    (dict(n=3, length=2), "permutation: length must be an int >= 3"),
+    (dict(n=3, length=4), "need a pad token"),
+    (dict(n=3, length=4, pad=1), "pad"),
+    (dict(n=3, vocab=2), "vocab must be an int >= 3"),
+    (dict(n=3, length=10 ** 12, pad=3), "more than the limit"),
+])
+def test_bad_arguments_are_named(kwargs, message):
+    with pytest.raises(StructureError, match=message):
+        structures.permutation(**kwargs)
