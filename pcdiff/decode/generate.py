@@ -1,22 +1,23 @@
 """Semi-autoregressive diffusion decoding (LLaDA-style), with or without the CoDD layer: the loop.
 
-The generated span starts fully masked and is decoded block by block, left to right. Within a
-block every step calls the backbone once on the whole sequence (prompt + decoded tokens + mask
-ids), proposes a token for each still-masked position of the block, and commits the positions a
-remasking rule ranks highest (:class:`~pcdiff.decode.step.BlockDecoder`); the others stay masked
-for a later step. A committed position never changes again. How many positions a step commits
-follows LLaDA's schedule: the block's length divided as evenly as possible over the block's steps,
-earlier steps taking the remainder.
+:func:`denoise` fills every mask id of a sequence block by block, left to right. Within a block
+every step calls the backbone once on the whole sequence, proposes a token for each still-masked
+position of the block, and commits the positions a remasking rule ranks highest
+(:class:`~pcdiff.decode.step.BlockDecoder`); the others stay masked for a later step. A committed
+position never changes again. How many positions a step commits follows LLaDA's schedule: each
+row's masked positions in the block divided as evenly as possible over the block's steps, earlier
+steps taking the remainder. :func:`generate` is :func:`denoise` of a prompt followed by masks;
+infilling is :func:`denoise` of items with masks where they are unknown.
 """
 from __future__ import annotations
 
 import torch
 
 from ..arguments import is_int
-from .schedule import split_evenly
+from .schedule import per_row_counts, split_evenly
 from .step import BlockDecoder
 
-__all__ = ["generate"]
+__all__ = ["generate", "denoise"]
 
 
 @torch.no_grad()
@@ -41,16 +42,34 @@ def generate(backbone, prompt: torch.Tensor | None = None, *, layer=None, gen_le
     batch_size    rows to generate when ``prompt`` is None (default 1)
     """
     x, prompt_length = _start(backbone, prompt, batch_size, gen_length)
-    _check(backbone, layer, gen_length=gen_length, block_length=block_length, steps=steps, codd=codd)
+    return denoise(backbone, x, layer=layer, start=prompt_length, block_length=block_length, steps=steps,
+                   remasking=remasking, temperature=temperature, threshold=threshold, codd=codd, pc_frac=pc_frac,
+                   generator=generator)
+
+
+@torch.no_grad()
+def denoise(backbone, x: torch.Tensor, *, layer=None, start: int = 0, block_length: int, steps: int,
+            remasking: str = "low_confidence", temperature: float = 1.0, threshold: float | None = None,
+            codd: str = "off", pc_frac: float | None = None, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Fill every mask id of ``x[:, start:]`` [B, N] (a multiple of ``block_length`` long), block by
+    block, with at most ``steps`` backbone calls split evenly over the blocks; returns a new tensor.
+    The other arguments are :func:`generate`'s. A block without masks costs no call."""
+    if not isinstance(x, torch.Tensor) or x.dim() != 2 or x.dtype != torch.long or x.shape[0] < 1:
+        raise ValueError(f"x must be a [batch, length] torch.long tensor, got {getattr(x, 'dtype', type(x))} "
+                         f"of shape {tuple(getattr(x, 'shape', ()))}")
+    if not is_int(start) or not 0 <= start < x.shape[1]:
+        raise ValueError(f"start must be an int in [0, {x.shape[1]}) (x's length), got {start!r}")
+    span = x.shape[1] - start
+    _check(backbone, layer, gen_length=span, block_length=block_length, steps=steps, codd=codd)
     decoder = BlockDecoder(layer, mask_id=backbone.mask_id, remasking=remasking, temperature=temperature,
                            threshold=threshold, codd=codd, pc_frac=pc_frac, generator=generator)
-    num_blocks = gen_length // block_length
-    for block, block_steps in enumerate(split_evenly(steps, num_blocks)):
-        lo = prompt_length + block * block_length
+    x = x.clone()
+    for block, block_steps in enumerate(split_evenly(steps, span // block_length)):
+        lo = start + block * block_length
         hi = lo + block_length
-        for count in split_evenly(block_length, block_steps):
+        for count in per_row_counts(x[:, lo:hi] == backbone.mask_id, block_steps):
             masked = x[:, lo:hi] == backbone.mask_id                             # [B, L]
-            if not masked.any():                                                 # only with a threshold
+            if not masked.any():                                                 # done early (a threshold, few masks)
                 break
             out = backbone(x)
             x[:, lo:hi] = decoder.step(out.logits[:, lo:hi], out.hidden[:, lo:hi], x[:, lo:hi], masked, count)

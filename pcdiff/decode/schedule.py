@@ -6,7 +6,7 @@ import math
 
 import torch
 
-__all__ = ["split_evenly", "commit_count", "select_top"]
+__all__ = ["split_evenly", "per_row_counts", "commit_count", "select_top"]
 
 
 def split_evenly(total: int, parts: int) -> list[int]:
@@ -16,10 +16,20 @@ def split_evenly(total: int, parts: int) -> list[int]:
     return [base + (i < extra) for i in range(parts)]
 
 
-def commit_count(count: int, scores: torch.Tensor, masked: torch.Tensor, threshold: float | None) -> torch.Tensor:
-    """Positions to commit per row this step [B]: the schedule's ``count``, raised to every masked
-    position whose score exceeds ``threshold`` (Fast-dLLM), capped by what is still masked."""
-    n = torch.full(masked.shape[:1], count, dtype=torch.long, device=masked.device)
+def per_row_counts(masked: torch.Tensor, steps: int) -> torch.Tensor:
+    """[steps, B]: each row's masked positions (``masked`` [B, L]) split evenly over ``steps``, earlier
+    steps taking the remainder: :func:`split_evenly` row by row (rows may hold different numbers)."""
+    total = masked.sum(-1)                                                      # [B]
+    step = torch.arange(steps, device=masked.device).unsqueeze(-1)              # [S, 1]
+    return total // steps + (step < total % steps).long()
+
+
+def commit_count(count: int | torch.Tensor, scores: torch.Tensor, masked: torch.Tensor,
+                 threshold: float | None) -> torch.Tensor:
+    """Positions to commit per row this step [B]: the schedule's ``count`` (an int, or one per row),
+    raised to every masked position whose score exceeds ``threshold`` (Fast-dLLM), capped by what is
+    still masked."""
+    n = torch.as_tensor(count, dtype=torch.long, device=masked.device).expand(masked.shape[:1])
     if threshold is not None:
         n = torch.maximum(n, ((scores > threshold) & masked).sum(-1))
     return torch.minimum(n, masked.sum(-1))
