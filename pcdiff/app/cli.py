@@ -1,4 +1,4 @@
-"""The `pcdiff` command line: demo | train | sample | eval | convert | bench.
+"""The `pcdiff` command line: demo | train | sample | infill | eval | convert | bench.
 
 Errors a user can cause (missing files, empty data, items longer than the block, bad options, a
 damaged run folder) end the program with one line on stderr and exit status 2, not a traceback.
@@ -86,6 +86,21 @@ def build_parser() -> argparse.ArgumentParser:
     sample.add_argument("--remasking", choices=REMASKING, default="low_confidence")
     sample.add_argument("--temperature", type=float, default=1.0, help="divides the logits; 0 = greedy")
     _common(sample)
+
+    infill = commands.add_parser("infill", help="complete items with unknown characters (one a line, '?' where "
+                                                "unknown) with a trained run",
+                                 description="Complete items: one item a line, the mask character at every unknown "
+                                             "position (e.g. 'c?t'); one completion a line out, --num per item.")
+    infill.add_argument("run", help="run folder written by `pcdiff train` or `pcdiff demo`")
+    infill.add_argument("--input", default="-", help="file of items, one a line (default: standard input)")
+    infill.add_argument("--output", default="-", help="file to write the completions to (default: standard output)")
+    infill.add_argument("--mask-char", default="?", help="the character that marks an unknown position (default ?)")
+    infill.add_argument("--num", type=int, default=1, help="completions per item")
+    infill.add_argument("--steps", type=int, help="decoding steps per item (default: one masked position a step)")
+    infill.add_argument("--codd", choices=CODD_MODES, default="joint", help="use of the layer")
+    infill.add_argument("--remasking", choices=REMASKING, default="low_confidence")
+    infill.add_argument("--temperature", type=float, default=1.0, help="divides the logits; 0 = greedy")
+    _common(infill)
 
     evaluate = commands.add_parser("eval", help="evaluate a trained run and write the report")
     evaluate.add_argument("run", help="run folder written by `pcdiff train` or `pcdiff demo`")
@@ -192,6 +207,29 @@ def cmd_sample(args) -> int:
     return 0
 
 
+def cmd_infill(args) -> int:
+    from ..files import atomic_write_text
+    from .infill import completions, infill, read_items
+    from .options import torch_device
+    from .runs import load_run
+    source = "standard input" if args.input == "-" else args.input
+    try:
+        text = sys.stdin.read() if args.input == "-" else pathlib.Path(args.input).read_text(encoding="utf-8")
+    except UnicodeDecodeError as err:
+        raise ValueError(f"{source}: not valid UTF-8 ({err.reason} at byte {err.start})") from None
+    run = load_run(pathlib.Path(args.run), device=torch_device(args.device))
+    items = read_items(text, run.data.vocab, run.data.block_length, args.mask_char, source)
+    device = run.backbone.device
+    tokens = infill(run, items, num=args.num, steps=args.steps, codd=args.codd, remasking=args.remasking,
+                    temperature=args.temperature, generator=torch.Generator(device=device).manual_seed(args.seed))
+    lines = "".join(f"{line}\n" for line in completions(tokens, run.data.vocab))
+    if args.output == "-":
+        sys.stdout.write(lines)
+    else:
+        atomic_write_text(args.output, lines)
+    return 0
+
+
 def cmd_eval(args) -> int:
     from .demo import evaluate_run, write_report
     from .options import torch_device
@@ -234,4 +272,5 @@ def cmd_bench(options: list[str]) -> int:
     return subprocess.run([sys.executable, "-m", "benchmarks", *options], env=env).returncode
 
 
-COMMANDS = {"demo": cmd_demo, "train": cmd_train, "sample": cmd_sample, "eval": cmd_eval, "convert": cmd_convert}
+COMMANDS = {"demo": cmd_demo, "train": cmd_train, "sample": cmd_sample, "infill": cmd_infill, "eval": cmd_eval,
+            "convert": cmd_convert}

@@ -83,6 +83,19 @@ def check_options(args) -> None:
         check_int("--num", args.num, 1)
         check_int("--steps", args.steps, 1)
         check_number("--temperature (0 = greedy)", args.temperature, strict=False)
+    if args.command == "infill":
+        _run_folder(args)
+        check_int("--num", args.num, 1)
+        check_int("--steps", args.steps, 1, optional=True)
+        check_number("--temperature (0 = greedy)", args.temperature, strict=False)
+        if len(args.mask_char) != 1:
+            raise ValueError(f"--mask-char must be one character, got {args.mask_char!r}")
+        if args.input != "-" and not pathlib.Path(args.input).is_file():
+            raise FileNotFoundError(f"--input {args.input}: no such file")
+        if args.output != "-" and pathlib.Path(args.output).is_dir():
+            raise IsADirectoryError(f"--output {args.output} is a folder; give the file to write")
+        if args.output != "-" and not pathlib.Path(args.output).absolute().parent.is_dir():
+            raise FileNotFoundError(f"--output {args.output}: its folder does not exist")
     if args.command == "convert":
         size = args.block_size
         if size < 1 or size & (size - 1):
