@@ -16,6 +16,7 @@ import torch
 from ..codd.adapters import ADAPTERS
 from ..codd.layer import STRUCTURES
 from ..codd.rules import REMASKING
+from ..data.puzzles import TASKS
 from ..decode.step import CODD_MODES
 from .allocator import keep_heap_pages
 from .options import check_options
@@ -27,12 +28,13 @@ USER_ERRORS = (ValueError, FileNotFoundError, FileExistsError, IsADirectoryError
 
 def _data_options(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("data")
-    group.add_argument("--dataset", choices=["words", "python"], default="words",
-                       help="built-in data: English words from wordfreq, or lines of Python's standard library")
+    group.add_argument("--dataset", choices=["words", "python", *TASKS], default="words",
+                       help="built-in data: English words from wordfreq, lines of Python's standard library, or a "
+                            "puzzle with exact answers (permutations-2..8, latin-4, sudoku-4)")
     group.add_argument("--data", metavar="FILE", help="your own text file, one item per line (overrides --dataset)")
     group.add_argument("--max-length", type=int,
-                       help="longest item in characters, at most 1024 (default: 12 for words, 32 for python "
-                            "and files)")
+                       help="longest item in characters, at most 1024 (default: 12 for words, 32 for python, "
+                            "the longest line of a file, a puzzle's item length)")
 
 
 def _model_options(parser: argparse.ArgumentParser) -> None:

@@ -37,19 +37,20 @@ class Run:
     settings: dict
 
 
-#: Longest item accepted from a user's text file unless told otherwise (the block is one longer).
-DEFAULT_FILE_MAX_LENGTH = 32
-
 #: The fields of run.json that `eval` and `sample` read, with their types (besides ``data``).
 SETTINGS_FIELDS = {"dataset": str, "structure": str, "num_states": int, "adapter": str,
                    "backbone.parameters": int, "layer.parameters": int}
 
 
 def data_spec(dataset: str | None, data_file: str | None, seed: int, max_length: int | None = None) -> dict:
-    if data_file is not None:                    # `is None`: an explicit 0 is an error to report, not "default"
-        return {"source": str(pathlib.Path(data_file).resolve()), "seed": seed,
-                "max_length": DEFAULT_FILE_MAX_LENGTH if max_length is None else max_length}
-    spec = {"source": dataset or "words", "seed": seed}
+    """Where a run's items come from, as run.json records it. Without ``max_length`` the spec holds
+    none and the loader's default applies: for a file, its longest line (so 16-character items make
+    blocks of 17, not of a fixed default); loading the spec again from the same file gives the same
+    block."""
+    if data_file is not None:
+        spec = {"source": str(pathlib.Path(data_file).resolve()), "seed": seed}
+    else:
+        spec = {"source": dataset or "words", "seed": seed}
     if max_length is not None:
         spec["max_length"] = max_length
     return spec

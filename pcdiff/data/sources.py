@@ -15,6 +15,7 @@ from collections import Counter
 import torch
 
 from .items import ItemData, split_types
+from .puzzles import TASKS, load_task
 from .vocabulary import Vocabulary
 
 __all__ = ["load_words", "load_python_lines", "load_text_file", "load_dataset", "MAX_LENGTH"]
@@ -160,11 +161,13 @@ def _read_utf8(path: pathlib.Path) -> str:
         raise ValueError(f"{path}:{line}: not valid UTF-8 ({err.reason} at byte {err.start})") from None
 
 
-_NAMED = {"words": load_words, "python": load_python_lines}
+_NAMED = {"words": load_words, "python": load_python_lines,
+          **{name: functools.partial(load_task, name) for name in TASKS}}   # the puzzles: latin-4, ...
 
 
 def load_dataset(name_or_path: str | pathlib.Path, **kwargs) -> ItemData:
-    """``"words"``, ``"python"``, or a text-file path; keyword arguments go to that loader.
+    """``"words"``, ``"python"``, a puzzle (``"permutations-4"``, ``"latin-4"``, ``"sudoku-4"``, ...:
+    :mod:`pcdiff.data.puzzles`), or a text-file path; keyword arguments go to that loader.
 
     A file literally called ``words`` must be given as a path, e.g. ``./words``.
     """
