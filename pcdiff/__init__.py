@@ -12,20 +12,21 @@ and is consumed through its public API only):
 """
 __version__ = "0.2.0"
 
-from .backbones import Backbone, BackboneOutput, HFBackbone, TinyDiffusionTransformer, load_hf_backbone
+from .backbones import (Backbone, BackboneOutput, HFBackbone, TinyCausalTransformer, TinyDiffusionTransformer,
+                        load_hf_backbone)
 from .codd import (ADAPTERS, REMASKING, Adapter, AdapterOutput, CoDDBlockDistribution, CoDDLayer, make_adapter,
                    register_adapter)
 from .data import ItemData, Vocabulary, load_dataset
-from .decode import BlockDecoder, generate
+from .decode import BlockDecoder, denoise, generate
 from .train import (BackboneTrainingConfig, LayerTrainingConfig, evaluate_nll, load_layer, save_layer,
-                    train_backbone, train_codd_layer)
+                    train_autoregressive, train_backbone, train_codd_layer)
 
 __all__ = [
     "CoDDLayer", "CoDDBlockDistribution", "Adapter", "AdapterOutput", "ADAPTERS", "register_adapter",
     "make_adapter", "REMASKING",
-    "generate", "BlockDecoder",
-    "Backbone", "BackboneOutput", "TinyDiffusionTransformer", "HFBackbone", "load_hf_backbone",
+    "generate", "denoise", "BlockDecoder",
+    "Backbone", "BackboneOutput", "TinyDiffusionTransformer", "TinyCausalTransformer", "HFBackbone", "load_hf_backbone",
     "ItemData", "Vocabulary", "load_dataset",
-    "train_backbone", "train_codd_layer", "BackboneTrainingConfig", "LayerTrainingConfig", "evaluate_nll",
-    "save_layer", "load_layer",
+    "train_backbone", "train_codd_layer", "train_autoregressive", "BackboneTrainingConfig", "LayerTrainingConfig",
+    "evaluate_nll", "save_layer", "load_layer",
 ]

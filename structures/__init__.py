@@ -10,14 +10,14 @@ from .nodes import Categorical, NodeGroup, Product, StructureError, Sum
 from .library import (chow_liu_tree, factorized_emitter, hclt, hidden_chain, hmm, latent_tree, mixture,
                       mixture_emitter, mutual_information, permutation, all_different, latin_square)
 from .types import CandidateEvidence, Evidence, LogParams
-from .logspace import gumbel_argmax
+from .logspace import gumbel_argmax, gumbel_noise
 from .compiled import CompiledCircuit, compile
 from .learn import em_step, expected_counts, fit
 from .jpc import JpcError, load_jpc, load_jpc_roots, save_jpc
 
 __all__ = [
     "Circuit", "Categorical", "NodeGroup", "Product", "StructureError", "Sum",
-    "CandidateEvidence", "CompiledCircuit", "Evidence", "LogParams", "compile", "gumbel_argmax",
+    "CandidateEvidence", "CompiledCircuit", "Evidence", "LogParams", "compile", "gumbel_argmax", "gumbel_noise",
     "hmm", "hidden_chain", "factorized_emitter", "mixture_emitter", "latent_tree", "chow_liu_tree", "hclt",
     "mutual_information", "mixture", "permutation", "all_different", "latin_square",
     "em_step", "expected_counts", "fit",

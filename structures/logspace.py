@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import torch
 
-__all__ = ["guarded_log", "stable_shift", "gumbel_argmax"]
+__all__ = ["guarded_log", "stable_shift", "gumbel_noise", "gumbel_argmax"]
 
 
 class _GuardedLog(torch.autograd.Function):
@@ -40,16 +40,23 @@ def stable_shift(x: torch.Tensor, dim: int = -1) -> torch.Tensor:
     return x.detach().amax(dim=dim, keepdim=True).clamp_min(torch.finfo(x.dtype).min)
 
 
-def gumbel_argmax(logits: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+def gumbel_noise(like: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Standard Gumbel noise shaped, typed and placed like ``like``: ``-log(-log U)`` with U kept
+    inside [tiny, 1 - eps], so the noise stays finite and a -inf logit can never win. (``Exp(1)``
+    noise would need fewer ops, but torch draws it 3-4x slower on CPU.)"""
+    noise = torch.rand(like.shape, generator=generator, device=like.device, dtype=like.dtype)
+    noise.clamp_(min=torch.finfo(like.dtype).tiny, max=1.0 - torch.finfo(like.dtype).eps)
+    return noise.log_().neg_().log_().neg_()                           # in place: one allocation
+
+
+def gumbel_argmax(logits: torch.Tensor, generator: torch.Generator | None = None,
+                  noise: torch.Tensor | None = None) -> torch.Tensor:
     """One exact draw from ``softmax(logits)`` along the last dim (the Gumbel-max trick): ``[...]``.
 
     ``logits`` need not be normalized; -inf entries are never drawn while another entry is finite.
     Every categorical draw in the project goes through here, so the same generator state gives the
-    same token on every path that makes the same draw. ``-log(-log U)`` is a standard Gumbel
-    variable; U is kept inside [tiny, 1 - eps] so that the noise stays finite. (``Exp(1)`` noise
-    would need fewer ops, but torch draws it 3-4x slower on CPU.)
+    same token on every path that makes the same draw. ``noise``: :func:`gumbel_noise` drawn ahead
+    (a draw made position by position, each distribution known only after the previous token, uses
+    the noise the one-shot draw of the whole block would have used).
     """
-    noise = torch.rand(logits.shape, generator=generator, device=logits.device, dtype=logits.dtype)
-    noise.clamp_(min=torch.finfo(logits.dtype).tiny, max=1.0 - torch.finfo(logits.dtype).eps)
-    noise.log_().neg_().log_()                                         # log(-log U) = -Gumbel
-    return torch.argmax(logits - noise, dim=-1)
+    return torch.argmax(logits + (gumbel_noise(logits, generator) if noise is None else noise), dim=-1)

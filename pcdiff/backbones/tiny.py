@@ -15,11 +15,12 @@ __all__ = ["TinyDiffusionTransformer"]
 
 
 class SelfAttention(nn.Module):
-    """Full (non-causal) multi-head self-attention: every position sees the whole block."""
+    """Multi-head self-attention: every position sees the whole block, or with ``causal`` only the
+    positions up to its own."""
 
-    def __init__(self, dim: int, heads: int, dropout: float):
+    def __init__(self, dim: int, heads: int, dropout: float, causal: bool = False):
         super().__init__()
-        self.heads = heads
+        self.heads, self.causal = heads, causal
         self.qkv = nn.Linear(dim, 3 * dim)
         self.out = nn.Linear(dim, dim)
         self.dropout = dropout
@@ -27,17 +28,17 @@ class SelfAttention(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         q, k, v = rearrange(self.qkv(x), "b l (three h e) -> three b h l e", three=3, h=self.heads)
         drop = self.dropout if self.training else 0.0
-        y = F.scaled_dot_product_attention(q, k, v, dropout_p=drop, is_causal=False)
+        y = F.scaled_dot_product_attention(q, k, v, dropout_p=drop, is_causal=self.causal)
         return self.out(rearrange(y, "b h l e -> b l (h e)"))
 
 
 class Block(nn.Module):
     """Pre-norm residual block: x + attn(norm(x)), then x + mlp(norm(x))."""
 
-    def __init__(self, dim: int, heads: int, mlp_ratio: int, dropout: float):
+    def __init__(self, dim: int, heads: int, mlp_ratio: int, dropout: float, causal: bool = False):
         super().__init__()
         self.norm1 = nn.LayerNorm(dim)
-        self.attn = SelfAttention(dim, heads, dropout)
+        self.attn = SelfAttention(dim, heads, dropout, causal)
         self.norm2 = nn.LayerNorm(dim)
         self.mlp = nn.Sequential(
             nn.Linear(dim, mlp_ratio * dim),
@@ -70,6 +71,9 @@ class TinyDiffusionTransformer(Backbone):
     model can never predict the mask. The defaults (dim 128, depth 4) give about 0.8M parameters.
     """
 
+    #: position i reads only the tokens before it (the autoregressive subclass sets it)
+    causal = False
+
     def __init__(
         self,
         vocab_size: int,
@@ -93,7 +97,7 @@ class TinyDiffusionTransformer(Backbone):
         self.token_embedding = nn.Embedding(max(vocab_size, mask_id) + 1, dim)
         self.position_embedding = nn.Embedding(block_length, dim)
         self.embed_dropout = nn.Dropout(dropout)
-        self.blocks = nn.ModuleList(Block(dim, heads, mlp_ratio, dropout) for _ in range(depth))
+        self.blocks = nn.ModuleList(Block(dim, heads, mlp_ratio, dropout, self.causal) for _ in range(depth))
         self.final_norm = nn.LayerNorm(dim)
         self.head = nn.Linear(dim, vocab_size)
         self.apply(self._init_weights)
@@ -127,6 +131,8 @@ class TinyDiffusionTransformer(Backbone):
         length = tokens.shape[1]
         if length > self.block_length:
             raise ValueError(f"tokens have length {length}, more than block_length {self.block_length}")
+        if self.causal:         # behind a start symbol (the mask id): position i reads x_<i, never its own
+            tokens = torch.cat([torch.full_like(tokens[:, :1], self.mask_id), tokens[:, :-1]], dim=1)
         positions = torch.arange(length, device=tokens.device)
         x = self.token_embedding(tokens) + self.position_embedding(positions)  # [B, L, D]
         x = self.embed_dropout(x)

@@ -8,52 +8,87 @@ position never changes again. How many positions a step commits follows LLaDA's 
 row's masked positions in the block divided as evenly as possible over the block's steps, earlier
 steps taking the remainder. :func:`generate` is :func:`denoise` of a prompt followed by masks;
 infilling is :func:`denoise` of items with masks where they are unknown.
+
+The parallel decoders people reach for are knobs of the same loop: a confidence ``threshold``
+(Fast-dLLM) or an ``entropy_bound`` (EB-sampler) raises a step's count; ``remask`` (ReMDM) lets a
+committed position of the current block be masked again (then it changes, unlike above); and
+``codd="ar_product"`` takes the block's joint from a second, autoregressive model (APD).
 """
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import torch
 
-from ..arguments import is_int
+from ..arguments import check_flag, is_int
 from .schedule import per_row_counts, split_evenly
-from .step import BlockDecoder
+from .step import CIRCUIT_MODES, BlockDecoder
 
-__all__ = ["generate", "denoise"]
+__all__ = ["generate", "denoise", "DecodeCalls"]
+
+
+class DecodeCalls(NamedTuple):
+    """Forward passes a decoding run made: of the backbone, and of ``ar_model`` (``codd="ar_product"``)."""
+    backbone: int
+    ar: int
 
 
 @torch.no_grad()
 def generate(backbone, prompt: torch.Tensor | None = None, *, layer=None, gen_length: int, block_length: int,
              steps: int, remasking: str = "low_confidence", temperature: float = 1.0,
-             threshold: float | None = None, codd: str = "off", pc_frac: float | None = None,
-             generator: torch.Generator | None = None, batch_size: int | None = None) -> torch.Tensor:
-    """Decode ``gen_length`` tokens after ``prompt`` [B, P] -> tokens [B, P + gen_length].
+             threshold: float | None = None, entropy_bound: float | None = None, remask: float = 0.0,
+             codd: str = "off", pc_frac: float | None = None, ar_model=None, ar_weight: float = 0.5,
+             generator: torch.Generator | None = None, batch_size: int | None = None, return_calls: bool = False):
+    """Decode ``gen_length`` tokens after ``prompt`` [B, P] -> tokens [B, P + gen_length] (and, with
+    ``return_calls``, the :class:`DecodeCalls` made).
 
     backbone      a :class:`~pcdiff.backbones.Backbone` (``vocab_size``, ``mask_id``; tokens -> logits, hidden)
-    layer         the CoDD layer (``block_length``, ``distribution(...)``); needed when ``codd != "off"``
+    layer         the CoDD layer (``block_length``, ``distribution(...)``); needed with codd "joint" or "any_order"
     gen_length    a multiple of ``block_length``; blocks are decoded left to right
-    steps         backbone calls in all, 1..gen_length, split as evenly as possible over the blocks
+    steps         backbone calls in all, one per block..gen_length, split as evenly as possible over the blocks
     remasking     which masked positions a step commits: "low_confidence", "margin", "entropy", "random"
+                  (codd="ar_product" commits the leftmost ones and reads no rule)
     temperature   divides the logits (the layer's too, overriding its own); 0 = greedy: argmax, or
                   the MAP completion of the layer's p̂ at the layer's own temperature
-    threshold     also commit every masked position whose confidence exceeds it (Fast-dLLM); a
-                  block then ends as soon as it is decoded, so ``steps`` becomes an upper bound
-    codd          "off" (factorized), "joint" or "any_order"; see :mod:`pcdiff.decode.step`
+    threshold     also commit every masked position whose confidence exceeds it (Fast-dLLM, Wu et al.,
+                  arXiv 2505.22618); a block then ends as soon as it is decoded, so ``steps`` becomes an
+                  upper bound
+    entropy_bound γ >= 0 (EB-sampler, Ben-Hamu et al., arXiv 2505.24857): also commit the longest prefix of
+                  the masked positions, in the remasking rule's order, whose summed entropy minus its
+                  largest is <= γ ("entropy": lowest entropy first, as DiffusionGemma); at least one.
+                  The schedule stays the floor, so ``steps`` is an upper bound (steps = gen_length: the
+                  pure rule). Entropies of the layer's exact marginals with "joint"/"any_order"
+    remask        σ in [0, 1) (ReMDM, Wang et al., arXiv 2503.00307): before each step of a block but its
+                  last, each position committed at an earlier step of the block is masked again with
+                  probability σ and the step commits that many more; see :mod:`pcdiff.decode.remask`
+    codd          "off" (factorized), "joint", "any_order" or "ar_product"; see :mod:`pcdiff.decode.step`
     pc_frac       use the circuit only while the block's masked fraction is below it
+    ar_model      with codd="ar_product": a causal model with the backbone's vocabulary and mask id whose
+                  logits at i read only tokens before i (:class:`~pcdiff.backbones.TinyCausalTransformer`)
+    ar_weight     w in [0, 1] of the AR product q^(1-w)·p_AR^w (APD, Israel et al., arXiv 2506.00413);
+                  0 = the factorized proposal, 1 = the AR model alone; see :mod:`pcdiff.decode.proposals`
     generator     a torch.Generator (on the backbone's device) for reproducible runs
     batch_size    rows to generate when ``prompt`` is None (default 1)
+    return_calls  also return the forward passes made, backbone and AR model counted apart
     """
     x, prompt_length = _start(backbone, prompt, batch_size, gen_length)
     return denoise(backbone, x, layer=layer, start=prompt_length, block_length=block_length, steps=steps,
-                   remasking=remasking, temperature=temperature, threshold=threshold, codd=codd, pc_frac=pc_frac,
-                   generator=generator)
+                   remasking=remasking, temperature=temperature, threshold=threshold, entropy_bound=entropy_bound,
+                   remask=remask, codd=codd, pc_frac=pc_frac, ar_model=ar_model, ar_weight=ar_weight,
+                   generator=generator, return_calls=return_calls)
 
 
 @torch.no_grad()
 def denoise(backbone, x: torch.Tensor, *, layer=None, start: int = 0, block_length: int, steps: int,
             remasking: str = "low_confidence", temperature: float = 1.0, threshold: float | None = None,
-            codd: str = "off", pc_frac: float | None = None, generator: torch.Generator | None = None) -> torch.Tensor:
+            entropy_bound: float | None = None, remask: float = 0.0, codd: str = "off",
+            pc_frac: float | None = None, ar_model=None, ar_weight: float = 0.5,
+            generator: torch.Generator | None = None, return_calls: bool = False):
     """Fill every mask id of ``x[:, start:]`` [B, N] (a multiple of ``block_length`` long), block by
-    block, with at most ``steps`` backbone calls split evenly over the blocks; returns a new tensor.
-    The other arguments are :func:`generate`'s. A block without masks costs no call."""
+    block, with at most ``steps`` backbone calls split evenly over the blocks; returns a new tensor
+    (and, with ``return_calls``, the :class:`DecodeCalls` made). The other arguments are
+    :func:`generate`'s. A block without masks costs no call; positions unmasked in ``x`` are never
+    changed, with ``remask`` too."""
     if not isinstance(x, torch.Tensor) or x.dim() != 2 or x.dtype != torch.long or x.shape[0] < 1:
         raise ValueError(f"x must be a [batch, length] torch.long tensor, got {getattr(x, 'dtype', type(x))} "
                          f"of shape {tuple(getattr(x, 'shape', ()))}")
@@ -61,19 +96,34 @@ def denoise(backbone, x: torch.Tensor, *, layer=None, start: int = 0, block_leng
         raise ValueError(f"start must be an int in [0, {x.shape[1]}) (x's length), got {start!r}")
     span = x.shape[1] - start
     _check(backbone, layer, gen_length=span, block_length=block_length, steps=steps, codd=codd)
+    _check_ar_model(backbone, ar_model, x.shape[1])
+    check_flag("return_calls", return_calls)
     decoder = BlockDecoder(layer, mask_id=backbone.mask_id, remasking=remasking, temperature=temperature,
-                           threshold=threshold, codd=codd, pc_frac=pc_frac, generator=generator)
+                           threshold=threshold, entropy_bound=entropy_bound, remask=remask, codd=codd,
+                           pc_frac=pc_frac, ar_model=ar_model, ar_weight=ar_weight, generator=generator)
     x = x.clone()
+    calls = 0
     for block, block_steps in enumerate(split_evenly(steps, span // block_length)):
         lo = start + block * block_length
-        hi = lo + block_length
-        for count in per_row_counts(x[:, lo:hi] == backbone.mask_id, block_steps):
-            masked = x[:, lo:hi] == backbone.mask_id                             # [B, L]
-            if not masked.any():                                                 # done early (a threshold, few masks)
-                break
-            out = backbone(x)
-            x[:, lo:hi] = decoder.step(out.logits[:, lo:hi], out.hidden[:, lo:hi], x[:, lo:hi], masked, count)
-    return x
+        calls += _decode_block(backbone, decoder, x, lo, lo + block_length, block_steps)
+    return (x, DecodeCalls(calls, decoder.ar_calls)) if return_calls else x
+
+
+def _decode_block(backbone, decoder: BlockDecoder, x: torch.Tensor, lo: int, hi: int, steps: int) -> int:
+    """Decode the block ``x[:, lo:hi]`` in place in at most ``steps`` backbone calls; returns the calls made."""
+    mask_id = backbone.mask_id
+    opened = x[:, lo:hi] == mask_id                # [B, L] the block's masks at its start: all remask may touch
+    for k, count in enumerate(per_row_counts(opened, steps)):
+        masked = x[:, lo:hi] == mask_id                                          # [B, L]
+        if not masked.any():                                                     # done early (a threshold, few masks)
+            return k
+        if decoder.remask and k < steps - 1:       # the last step re-masks nothing, so the block ends decoded
+            x[:, lo:hi], again = decoder.remask_block(x[:, lo:hi], opened & ~masked)
+            masked, count = masked | again, count + again.sum(-1)
+        out = backbone(x)
+        x[:, lo:hi] = decoder.step(out.logits[:, lo:hi], out.hidden[:, lo:hi], x[:, lo:hi], masked, count,
+                                   context=x[:, :lo])
+    return steps
 
 
 def _start(backbone, prompt, batch_size, gen_length) -> tuple[torch.Tensor, int]:
@@ -108,9 +158,10 @@ def _check(backbone, layer, *, gen_length, block_length, steps, codd) -> None:
         raise ValueError(f"block_length must be a positive int, got {block_length!r}")
     if gen_length % block_length:
         raise ValueError(f"gen_length ({gen_length}) must be a multiple of block_length ({block_length})")
-    if not is_int(steps) or not 1 <= steps <= gen_length:
-        raise ValueError(f"steps must be an int in [1, gen_length={gen_length}], got {steps!r}")
-    if codd == "off" or layer is None:
+    blocks = gen_length // block_length                   # each block needs a step of its own
+    if not is_int(steps) or not blocks <= steps <= gen_length:
+        raise ValueError(f"steps must be an int in [{blocks} (one per block), gen_length={gen_length}], got {steps!r}")
+    if codd not in CIRCUIT_MODES or layer is None:
         return
     if layer.block_length != block_length:
         raise ValueError(f"the layer covers blocks of {layer.block_length} positions, "
@@ -121,6 +172,19 @@ def _check(backbone, layer, *, gen_length, block_length, steps, codd) -> None:
     layer_vocab = getattr(layer, "vocab_size", backbone.vocab_size)
     if layer_vocab != backbone.vocab_size:
         raise ValueError(f"the layer's vocabulary ({layer_vocab}) differs from the backbone's ({backbone.vocab_size})")
+
+
+def _check_ar_model(backbone, ar_model, length: int) -> None:
+    """``ar_model``'s fit to the backbone (whether one is needed is :class:`BlockDecoder`'s to check)."""
+    if ar_model is None:
+        return
+    for name in ("vocab_size", "mask_id"):
+        ours, theirs = getattr(ar_model, name, None), getattr(backbone, name)
+        if ours != theirs:
+            raise ValueError(f"ar_model's {name} ({ours}) differs from the backbone's ({theirs})")
+    reach = getattr(ar_model, "block_length", None)
+    if reach is not None and reach < length:
+        raise ValueError(f"ar_model reads at most {reach} positions (its block_length), but the sequence has {length}")
 
 
 def _device(module) -> torch.device:

@@ -7,75 +7,101 @@ Where the proposals come from (``codd``):
   "any_order"  positions committed one at a time within a step, each from its exact conditional
                given everything committed before it (the distribution's any-order sampler, the
                paper's CoDD+AO);
+  "ar_product" no circuit: the leftmost positions drawn left to right from the backbone's marginal
+               times an autoregressive model's conditional, q^(1-w) · p_AR^w renormalized (APD's
+               multiplicative mixture; ``ar_model``, ``ar_weight``; see :mod:`pcdiff.decode.proposals`);
 ``pc_frac`` (the paper's gating) uses the circuit only while the block's masked fraction is below it.
 
 Exactness. With ``codd="joint"`` a step that commits a set chosen without looking at the sampled
 tokens ("margin", "entropy", "random") draws that set exactly from the layer's joint; the
 "low_confidence" rule scores the sampled tokens themselves, which tilts the kept set toward likely
 values (as in LLaDA). ``"any_order"`` is exact for any rule.
+
+How many positions a step commits: the schedule's count, raised by ``threshold`` (Fast-dLLM) or by
+``entropy_bound`` (EB-sampler), the two adaptive rules of :mod:`pcdiff.decode.schedule`; their
+scores and entropies are those of the proposal's distribution (the layer's exact marginals with
+"joint" and "any_order"; "any_order" computes the entropy-bound count from the marginals at the
+step's start, one extra marginals query, then draws that many positions one at a time). ``remask``
+(ReMDM) masks committed positions again between steps (:mod:`pcdiff.decode.remask`).
 """
 from __future__ import annotations
 
-import math
-
 import torch
-import torch.nn.functional as F
 
-from ..codd.checks import check_finite
 from ..arguments import check_number
-from ..codd.rules import check_rule, confidence, draw
+from ..codd.checks import check_finite
+from ..codd.rules import check_rule, confidence, draw, entropy
+from .proposals import ARProduct, factorized_probs
+from .remask import remask_tokens
 from .schedule import commit_count, select_top
 
-__all__ = ["BlockDecoder", "CODD_MODES"]
+__all__ = ["BlockDecoder", "CODD_MODES", "DECODER_MODES"]
 
-CODD_MODES = ("off", "joint", "any_order")
+CODD_MODES = ("off", "joint", "any_order")    # the uses of the CoDD layer (what the CLI offers)
+CIRCUIT_MODES = ("joint", "any_order")        # the modes that need the layer
+DECODER_MODES = CODD_MODES + ("ar_product",)  # every value of ``codd``: the AR product needs ar_model instead
 
 
 class BlockDecoder:
     """The knobs that stay fixed during a run; :meth:`step` is called once per backbone call."""
 
     def __init__(self, layer=None, *, mask_id: int, remasking: str = "low_confidence", temperature: float = 1.0,
-                 threshold: float | None = None, codd: str = "off", pc_frac: float | None = None,
+                 threshold: float | None = None, entropy_bound: float | None = None, remask: float = 0.0,
+                 codd: str = "off", pc_frac: float | None = None, ar_model=None, ar_weight: float = 0.5,
                  generator: torch.Generator | None = None):
-        _check_knobs(layer, remasking=remasking, temperature=temperature, threshold=threshold, codd=codd,
-                     pc_frac=pc_frac, generator=generator)
+        _check_knobs(layer, remasking=remasking, temperature=temperature, threshold=threshold,
+                     entropy_bound=entropy_bound, remask=remask, codd=codd, pc_frac=pc_frac, generator=generator)
+        _check_ar(codd, ar_model, ar_weight, threshold=threshold, entropy_bound=entropy_bound)
         self.layer, self.rule, self.threshold, self.generator = layer, remasking, threshold, generator
+        self.entropy_bound, self.remask = entropy_bound, float(remask)
         self.mask_id, self.codd, self.pc_frac = mask_id, codd, pc_frac
+        self.ar = ARProduct(ar_model, ar_weight, mask_id) if codd == "ar_product" else None
         self.greedy = temperature == 0
         # greedy decoding ranks positions by the untempered distribution, as LLaDA does, and takes
         # the layer's own temperature (part of its model p̂) for the MAP completion
         self.temperature = 1.0 if self.greedy else float(temperature)
         self.layer_temperature = None if self.greedy else float(temperature)
 
+    @property
+    def ar_calls(self) -> int:
+        """Forward passes of ``ar_model`` so far (0 without ``codd="ar_product"``): not backbone calls."""
+        return 0 if self.ar is None else self.ar.calls
+
+    def remask_block(self, tokens: torch.Tensor, eligible: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """tokens [B, L] with each ``eligible`` position masked again with probability ``remask`` ->
+        (tokens, re-masked [B, L]); the loop calls it before each step of a block but its last."""
+        return remask_tokens(tokens, eligible, self.remask, self.mask_id, self.generator)
+
     def step(self, logits: torch.Tensor, hidden: torch.Tensor, tokens: torch.Tensor, masked: torch.Tensor,
-             count: int) -> torch.Tensor:
+             count: int | torch.Tensor, context: torch.Tensor | None = None) -> torch.Tensor:
         """logits [B, L, V], hidden [B, L, D], tokens [B, L] (mask ids where ``masked`` [B, L]),
-        ``count`` from the schedule -> the block's tokens [B, L] with this step's positions committed.
+        ``count`` from the schedule (an int or one per row) -> the block's tokens [B, L] with this
+        step's positions committed. ``context`` [B, P]: the sequence left of the block, which only
+        "ar_product" reads (its AR model conditions on it).
 
         Rows whose masked fraction is not below ``pc_frac`` use the factorized proposal. NaN or +inf
         logits are refused here, where every path (the factorized one draws from them directly) meets them.
         """
         check_finite(logits, "the backbone's logits", allow_neg_inf=True)
+        if self.ar is not None:
+            if context is None:
+                context = tokens[:, :0]
+            probs = factorized_probs(logits, masked, self.mask_id, self.temperature)       # [B, L, V]
+            return self.ar.step(probs, tokens, masked, count, context, greedy=self.greedy,
+                                temperature=self.temperature, generator=self.generator)
         use_circuit = torch.full(masked.shape[:1], self.codd != "off", device=masked.device)
         if self.pc_frac is not None:
             use_circuit &= masked.float().mean(-1) < self.pc_frac
         circuit = {"joint": self.joint, "any_order": self.any_order}.get(self.codd)
+        count = torch.as_tensor(count, device=masked.device).expand(masked.shape[:1])        # [B]: rows split below
         out = tokens.clone()
         for rows, propose in ((~use_circuit, self.factorized), (use_circuit, circuit)):
             if rows.any():
-                out[rows] = propose(logits[rows], hidden[rows], tokens[rows], masked[rows], count)
+                out[rows] = propose(logits[rows], hidden[rows], tokens[rows], masked[rows], count[rows])
         return out
 
     def factorized(self, logits, hidden, tokens, masked, count):
-        logits = logits if logits.dtype == torch.float64 else logits.float()
-        if 0 <= self.mask_id < logits.shape[-1]:     # a mask id inside the vocabulary is never a token
-            logits = logits.index_fill(-1, torch.tensor([self.mask_id], device=logits.device), -math.inf)
-        banned = masked & torch.isneginf(logits.amax(-1))        # softmax over no token at all: NaN, not a draw
-        if bool(banned.any()):
-            b, i = (int(v) for v in banned.nonzero()[0])
-            raise ValueError(f"the backbone's logits ban every token (all -inf, the mask id aside) at masked "
-                             f"position [{b}, {i}] of the block: nothing can be drawn there")
-        probs = F.softmax(logits / self.temperature, dim=-1)                    # [B, L, V]
+        probs = factorized_probs(logits, masked, self.mask_id, self.temperature)           # [B, L, V]
         return self._commit(probs, draw(probs, self.greedy, self.generator), tokens, masked, count)
 
     def joint(self, logits, hidden, tokens, masked, count):
@@ -92,6 +118,10 @@ class BlockDecoder:
         """``count`` positions (and, with a threshold, every position above it) committed one at a
         time by the distribution's any-order sampler; the others stay masked."""
         dist = self._distribution(logits, hidden, tokens, masked)
+        if self.entropy_bound is not None:   # the bound reads the marginals before the first position is drawn
+            probs = dist.marginals(over_candidates=True)                                 # [B, L, k]
+            count = commit_count(count, confidence(self.rule, probs), masked, None, entropy(probs),
+                                 self.entropy_bound)
         return dist.sample_any_order(self.rule, self.generator, budget=count, threshold=self.threshold,
                                      greedy=self.greedy)
 
@@ -101,24 +131,48 @@ class BlockDecoder:
     def _commit(self, probs, proposal, tokens, masked, count, chosen=None):
         """``chosen``: where each proposed token sits on probs' last axis (default: its id)."""
         scores = confidence(self.rule, probs, proposal if chosen is None else chosen, self.generator)
-        pick = select_top(scores, masked, commit_count(count, scores, masked, self.threshold))
-        return torch.where(pick, proposal, tokens)
+        entropies = None if self.entropy_bound is None else entropy(probs)             # [B, L]
+        count = commit_count(count, scores, masked, self.threshold, entropies, self.entropy_bound)
+        return torch.where(select_top(scores, masked, count), proposal, tokens)
 
 
-def _check_knobs(layer, *, remasking, temperature, threshold, codd, pc_frac, generator) -> None:
+def _check_knobs(layer, *, remasking, temperature, threshold, entropy_bound, remask, codd, pc_frac,
+                 generator) -> None:
     check_rule(remasking)
     check_number("temperature", temperature, strict=False)
-    if threshold is not None:
-        check_number("threshold", threshold, strict=False, most=1)
-        if remasking == "random":
-            raise ValueError("threshold needs a confidence-based remasking rule, not 'random'")
-    if codd not in CODD_MODES:
-        raise ValueError(f"codd must be one of {CODD_MODES}, got {codd!r}")
+    check_number("threshold", threshold, strict=False, most=1, optional=True)
+    check_number("entropy_bound", entropy_bound, strict=False, optional=True)
+    for name, value in (("threshold", threshold), ("entropy_bound", entropy_bound)):
+        if value is not None and remasking == "random":
+            raise ValueError(f"{name} needs a confidence-based remasking rule, not 'random'")
+    if threshold is not None and entropy_bound is not None:
+        raise ValueError("give threshold or entropy_bound, not both: each decides how many positions a step commits")
+    check_number("remask", remask, strict=False, most=1)
+    if remask == 1:
+        raise ValueError("remask must be a probability in [0, 1): with 1 no committed token would survive a step")
+    if codd not in DECODER_MODES:
+        raise ValueError(f"codd must be one of {DECODER_MODES}, got {codd!r}")
     if pc_frac is not None:
-        if codd == "off":
+        if codd not in CIRCUIT_MODES:
             raise ValueError("pc_frac gates the CoDD layer; it needs codd='joint' or 'any_order'")
         check_number("pc_frac", pc_frac, most=1)
     if generator is not None and not isinstance(generator, torch.Generator):
         raise ValueError(f"generator must be a torch.Generator, got {type(generator).__name__}")
-    if codd != "off" and layer is None:
+    if codd in CIRCUIT_MODES and layer is None:
         raise ValueError(f"codd={codd!r} needs a CoDD layer (layer=...)")
+
+
+def _check_ar(codd, ar_model, ar_weight, *, threshold, entropy_bound) -> None:
+    """The AR product's knobs: a model exactly when ``codd="ar_product"``, a weight in [0, 1], and no
+    confidence-ranked count (the product commits left to right)."""
+    check_number("ar_weight", ar_weight, strict=False, most=1)
+    if codd != "ar_product":
+        if ar_model is not None:
+            raise ValueError(f"ar_model is read only with codd='ar_product', got codd={codd!r}")
+        return
+    if ar_model is None or not callable(ar_model):
+        raise ValueError(f"codd='ar_product' needs an autoregressive model (ar_model=...), got {ar_model!r}")
+    for name, value in (("threshold", threshold), ("entropy_bound", entropy_bound)):
+        if value is not None:
+            raise ValueError(f"{name} ranks positions by confidence, but codd='ar_product' commits them left to "
+                             "right: leave it None")
