@@ -9,9 +9,8 @@ import torch.nn.functional as F
 
 from ..backbones.autoregressive import TinyCausalTransformer
 from ..data import ItemData
-from .backbone import _heldout_field
+from .backbone import train_model
 from .config import BackboneTrainingConfig, make_config
-from .loop import Monitor, run_steps
 
 __all__ = ["AutoregressiveTrainingConfig", "next_token_loss", "heldout_next_token_loss", "train_autoregressive"]
 
@@ -70,21 +69,5 @@ def train_autoregressive(model: TinyCausalTransformer, data: ItemData,
     if data.block_length > model.block_length:
         raise ValueError(f"data items are {data.block_length} long, more than the model's block_length "
                          f"{model.block_length}")
-    heldout = data.encode_heldout()
-    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, betas=(0.9, 0.99))
-    data_gen = torch.Generator().manual_seed(config.seed)
-
-    def step_fn(step: int) -> tuple[torch.Tensor, float]:
-        loss = next_token_loss(model, data.sample_train_batch(config.batch_size, data_gen).to(model.device))
-        return loss, loss.item()
-
-    monitor = Monitor(lambda: {"heldout_loss": heldout_next_token_loss(model, heldout) if len(heldout) else None})
-    device = model.device
-    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
-        torch.manual_seed(config.seed)  # dropout draws from the global RNG; fork_rng restores it after
-        model.train()
-        final = run_steps(step_fn, optimizer, monitor, steps=config.steps, grad_clip=config.grad_clip,
-                          lr_factor=config.lr_factor, eval_every=config.eval_every, progress=config.progress,
-                          desc="train autoregressive", describe=_heldout_field)
-    model.eval()
-    return {**final, "history": monitor.history}
+    return train_model(model, data, config, lambda m, x0, generator: next_token_loss(m, x0),
+                       lambda heldout: heldout_next_token_loss(model, heldout), "train autoregressive")

@@ -10,7 +10,7 @@ from .config import BackboneTrainingConfig, make_config
 from .loop import Monitor, run_steps
 from .noise import corrupt, mask_noise
 
-__all__ = ["masked_diffusion_loss", "heldout_loss", "train_backbone"]
+__all__ = ["masked_diffusion_loss", "heldout_loss", "train_backbone", "train_model"]
 
 
 def masked_diffusion_loss(backbone: Backbone, x0: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
@@ -62,29 +62,32 @@ def train_backbone(backbone: Backbone, data: ItemData, config: BackboneTrainingC
             f"data vocabulary (size {data.vocab.size}, mask {data.vocab.mask_id}) does not match the "
             f"backbone (vocab_size {backbone.vocab_size}, mask_id {backbone.mask_id})"
         )
+    return train_model(backbone, data, config, masked_diffusion_loss,
+                       lambda heldout: heldout_loss(backbone, heldout, seed=config.seed + 1), "train backbone")
+
+
+def train_model(model, data: ItemData, config: BackboneTrainingConfig, loss, heldout_loss_of, desc: str) -> dict:
+    """One model trained alone on ``data``'s training items (the backbone's and the autoregressive
+    model's trainer): Adam on ``loss(model, x0, generator)`` with the config's schedule, held-out
+    ``heldout_loss_of(x)`` at each evaluation. Batches, noise and dropout draw from seeded
+    generators; the global RNG state is left untouched; the model ends in eval mode."""
     heldout = data.encode_heldout()
-    seed = config.seed
-
-    def evaluate() -> dict:
-        return {"heldout_loss": heldout_loss(backbone, heldout, seed=seed + 1) if len(heldout) else None}
-
-    optimizer = torch.optim.Adam(backbone.parameters(), lr=config.lr, betas=(0.9, 0.99))
-    data_gen = torch.Generator().manual_seed(seed)
-    device = backbone.device
+    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, betas=(0.9, 0.99))
+    data_gen = torch.Generator().manual_seed(config.seed)
+    device = model.device
 
     def step_fn(step: int) -> tuple[torch.Tensor, float]:
-        x0 = data.sample_train_batch(config.batch_size, data_gen).to(device)
-        loss = masked_diffusion_loss(backbone, x0, data_gen)
-        return loss, loss.item()
+        value = loss(model, data.sample_train_batch(config.batch_size, data_gen).to(device), data_gen)
+        return value, value.item()
 
-    monitor = Monitor(evaluate)
+    monitor = Monitor(lambda: {"heldout_loss": heldout_loss_of(heldout) if len(heldout) else None})
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
-        torch.manual_seed(seed)  # dropout draws from the global RNG; fork_rng restores it after
-        backbone.train()
+        torch.manual_seed(config.seed)  # dropout draws from the global RNG; fork_rng restores it after
+        model.train()
         final = run_steps(step_fn, optimizer, monitor, steps=config.steps, grad_clip=config.grad_clip,
                           lr_factor=config.lr_factor, eval_every=config.eval_every, progress=config.progress,
-                          desc="train backbone", describe=_heldout_field)
-    backbone.eval()
+                          desc=desc, describe=_heldout_field)
+    model.eval()
     return {**final, "history": monitor.history}
 
 
