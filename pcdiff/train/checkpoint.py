@@ -22,7 +22,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from ..backbones import TinyDiffusionTransformer
+from ..backbones import TinyCausalTransformer, TinyDiffusionTransformer
 from ..codd.layer import CoDDLayer
 from ..codd.recipe import MAX_VALUES, check_config, check_size, describe_size
 from ..files import atomic_write, atomic_write_text
@@ -201,18 +201,24 @@ def load_layer(path: str | os.PathLike, device=None):
     return layer
 
 
+#: The tiny models' checkpoint kinds: the bidirectional backbone and its causal twin (the AR model).
+TINY_KINDS = {"tiny-backbone": TinyDiffusionTransformer, "tiny-causal": TinyCausalTransformer}
+
+
 def save_backbone(backbone: TinyDiffusionTransformer, stem: str | os.PathLike) -> pathlib.Path:
-    """Save a :class:`~pcdiff.backbones.TinyDiffusionTransformer`'s parameters and config."""
-    return save_checkpoint(stem, dict(backbone.state_dict()), {"kind": "tiny-backbone", "model": backbone.config})
+    """Save a :class:`~pcdiff.backbones.TinyDiffusionTransformer` (or its causal twin)'s parameters and config."""
+    kind = "tiny-causal" if isinstance(backbone, TinyCausalTransformer) else "tiny-backbone"
+    return save_checkpoint(stem, dict(backbone.state_dict()), {"kind": kind, "model": backbone.config})
 
 
 def load_backbone(path: str | os.PathLike, device=None) -> TinyDiffusionTransformer:
-    """Rebuild a backbone saved by :func:`save_backbone` (eval mode); its config is checked and sized
-    before the model is built."""
+    """Rebuild a model saved by :func:`save_backbone` (eval mode, causal if it was saved causal); its
+    config is checked and sized before the model is built."""
     path = checkpoint_path(path)
     tensors, config = load_checkpoint(path, device=device)
-    if config.get("kind") != "tiny-backbone":
+    if config.get("kind") not in TINY_KINDS:
         raise CheckpointError(f"{path}: not a tiny-backbone checkpoint (config.kind is {config.get('kind')!r})")
+    model_class = TINY_KINDS[config["kind"]]
     model = config.get("model")
     if not isinstance(model, dict):
         raise CheckpointError(f"{path}: field 'model' must be an object, got {type(model).__name__}")
@@ -225,7 +231,7 @@ def load_backbone(path: str | os.PathLike, device=None) -> TinyDiffusionTransfor
         raise CheckpointError(f"{path}: {fields} imply {values:,} parameter values, more than the limit of "
                               f"{MAX_VALUES:,} (pcdiff.codd.recipe.MAX_VALUES)")
     _check_values(path, fields, values, tensors)
-    backbone = TinyDiffusionTransformer(**model)
+    backbone = model_class(**model)
     check_state(backbone, tensors, f"{path}: the backbone")
     backbone.load_state_dict(tensors)
     return backbone.to(device or "cpu").eval()

@@ -99,3 +99,15 @@ def test_a_trained_ar_model_steers_generation(words):
     assert calls == (3, 6) and (out < words.vocab.size).all()
     real = sum(words.vocab.decode(row) in set(WORDS) for row in out)     # the untrained backbone alone: ~never
     assert real > 100
+
+
+def test_a_saved_causal_model_loads_back_causal(words, tmp_path):
+    from pcdiff.train.checkpoint import load_backbone, save_backbone
+    model = causal(words).eval()
+    loaded = load_backbone(save_backbone(model, tmp_path / "ar"))
+    assert type(loaded) is TinyCausalTransformer and loaded.causal
+    x = words.encode_train()
+    assert torch.equal(loaded(x).logits, model(x).logits)
+    diffusion = load_backbone(save_backbone(TinyDiffusionTransformer(words.vocab.size, words.vocab.mask_id, 6, dim=16,
+                                                                     depth=1, heads=2), tmp_path / "bb"))
+    assert type(diffusion) is TinyDiffusionTransformer and not diffusion.causal
