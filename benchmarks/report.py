@@ -60,15 +60,15 @@ def has_section(text: str, key: str) -> bool:
     return begin in text and end in text.split(begin, 1)[1]
 
 
-def write_sections(path: Path, sections: list[Section]) -> list[Path]:
-    """Put every section into ``path`` (created with a header if new) and save its figures.
+def write_sections(path: Path, sections: list[Section], header: str = HEADER) -> list[Path]:
+    """Put every section into ``path`` (created with ``header`` if new) and save its figures.
 
     Returns the files written. A placeholder section is skipped when the file already holds a
     section with its key.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    text = path.read_text(encoding="utf-8") if path.exists() else HEADER
+    text = path.read_text(encoding="utf-8") if path.exists() else header
     written = []
     for section in sections:
         if section.placeholder and has_section(text, section.key):
