@@ -5,8 +5,9 @@
 CoDD at one step per block draws the whole grid while the backbone's marginals say little (every
 cell is near uniform), so the circuit alone must carry the joint. This fits circuits to the training
 squares by maximum likelihood (mini-batch EM, and Adam for comparison) and samples them with no
-backbone at all: a row-major HMM of H states (H = 576 could hold one path per square), a hidden chain
-over rows, and the circuit designed for the rules (`structures.latin_square`: a latent state per
+backbone at all: a row-major HMM of H states (H = 576 could hold one path per square), the same with a
+transition table per position (not tied), in a snake order of the cells, a hidden chain over rows, a
+latent tree learned from the data (HCLT), and the circuit designed for the rules (`structures.latin_square`: a latent state per
 cell that is the set of symbols each row and column has used, weights from exact completion counts).
 Printed: held-out log-likelihood (the uniform distribution over squares has −log 576 = −6.36 nats)
 and the valid / novel rates of 4,000 samples.
@@ -24,7 +25,16 @@ from pcdiff.data.puzzles import get_task, load_task
 SAMPLES = 4000
 
 
-def fit_and_sample(name: str, circuit: structures.Circuit, train, heldout, epochs: int, method: str, seed: int):
+#: the cells of a 4×4 grid row by row, every other row reversed: neighbours in the order share a row or column
+SNAKE = [0, 1, 2, 3, 7, 6, 5, 4, 8, 9, 10, 11, 15, 14, 13, 12]
+
+
+def fit_and_sample(name: str, circuit: structures.Circuit, train, heldout, epochs: int, method: str, seed: int,
+                   order: list[int] | None = None):
+    """Fit ``circuit`` to the squares read in ``order`` (default: row-major) and sample it; samples come
+    back in row-major order."""
+    order = order or list(range(16))
+    train, heldout = train[:, order], heldout[:, order]
     model = structures.compile(circuit)
     start = time.perf_counter()
     if epochs:
@@ -32,7 +42,9 @@ def fit_and_sample(name: str, circuit: structures.Circuit, train, heldout, epoch
             dict(lr=0.05, batch_size=64)
         structures.fit(model, train, epochs=epochs, method=method, seed=seed, progress=False, **kw)
     with torch.no_grad():
-        samples = model.sample(num_samples=SAMPLES, generator=torch.Generator().manual_seed(seed))[:, 0]
+        drawn = model.sample(num_samples=SAMPLES, generator=torch.Generator().manual_seed(seed))[:, 0]
+        samples = torch.empty_like(drawn)
+        samples[:, order] = drawn
         heldout_ll = float(model.log_prob(heldout).mean())
     return name, method if epochs else "none (designed)", heldout_ll, samples, time.perf_counter() - start
 
@@ -54,6 +66,12 @@ def main(argv=None) -> int:
     h = int(args.states.split(",")[1 if "," in args.states else 0])
     runs.append(fit_and_sample(f"HMM H={h}", structures.hmm(16, h, 4, seed=args.seed), train, heldout,
                                args.epochs // 3, "adam", args.seed))
+    runs.append(fit_and_sample(f"HMM H={h}, a transition per position", structures.hmm(16, h, 4, homogeneous=False,
+                               seed=args.seed), train, heldout, args.epochs, "em", args.seed))
+    runs.append(fit_and_sample(f"HMM H={h}, snake order", structures.hmm(16, h, 4, seed=args.seed), train, heldout,
+                               args.epochs, "em", args.seed, order=SNAKE))
+    runs.append(fit_and_sample(f"latent tree (HCLT) H={h}", structures.hclt(train.numpy(), h, 4, seed=args.seed),
+                               train, heldout, args.epochs, "em", args.seed))
     rows = [[4 * r + c for c in range(4)] for r in range(4)]
     chain = structures.hidden_chain(16, h, 4, span=rows, emitter=structures.mixture_emitter(16), seed=args.seed)
     runs.append(fit_and_sample(f"hidden chain over rows H={h}", chain, train, heldout, args.epochs, "em", args.seed))
