@@ -41,7 +41,7 @@ from ..arguments import check_flag, check_int, check_number
 from ..codd.rules import entropy
 from .schedule import entropy_bound_count, linear_temperature, select_top
 
-__all__ = ["CANVAS_CODD", "ACCEPTANCE", "CanvasResult", "generate_canvas"]
+__all__ = ["CANVAS_CODD", "ACCEPTANCE", "CanvasResult", "generate_canvas", "propose", "accept"]
 
 CANVAS_CODD = ("off", "joint")
 ACCEPTANCE = ("entropy_bound", "joint")
@@ -139,8 +139,9 @@ def _denoise_block(backbone, context, s: _Settings, generator) -> tuple[torch.Te
         logits = out.logits / linear_temperature(remaining, s.steps, s.t_min, s.t_max)   # [B, L, V] processed
         probs = torch.softmax(logits, dim=-1, dtype=torch.float32)
         undecided = ~accepted
-        proposal, entropies = _propose(s, logits, probs, out.hidden, canvas, undecided, generator)
-        take = _accept(entropies, undecided, s.entropy_bound)                       # [B, L] positions accepted
+        proposal, entropies = propose(logits, probs, out.hidden, canvas, undecided, generator,
+                                      s.layer if s.codd == "joint" else None, s.acceptance)
+        take = accept(entropies, undecided, s.entropy_bound)                       # [B, L] positions accepted
         if s.keep_accepted and remaining == 1:
             take = undecided                                                         # the last step decides all
         new_canvas = torch.where(take, proposal, canvas)
@@ -166,17 +167,22 @@ def _denoise_block(backbone, context, s: _Settings, generator) -> tuple[torch.Te
     return (canvas if s.keep_accepted else argmax), passes
 
 
-def _propose(s: _Settings, logits, probs, hidden, canvas, undecided, generator):
-    """The step's tokens [B, L] for the undecided positions and the entropies [B, L] acceptance ranks by."""
-    if s.codd == "off":
+def propose(logits: torch.Tensor, probs: torch.Tensor, hidden: torch.Tensor, canvas: torch.Tensor,
+            undecided: torch.Tensor, generator: torch.Generator | None = None, layer=None,
+            acceptance: str = "entropy_bound") -> tuple[torch.Tensor, torch.Tensor]:
+    """One step's proposal: processed ``logits`` [B, L, V] and their softmax ``probs``, the decoder's
+    ``hidden`` [B, L, D], the ``canvas`` [B, L] and its ``undecided`` positions [B, L] -> the step's tokens
+    [B, L] (meaningful at the undecided positions) and the entropies [B, L] acceptance ranks by.
+    ``layer`` None: the model's independent draws; else one exact joint sample of the layer's p̂."""
+    if layer is None:
         flat = torch.multinomial(probs.reshape(-1, probs.shape[-1]), 1, generator=generator)   # the model's draw
         return flat.reshape(canvas.shape), entropy(probs)
-    dist = s.layer.distribution(logits, hidden, canvas, undecided)
+    dist = layer.distribution(logits, hidden, canvas, undecided)
     sample, marginals = dist.sample_with_marginals(generator=generator, over_candidates=True)
-    return sample, (entropy(marginals) if s.acceptance == "joint" else entropy(probs))
+    return sample, (entropy(marginals) if acceptance == "joint" else entropy(probs))
 
 
-def _accept(entropies: torch.Tensor, undecided: torch.Tensor, bound: float) -> torch.Tensor:
+def accept(entropies: torch.Tensor, undecided: torch.Tensor, bound: float) -> torch.Tensor:
     """The EB-sampler's accepted positions [B, L]: the undecided ones in ascending entropy, the longest prefix
     with Σ H − max H <= ``bound`` (:func:`.schedule.entropy_bound_count`, the one implementation)."""
     scores = -entropies
