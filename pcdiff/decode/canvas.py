@@ -72,6 +72,7 @@ def generate_canvas(backbone, prompt: torch.Tensor, *, blocks: int = 1, steps: i
                     t_max: float = 0.8, entropy_bound: float = 0.1, stability_threshold: int | None = 1,
                     confidence_threshold: float | None = 0.005, layer=None, codd: str = "off",
                     acceptance: str = "entropy_bound", keep_accepted: bool | None = None,
+                    eos_token_id: int | list[int] | None = None, pad_token_id: int | None = None,
                     generator: torch.Generator | None = None) -> CanvasResult:
     """Decode ``blocks`` canvases after ``prompt`` [B, P] (see the module docstring).
 
@@ -82,6 +83,9 @@ def generate_canvas(backbone, prompt: torch.Tensor, *, blocks: int = 1, steps: i
     (defaults: the model's); either threshold None turns the early stop off. ``layer``: a CoDD layer over
     ``canvas_length`` positions and the backbone's vocabulary (``codd="joint"``). ``keep_accepted``
     defaults to False with ``codd="off"`` (the model's loop) and must be True (the default) with "joint".
+    ``eos_token_id``, ``pad_token_id``: the model's end of a row: a row whose block holds an EOS is finished,
+    its later tokens become ``pad_token_id`` (when given), and decoding ends once every row has finished.
+    Prompts are one length per batch (no padding mask).
     """
     check_int("blocks", blocks, 1)
     check_int("steps", steps, 1)
@@ -104,15 +108,36 @@ def generate_canvas(backbone, prompt: torch.Tensor, *, blocks: int = 1, steps: i
         raise ValueError("acceptance='joint' needs the layer's exact marginals: use codd='joint'")
     settings = _Settings(steps, t_min, t_max, entropy_bound, stability_threshold, confidence_threshold, layer,
                          codd, acceptance, keep_accepted)
+    eos = None if eos_token_id is None else torch.as_tensor(eos_token_id, device=prompt.device).reshape(-1)
+    check_int("pad_token_id", pad_token_id, 0, backbone.vocab_size - 1, optional=True)
     context = backbone.start(prompt)
     out, passes = [prompt], torch.zeros(prompt.shape[0], dtype=torch.long, device=prompt.device)
+    done = torch.zeros(prompt.shape[0], dtype=torch.bool, device=prompt.device)    # rows past an EOS
     for b in range(blocks):
         if b:
             backbone.extend(context, out[-1])
-        block, block_passes = _denoise_block(backbone, context, settings, generator)
+        block, block_passes = _denoise_block(backbone, context, settings, generator, done)
+        block, done = _end_rows(block, done, eos, pad_token_id)
         out.append(block)
         passes += block_passes
+        if bool(done.all()):
+            break
     return CanvasResult(torch.cat(out, dim=-1), passes)
+
+
+def _end_rows(block: torch.Tensor, done: torch.Tensor, eos: torch.Tensor | None, pad: int | None):
+    """The model's end of rows after a block [B, L]: rows done before are all pad, rows with an EOS in it
+    are done and padded after their first EOS (pad None: nothing replaced). -> (block, done)."""
+    if eos is None:
+        return block, done
+    has_eos = torch.isin(block, eos)                                             # [B, L], before padding
+    now_done = done | has_eos.any(-1)
+    if pad is not None and bool(now_done.any()):
+        block = block.masked_fill(done[:, None], pad)
+        is_eos = torch.isin(block, eos)
+        seen = is_eos.cumsum(-1)
+        block = block.masked_fill((seen > 0) & ~((seen == 1) & is_eos), pad)    # after the first EOS
+    return block, now_done
 
 
 def _check_layer(layer, backbone) -> None:
@@ -123,8 +148,9 @@ def _check_layer(layer, backbone) -> None:
                          f"is {backbone.canvas_length} positions over {backbone.vocab_size}")
 
 
-def _denoise_block(backbone, context, s: _Settings, generator) -> tuple[torch.Tensor, torch.Tensor]:
-    """One canvas from uniform noise to tokens [B, L]; and the decoder calls per row [B]."""
+def _denoise_block(backbone, context, s: _Settings, generator, done) -> tuple[torch.Tensor, torch.Tensor]:
+    """One canvas from uniform noise to tokens [B, L]; and the decoder calls per row [B] (not counted for
+    rows ``done`` [B] before the block, which are decoded all the same, as the model does)."""
     batch, length, vocab = context.batch, backbone.canvas_length, backbone.vocab_size
     device = backbone.device
     canvas = torch.randint(0, vocab, (batch, length), generator=generator, device=device)   # the model's first draw
@@ -134,7 +160,7 @@ def _denoise_block(backbone, context, s: _Settings, generator) -> tuple[torch.Te
     passes = torch.zeros(batch, dtype=torch.long, device=device)
     stop = _StableAndConfident(s.stability_threshold, s.confidence_threshold)
     for remaining in range(s.steps, 0, -1):
-        passes += ~finished
+        passes += ~(finished | done)
         out = backbone.decode(context, canvas, sc_logits)
         logits = out.logits / linear_temperature(remaining, s.steps, s.t_min, s.t_max)   # [B, L, V] processed
         probs = torch.softmax(logits, dim=-1, dtype=torch.float32)

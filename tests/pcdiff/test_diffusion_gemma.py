@@ -53,24 +53,40 @@ def prompt():
     return torch.tensor([[5, 17, 2, 40, 33], [9, 9, 61, 0, 12], [63, 1, 30, 30, 7]])
 
 
-# the model's settings: defaults but few steps; large bound, low temperature, early stops firing per row
+# the model's settings: defaults but few steps; large bound, low temperature, early stops firing per row;
+# frequent EOS ids (rows end, later blocks padded, the loop ending before its last block)
 SETTINGS = [dict(steps=4, t_min=0.4, t_max=0.8, entropy_bound=0.1, stability_threshold=1, confidence_threshold=0.005),
-            dict(steps=8, t_min=0.05, t_max=0.3, entropy_bound=0.5, stability_threshold=0, confidence_threshold=3.5)]
+            dict(steps=8, t_min=0.05, t_max=0.3, entropy_bound=0.5, stability_threshold=0, confidence_threshold=3.5),
+            dict(steps=3, t_min=0.4, t_max=0.8, entropy_bound=0.1, stability_threshold=1, confidence_threshold=0.005,
+                 eos_token_id=list(range(1, 12)), pad_token_id=0)]
 
 
 @pytest.mark.parametrize("settings", SETTINGS)
 def test_codd_off_reproduces_generate_token_for_token(model, backbone, prompt, settings):
+    ends = {k: settings[k] for k in ("eos_token_id", "pad_token_id") if k in settings}
     for seed in range(3):
         torch.manual_seed(seed)
         ref = model.generate(prompt, max_new_tokens=2 * CANVAS, max_denoising_steps=settings["steps"],
                              t_min=settings["t_min"], t_max=settings["t_max"],
                              sampler_config=EntropyBoundSamplerConfig(entropy_bound=settings["entropy_bound"]),
                              stability_threshold=settings["stability_threshold"],
-                             confidence_threshold=settings["confidence_threshold"])
+                             confidence_threshold=settings["confidence_threshold"], **ends)
         torch.manual_seed(seed)
         ours = generate_canvas(backbone, prompt, blocks=2, **settings)
         assert torch.equal(ours.tokens, ref.sequences)
-        assert torch.allclose(2 * CANVAS / ours.forward_passes, ref.tokens_per_forward)
+        new = ours.tokens[:, prompt.shape[1]:]
+        valid = (new != ends["pad_token_id"]).sum(-1) if ends else new.shape[1]
+        assert torch.allclose(valid / ours.forward_passes, ref.tokens_per_forward)
+
+
+def test_eos_ends_rows_in_the_parity_settings(backbone, prompt):
+    lengths = set()
+    for seed in range(3):
+        torch.manual_seed(seed)
+        out = generate_canvas(backbone, prompt, blocks=2, **SETTINGS[2])
+        lengths.add(out.tokens.shape[1])
+        assert bool((out.tokens[:, prompt.shape[1]:] == 0).any())                # padded after an EOS
+    assert lengths == {prompt.shape[1] + CANVAS, prompt.shape[1] + 2 * CANVAS}  # some runs end after one block
 
 
 def test_early_stop_fires_in_the_parity_settings(backbone, prompt):
