@@ -64,10 +64,12 @@ def synchronizer(device) -> Callable[[], None]:
 
 
 def interleaved_medians(fns: dict[str, Callable[[], object]], budget: float, min_rounds: int, max_rounds: int,
-                        sync: Callable[[], None] = lambda: None) -> tuple[dict[str, float], int]:
+                        sync: Callable[[], None] = lambda: None,
+                        clock: Callable[[], float] = time.perf_counter) -> tuple[dict[str, float], int]:
     """Median seconds of each callable, and the number of rounds: in a round every callable runs
     once, in an order rotated each round (so that drifting load hits all of them alike); rounds go
-    on until ``budget`` seconds are spent, within [min_rounds, max_rounds]."""
+    on until ``budget`` seconds are spent, within [min_rounds, max_rounds]. ``clock`` times each call
+    (``time.process_time``: the CPU seconds this process spent, robust to other processes' load)."""
     names, times = list(fns), {name: [] for name in fns}
     start = time.perf_counter()
     for r in range(max_rounds):
@@ -75,18 +77,19 @@ def interleaved_medians(fns: dict[str, Callable[[], object]], budget: float, min
             break
         for name in names[r % len(names):] + names[:r % len(names)]:
             sync()
-            tick = time.perf_counter()
+            tick = clock()
             fns[name]()
             sync()
-            times[name].append(time.perf_counter() - tick)
+            times[name].append(clock() - tick)
     return {name: statistics.median(ts) for name, ts in times.items()}, len(times[names[0]])
 
 
-def warm_then_time(fns: dict, budget: float, min_rounds: int, max_rounds: int, device="cpu"):
+def warm_then_time(fns: dict, budget: float, min_rounds: int, max_rounds: int, device="cpu",
+                   clock: Callable[[], float] = time.perf_counter):
     """One untimed round (allocator, caches, lazy tables), then :func:`interleaved_medians`."""
     sync = synchronizer(device)
     interleaved_medians(fns, 0.0, 1, 1, sync)
-    return interleaved_medians(fns, budget, min_rounds, max_rounds, sync)
+    return interleaved_medians(fns, budget, min_rounds, max_rounds, sync, clock)
 
 
 # ------------------------------------------------------------------------------------------ memory

@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from ..arguments import check_flag, check_int
+from .diffusion_gemma import DiffusionGemmaBackbone, is_diffusion_gemma_config
 from .protocol import Backbone, BackboneOutput
 
 __all__ = ["HFBackbone", "load_hf_backbone"]
@@ -142,17 +143,27 @@ def load_hf_backbone(
     dtype: torch.dtype | str = torch.float32,
     trust_remote_code: bool = False,
     device: str | torch.device | None = None,
-) -> HFBackbone:
+) -> HFBackbone | DiffusionGemmaBackbone:
     """Load a pretrained model (hub name or local directory) as a frozen, eval-mode HFBackbone.
 
     Examples: ``("GSAI-ML/LLaDA-8B-Instruct", trust_remote_code=True)``;
     ``("Dream-org/Dream-v0-Instruct-7B", shift_logits=True, trust_remote_code=True)``.
     ``mask_id=None`` reads ``mask_token_id`` from the config, else from the tokenizer. The arguments
     are checked before anything is imported or downloaded.
+
+    A DiffusionGemma config (``model_type`` "diffusion_gemma") loads ``DiffusionGemmaForBlockDiffusion`` as a
+    :class:`DiffusionGemmaBackbone` (uniform noise: no mask id, no shift).
     """
     _check_load_arguments(name_or_path, mask_id, shift_logits, dtype, trust_remote_code, device)
     transformers = _import_transformers()
     config = transformers.AutoConfig.from_pretrained(name_or_path, trust_remote_code=trust_remote_code)
+    if is_diffusion_gemma_config(config):
+        if mask_id is not None or shift_logits:
+            raise ValueError(f"{name_or_path} is DiffusionGemma, a uniform-noise model: it has no mask id and no "
+                             f"logit shift (got mask_id={mask_id!r}, shift_logits={shift_logits!r})")
+        model = transformers.DiffusionGemmaForBlockDiffusion.from_pretrained(name_or_path, config=config, dtype=dtype)
+        model = model if device is None else model.to(device)
+        return DiffusionGemmaBackbone(model.eval().requires_grad_(False))
     auto = _auto_class(transformers, config, trust_remote_code)
     if mask_id is None:
         mask_id = _find_mask_id(transformers, name_or_path, config, trust_remote_code)

@@ -1,5 +1,6 @@
 """How many positions a decoding step commits, and which: LLaDA's even schedule, Fast-dLLM's
-confidence threshold, the EB-sampler's entropy bound, and the top-scoring selection.
+confidence threshold, the EB-sampler's entropy bound, and the top-scoring selection; DiffusionGemma's linear
+temperature schedule.
 
 The schedule's count is a floor: the threshold and the entropy bound raise a step's count, never
 lower it, so every block still ends decoded within its steps (which become an upper bound). With as
@@ -11,7 +12,8 @@ import math
 
 import torch
 
-__all__ = ["split_evenly", "per_row_counts", "commit_count", "entropy_bound_count", "select_top", "leftmost"]
+__all__ = ["split_evenly", "per_row_counts", "commit_count", "entropy_bound_count", "select_top", "leftmost",
+           "linear_temperature"]
 
 
 def split_evenly(total: int, parts: int) -> list[int]:
@@ -75,3 +77,12 @@ def select_top(scores: torch.Tensor, candidates: torch.Tensor, count: torch.Tens
 def leftmost(candidates: torch.Tensor, count: torch.Tensor) -> torch.Tensor:
     """The ``count[b]`` leftmost candidates of each row: [B, L] bool (the AR product's commit order)."""
     return select_top(torch.zeros(candidates.shape, device=candidates.device), candidates, count)   # ties go left
+
+
+def linear_temperature(remaining: int, steps: int, t_min: float, t_max: float) -> torch.Tensor:
+    """DiffusionGemma's temperature schedule: t_max at the first step (``remaining`` = ``steps``), falling
+    linearly to t_min + (t_max − t_min)/steps at the last (``remaining`` = 1). A float32 0-d tensor computed
+    in the model's own order (an int32 step over the step count, then the affine map), so the logits divided
+    by it match the model's ``generate`` bit for bit."""
+    fraction = torch.tensor(remaining, dtype=torch.int32) / steps                 # float32, as the model's
+    return t_min + (t_max - t_min) * fraction
