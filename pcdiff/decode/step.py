@@ -112,7 +112,7 @@ class BlockDecoder:
     # each proposal returns (the block's tokens [B, L], the positions it committed [B, L])
     def factorized(self, logits, hidden, tokens, masked, count):
         probs = factorized_probs(logits, masked, self.mask_id, self.temperature)           # [B, L, V]
-        return self._commit(probs, draw(probs, self.greedy, self.generator), tokens, masked, count)
+        return self._committed(probs, draw(probs, self.greedy, self.generator), tokens, masked, count)
 
     def joint(self, logits, hidden, tokens, masked, count):
         dist = self._distribution(logits, hidden, tokens, masked)
@@ -122,7 +122,7 @@ class BlockDecoder:
             # one upward pass of the circuit (and its backward) gives both the joint sample and the marginals
             proposal, probs = dist.sample_with_marginals(generator=self.generator, over_candidates=True)
         # probs are over each position's candidates (every token without top-k: no [B, L, V] with it)
-        return self._commit(probs, proposal, tokens, masked, count, chosen=dist.candidate_slot(proposal))
+        return self._committed(probs, proposal, tokens, masked, count, chosen=dist.candidate_slot(proposal))
 
     def any_order(self, logits, hidden, tokens, masked, count):
         """``count`` positions (and, with a threshold, every position above it) committed one at a
@@ -139,13 +139,19 @@ class BlockDecoder:
     def _distribution(self, logits, hidden, tokens, masked):
         return self.layer.distribution(logits, hidden, tokens, masked, temperature=self.layer_temperature)
 
-    def _commit(self, probs, proposal, tokens, masked, count, chosen=None):
-        """``chosen``: where each proposed token sits on probs' last axis (default: its id)."""
+    def _commit(self, probs, proposal, tokens, masked, count, chosen=None) -> torch.Tensor:
+        """The block's tokens of :meth:`_committed`."""
+        return self._committed(probs, proposal, tokens, masked, count, chosen)[0]
+
+    def _committed(self, probs, proposal, tokens, masked, count, chosen=None):
+        """(the block's tokens [B, L] with the committed positions taken from ``proposal``, those
+        positions [B, L] bool: the rule's top ``count``, raised by the threshold or the entropy
+        bound). ``chosen``: where each proposed token sits on probs' last axis (default: its id)."""
         scores = confidence(self.rule, probs, proposal if chosen is None else chosen, self.generator)
         entropies = None if self.entropy_bound is None else entropy(probs)             # [B, L]
         count = commit_count(count, scores, masked, self.threshold, entropies, self.entropy_bound)
-        chosen = select_top(scores, masked, count)                                      # [B, L]
-        return torch.where(chosen, proposal, tokens), chosen
+        picked = select_top(scores, masked, count)                                       # [B, L]
+        return torch.where(picked, proposal, tokens), picked
 
 
 def _check_knobs(layer, *, remasking, temperature, threshold, entropy_bound, remask, codd, pc_frac,
