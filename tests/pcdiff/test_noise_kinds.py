@@ -219,3 +219,34 @@ def test_tiny_uniform_backbone_generates_with_the_layer_and_the_ar_product(words
         generate(backbone, None, layer=CoDDLayer.from_structure("hmm", 6, words.vocab.size, num_states=2,
                                                                mask_id=words.vocab.mask_id),
                  gen_length=6, block_length=6, steps=1, codd="joint")
+
+
+# ----------------------------------------------------------------------------- the command line
+def test_a_uniform_run_trains_saves_and_serves_sample_and_infill(tmp_path, capsys):
+    from pcdiff.app.cli import build_parser, main
+    from pcdiff.app.demo import prepare_run, train_prepared
+    from pcdiff.app.runs import load_run, save_run
+    data = tmp_path / "words.txt"
+    data.write_text("\n".join(["cat", "dog", "bird", "fish", "cow", "owl", "bee", "ant", "eel", "yak"] * 3) + "\n")
+    args = build_parser().parse_args(["train", "--data", str(data), "--noise", "uniform"])
+    assert args.noise == "uniform"
+    # what `pcdiff train --noise uniform` runs, with a smaller backbone
+    run = prepare_run(None, str(data), 6, num_states=4, noise=args.noise, backbone_dim=16, backbone_depth=1)
+    save_run(train_prepared(run, backbone_steps=4, layer_steps=2, progress=False), tmp_path / "run")
+    run = load_run(tmp_path / "run")
+    assert (run.backbone.noise, run.backbone.mask_id, run.layer.mask_id) == ("uniform", None, None)
+    assert run.settings["noise"] == "uniform"
+    assert main(["sample", str(tmp_path / "run"), "--num", "3", "--steps", "2"]) == 0
+    items = tmp_path / "items.txt"
+    items.write_text("c?t\nco?\n")
+    assert main(["infill", str(tmp_path / "run"), "--input", str(items), "--num", "2"]) == 0
+    lines = capsys.readouterr().out.splitlines()[-4:]          # a completion may end early (an end symbol)
+    assert all(a.startswith("c") for a in lines[:2]) and all(b.startswith("co") for b in lines[2:])
+    with pytest.raises(SystemExit):                                             # argparse refuses it
+        main(["demo", "--noise", "gaussian"])
+
+
+def test_prepare_run_refuses_an_unknown_noise():
+    from pcdiff.app.demo import prepare_run
+    with pytest.raises(ValueError, match="noise must be one of"):
+        prepare_run(noise="gaussian")
