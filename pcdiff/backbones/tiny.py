@@ -59,7 +59,8 @@ def _check_config(vocab_size, mask_id, block_length, dim, depth, heads, mlp_rati
     if noise not in NOISE_KINDS:
         raise ValueError(f"noise must be one of {NOISE_KINDS}, got {noise!r}")
     if noise == "uniform" and mask_id is not None:
-        raise ValueError(f"mask_id must be None with noise='uniform' (no token marks a noisy position), got {mask_id!r}")
+        raise ValueError(f"mask_id must be None with noise='uniform' (no token marks a noisy position), "
+                         f"got {mask_id!r}")
     if noise == "mask":
         check_int("mask_id", mask_id, 0)
     if dim % heads:
@@ -102,7 +103,8 @@ class TinyDiffusionTransformer(Backbone):
         super().__init__()
         _check_config(vocab_size, mask_id, block_length, dim, depth, heads, mlp_ratio, dropout, noise)
         if self.causal and noise != "mask":
-            raise ValueError(f"the causal model reads the mask id as its start symbol: noise must be 'mask', got {noise!r}")
+            raise ValueError("the causal model reads the mask id as its start symbol: noise must be 'mask', "
+                             f"got {noise!r}")
         self.vocab_size = vocab_size
         self.noise = noise
         self.mask_id = mask_id

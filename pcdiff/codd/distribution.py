@@ -54,7 +54,8 @@ class CoDDBlockDistribution(Distribution):
         validate_args: check every argument once, here (and every ``log_prob`` value); the
             circuit's queries then run without checking again.
         mask_id: a masked backbone's mask id (None: none, e.g. uniform noise); if it lies inside the
-            vocabulary it is banned at masked positions (p̂ never predicts the mask) and rejected in ``log_prob``'s values.
+            vocabulary it is banned at masked positions (p̂ never predicts the mask) and rejected in
+            ``log_prob``'s values.
         top_k: None (every token), or k in [1, V]: each masked position keeps its k most likely
             tokens and p̂ is exact on that support, renormalized (leaf cost L·H·k instead of L·H·V).
         force_include: [B, L] long, with ``top_k``: these tokens (e.g. the training targets x0) join

@@ -82,10 +82,10 @@ def generate(backbone, prompt: torch.Tensor | None = None, *, layer=None, gen_le
     return_calls  also return the forward passes made, backbone and AR model counted apart
     """
     x, prompt_length, to_decide = _start(backbone, prompt, batch_size, gen_length)
-    return denoise(backbone, x, to_decide=to_decide, layer=layer, start=prompt_length, block_length=block_length, steps=steps,
-                   remasking=remasking, temperature=temperature, threshold=threshold, entropy_bound=entropy_bound,
-                   remask=remask, codd=codd, pc_frac=pc_frac, ar_model=ar_model, ar_weight=ar_weight,
-                   generator=generator, return_calls=return_calls)
+    return denoise(backbone, x, to_decide=to_decide, layer=layer, start=prompt_length, block_length=block_length,
+                   steps=steps, remasking=remasking, temperature=temperature, threshold=threshold,
+                   entropy_bound=entropy_bound, remask=remask, codd=codd, pc_frac=pc_frac, ar_model=ar_model,
+                   ar_weight=ar_weight, generator=generator, return_calls=return_calls)
 
 
 @torch.no_grad()
@@ -125,10 +125,10 @@ def _decode_block(backbone, decoder: BlockDecoder, x: torch.Tensor, undecided: t
                   steps: int) -> int:
     """Decode the block ``x[:, lo:hi]`` in place in at most ``steps`` backbone calls, clearing its
     positions of ``undecided`` [B, N] as they are committed; returns the calls made."""
-    opened = undecided[:, lo:hi].clone()           # [B, L] the block's positions to decide at its start: all remask may touch
+    opened = undecided[:, lo:hi].clone()           # [B, L] to decide at the block's start: all remask may touch
     for k, count in enumerate(per_row_counts(opened, steps)):
         masked = undecided[:, lo:hi].clone()                                     # [B, L]
-        if not masked.any():                                                     # done early (a threshold, few to decide)
+        if not masked.any():                                                     # done early (a threshold, few left)
             return k
         if decoder.remask and k < steps - 1:       # the last step re-masks nothing, so the block ends decoded
             again = decoder.remask_block(opened & ~masked)

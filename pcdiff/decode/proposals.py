@@ -46,7 +46,8 @@ def ban_mask(logits: torch.Tensor, mask_id: int | None) -> torch.Tensor:
     return logits
 
 
-def factorized_probs(logits: torch.Tensor, masked: torch.Tensor, mask_id: int | None, temperature: float) -> torch.Tensor:
+def factorized_probs(logits: torch.Tensor, masked: torch.Tensor, mask_id: int | None,
+                     temperature: float) -> torch.Tensor:
     """The backbone's proposal softmax(logits / T) [B, L, V] (float32 at least, the mask id banned);
     refuses a masked position whose logits ban every token."""
     logits = ban_mask(logits if logits.dtype == torch.float64 else logits.float(), mask_id)

@@ -1,7 +1,8 @@
 """Cached outputs of a frozen backbone for layer training.
 
 Random masks make one backbone forward per item useless, so the cache holds ``maskings`` fixed
-random maskings (corruptions, with a uniform-noise backbone: positions and their random tokens) per training item (the paper precomputes the logits once) and a step picks one of
+random maskings per training item (with a uniform-noise backbone, the corrupted positions and their
+random tokens; the paper precomputes the logits once) and a step picks one of
 them at random. Entries are computed on first use, so the cost is min(items × maskings, steps ×
 batch) backbone rows, and the memory is items × maskings × L × (V [+ D when the adapter reads
 hidden states]) values of the cache's dtype.
