@@ -15,6 +15,7 @@ import time
 import torch
 
 from pcdiff import CoDDLayer, TinyDiffusionTransformer, evaluate_nll, train_backbone, train_codd_layer
+from pcdiff.backbones.noise import corrupt
 from pcdiff.codd.rules import draw
 from pcdiff.data import load_words
 
@@ -75,7 +76,7 @@ def main() -> None:
     x0 = heldout[:1]
     masked = torch.zeros_like(x0, dtype=torch.bool)
     masked[0, 0:len(word):2] = True
-    xt = torch.where(masked, torch.tensor(backbone.mask_id), x0)
+    xt = corrupt(x0, masked, backbone)                       # the backbone's noise at the masked positions
     with torch.no_grad():
         out = backbone(xt)
         dist = layer.distribution(out.logits, out.hidden, xt, masked)

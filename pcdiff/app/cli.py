@@ -13,6 +13,7 @@ import sys
 
 import torch
 
+from ..backbones.protocol import NOISE_KINDS
 from ..codd.adapters import ADAPTERS
 from ..codd.layer import STRUCTURES
 from ..codd.rules import REMASKING
@@ -49,6 +50,9 @@ def _model_options(parser: argparse.ArgumentParser) -> None:
                             "4 = a longer, better run)")
     group.add_argument("--backbone-steps", type=int, help="train the backbone this many steps (replaces the budget)")
     group.add_argument("--layer-steps", type=int, help="train the layer this many steps (replaces the budget)")
+    group.add_argument("--noise", choices=NOISE_KINDS, default="mask",
+                       help="the backbone's noise: mask (absorbing, the default) or uniform (noisy positions hold "
+                            "random tokens; docs/backbones.md)")
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
@@ -144,7 +148,8 @@ def _prepare(args, device):
     """The run before training (data loaded, models built): what fails on the data fails here."""
     from .demo import prepare_run
     return prepare_run(dataset=args.dataset, data_file=args.data, max_length=args.max_length, seed=args.seed,
-                       num_states=args.num_states, structure=args.structure, adapter=args.adapter, device=device)
+                       num_states=args.num_states, structure=args.structure, adapter=args.adapter, device=device,
+                       noise=args.noise)
 
 
 def _train(args, run, progress: bool):

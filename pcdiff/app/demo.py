@@ -1,4 +1,5 @@
-"""The main job: train a tiny masked-diffusion backbone, train a CoDD layer on it, evaluate, report.
+"""The main job: train a tiny masked-diffusion backbone (or, with ``noise="uniform"``, a uniform-noise
+one: ``pcdiff demo --noise uniform``), train a CoDD layer on it, evaluate, report.
 
 `pcdiff demo` is `train_run` then `evaluate_run` then `write_report`; `pcdiff train`, `pcdiff eval`
 and `pcdiff sample` run the pieces over a saved run directory.
@@ -15,6 +16,7 @@ import torch
 from .. import __version__
 from ..arguments import check_int, check_number
 from ..backbones import TinyDiffusionTransformer
+from ..backbones.protocol import NOISE_KINDS
 from ..codd import ADAPTERS, STRUCTURES, CoDDLayer
 from ..codd.recipe import MAX_VALUES, layer_values
 from ..files import atomic_write_text
@@ -31,17 +33,21 @@ LAYER_STEPS = 500
 
 def prepare_run(dataset: str | None = "words", data_file: str | None = None, max_length: int | None = None,
                 seed: int = 0, num_states: int = 128, structure: str = "hmm", adapter: str = "static",
-                device: str | torch.device = "cpu", backbone_dim: int = 128, backbone_depth: int = 4) -> Run:
+                device: str | torch.device = "cpu", backbone_dim: int = 128, backbone_depth: int = 4,
+                noise: str = "mask") -> Run:
     """A run before training: its data, an initialized backbone and layer, its settings. Everything a
     user can get wrong (the data, the layer's size, the structure and adapter) fails here, in
     seconds, before any training. (Neither model draws from or changes the global RNG after the
-    backbone's initialization, so building the layer first gives the same run.)"""
+    backbone's initialization, so building the layer first gives the same run.) ``noise``: the
+    backbone's noise, "mask" (absorbing) or "uniform" (no mask id; the layer has none either)."""
     if structure not in STRUCTURES:
         raise ValueError(f"structure must be one of {STRUCTURES}, got {structure!r}")
     if adapter not in ADAPTERS:
         raise ValueError(f"adapter must be one of {sorted(ADAPTERS)}, got {adapter!r}")
     if isinstance(num_states, bool) or not isinstance(num_states, int) or num_states < 1:
         raise ValueError(f"num_states must be a positive int, got {num_states!r}")
+    if noise not in NOISE_KINDS:
+        raise ValueError(f"noise must be one of {NOISE_KINDS}, got {noise!r}")
     torch.manual_seed(seed)
     spec = data_spec(dataset, data_file, seed, max_length)
     data = load_data(spec)
@@ -50,18 +56,21 @@ def prepare_run(dataset: str | None = "words", data_file: str | None = None, max
         raise ValueError(f"num_states = {num_states} gives a {structure} layer over blocks of {data.block_length} "
                          f"positions and {data.vocab.size} tokens of at least {size:.3g} parameter values, more "
                          f"than the limit of {MAX_VALUES:,}")
-    backbone = TinyDiffusionTransformer(data.vocab.size, data.vocab.mask_id, data.block_length,
-                                        dim=backbone_dim, depth=backbone_depth).to(device)
+    mask_id = data.vocab.mask_id if noise == "mask" else None
+    backbone = TinyDiffusionTransformer(data.vocab.size, mask_id, data.block_length, dim=backbone_dim,
+                                        depth=backbone_depth, noise=noise).to(device)
     layer = CoDDLayer.from_structure(structure, data.block_length, data.vocab.size, num_states=num_states,
                                      adapter=adapter,
                                      backbone_hidden_size=backbone.hidden_size, seed=seed,
                                      data=data.encode_train() if structure == "tree" else None,
-                                     mask_id=data.vocab.mask_id, device=device)
+                                     mask_id=mask_id, device=device)
     settings = {
         "pcdiff_version": __version__, "data": spec, "dataset": data.name, "block_length": data.block_length,
         "vocab_size": data.vocab.size, "train_items": len(data.train_items), "heldout_items": len(data.heldout_items),
         "seed": seed, "structure": structure, "num_states": num_states, "adapter": adapter,
     }
+    if noise != "mask":                       # a masked run's settings stay as they always were
+        settings["noise"] = noise
     return Run(data=data, backbone=backbone, layer=layer, settings=settings)
 
 
@@ -87,11 +96,11 @@ def train_run(dataset: str | None = "words", data_file: str | None = None, max_l
               seed: int = 0, num_states: int = 128,
               structure: str = "hmm", adapter: str = "static", device: str | torch.device = "cpu",
               budget: float = 1.0, backbone_steps: int | None = None, layer_steps: int | None = None,
-              backbone_dim: int = 128, backbone_depth: int = 4, progress: bool = True) -> Run:
+              backbone_dim: int = 128, backbone_depth: int = 4, progress: bool = True, noise: str = "mask") -> Run:
     """:func:`prepare_run` then :func:`train_prepared` (the step counts are checked first of all)."""
     training_steps(budget, backbone_steps, layer_steps)
     run = prepare_run(dataset, data_file, max_length, seed, num_states, structure, adapter, device,
-                      backbone_dim, backbone_depth)
+                      backbone_dim, backbone_depth, noise)
     return train_prepared(run, budget, backbone_steps, layer_steps, progress)
 
 
@@ -146,8 +155,9 @@ def write_report(results: dict, out_dir: pathlib.Path) -> str:
     out_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out_dir / "results.json", json.dumps(results, indent=1))
     settings = results["settings"]
+    noise = " (uniform noise)" if settings.get("noise") == "uniform" else ""
     header = (f"# pcdiff demo: {settings['dataset']}\n\n"
-              f"Backbone {settings['backbone']['parameters']:,} parameters, held-out diffusion loss "
+              f"Backbone{noise} {settings['backbone']['parameters']:,} parameters, held-out diffusion loss "
               f"{results['backbone_heldout_loss']:.3f}; CoDD layer: {settings['structure']} with "
               f"{settings['num_states']} latent states, adapter `{settings['adapter']}`, "
               f"{settings['layer']['parameters']:,} parameters.\n\n")

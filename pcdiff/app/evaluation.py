@@ -39,10 +39,9 @@ def masked_nll(backbone, layer, x0: torch.Tensor, fraction: float, seed: int = 0
     masked = _masks(x0, fraction, generator)
     order_keys = torch.rand(x0.shape, generator=generator)
     totals = {"one_step": 0.0, "sequential": 0.0, "codd": 0.0}
-    mask_id = backbone.mask_id
     for rows in _batches(len(x0), batch_size):
         x, m = x0[rows], masked[rows]
-        noisy = corrupt(x, m, mask_id)
+        noisy = corrupt(x, m, backbone, generator)
         out = backbone(noisy)
         # these scores bypass the CoDD distribution's own checks: a NaN would become a "perplexity"
         check_finite(out.logits, "the backbone's logits", allow_neg_inf=True)
@@ -133,7 +132,7 @@ def infill_table(backbone, layer, data: ItemData, fractions=(0.25, 0.5, 0.75), s
         filled = {"factorized": [], "codd": []}
         for rows in _batches(len(x0), batch_size):
             x, m = x0[rows], masked[rows]
-            out = backbone(corrupt(x, m, backbone.mask_id))
+            out = backbone(corrupt(x, m, backbone, generator))
             dist = layer.distribution(out.logits, out.hidden, x, m)
             independent = draw(dist.factorized().probs, generator=generator)
             filled["factorized"].append(torch.where(m, independent, x))

@@ -55,12 +55,15 @@ def infill(run, items: torch.Tensor, *, num: int = 1, steps: int | None = None, 
     """[N · num, L]: ``num`` completions of every item (item i's are rows i·num .. i·num + num − 1),
     decoded in ``steps`` backbone calls each (default: one masked position a step)."""
     backbone, layer, length = run.backbone, run.layer, run.data.block_length
-    masks = int((items == backbone.mask_id).sum(-1).max())
+    to_decide = items == run.data.vocab.mask_id          # read_items' marks (any backbone's noise goes there)
+    masks = int(to_decide.sum(-1).max())
     steps = masks if steps is None else steps
     if not 1 <= steps <= length:
         raise ValueError(f"--steps must be in [1, {length}] (the run's block length), got {steps}")
     rows = items.repeat_interleave(num, dim=0).to(backbone.device)
-    out = [denoise(backbone, rows[i:i + BATCH_ROWS], layer=layer if codd != "off" else None, block_length=length,
+    to_decide = to_decide.repeat_interleave(num, dim=0).to(backbone.device)
+    out = [denoise(backbone, rows[i:i + BATCH_ROWS], to_decide=to_decide[i:i + BATCH_ROWS],
+                   layer=layer if codd != "off" else None, block_length=length,
                    steps=steps, codd=codd, remasking=remasking, temperature=temperature, generator=generator)
            for i in range(0, len(rows), BATCH_ROWS)]
     return torch.cat(out)

@@ -118,13 +118,14 @@ def completion_rates(backbone, layer, data: ItemData, task: str | Task, blanks_l
     puzzles = {k: completions(task, data.heldout_items, k, num_puzzles, seed + k) for k in blanks_list}
     rates: dict[str, dict] = {mode: {str(k): {} for k in blanks_list} for mode in modes}
     device = _device(backbone)
-    encoded = {k: _encode_puzzles([p for p, _ in puzzles[k]], data.vocab, data.block_length, backbone.mask_id)
+    blank = data.vocab.mask_id if backbone.mask_id is None else backbone.mask_id   # a uniform backbone has none
+    encoded = {k: _encode_puzzles([p for p, _ in puzzles[k]], data.vocab, data.block_length, blank)
                for k in blanks_list}
     jobs = [(k, steps, mode) for k in blanks_list for steps in steps_list for mode in modes]
     for k, steps, mode in tqdm(jobs, total=len(jobs), desc=f"{task.name} completion", disable=not progress):
         x = encoded[k].to(device)
         generator = torch.Generator(device=device).manual_seed(seed + k * data.block_length + steps)
-        filled = [denoise(backbone, x[rows], layer=None if mode == "off" else layer,
+        filled = [denoise(backbone, x[rows], to_decide=x[rows] == blank, layer=None if mode == "off" else layer,
                           block_length=data.block_length, steps=steps, codd=mode, remasking=remasking,
                           temperature=temperature, generator=generator).cpu()
                   for rows in _slices(len(x), batch_size)]

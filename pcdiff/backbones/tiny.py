@@ -1,4 +1,4 @@
-"""A small bidirectional transformer trained as a masked diffusion model (CPU scale)."""
+"""A small bidirectional transformer trained as a masked or a uniform-noise diffusion model (CPU scale)."""
 from __future__ import annotations
 
 import inspect
@@ -9,7 +9,7 @@ from einops import rearrange
 from torch import nn
 
 from ..arguments import check_int
-from .protocol import Backbone, BackboneOutput
+from .protocol import NOISE_KINDS, Backbone, BackboneOutput
 
 __all__ = ["TinyDiffusionTransformer"]
 
@@ -52,23 +52,37 @@ class Block(nn.Module):
         return x + self.drop(self.mlp(self.norm2(x)))
 
 
-def _check_config(vocab_size, mask_id, block_length, dim, depth, heads, mlp_ratio, dropout) -> None:
+def _check_config(vocab_size, mask_id, block_length, dim, depth, heads, mlp_ratio, dropout, noise) -> None:
     for name, value in [("vocab_size", vocab_size), ("block_length", block_length), ("dim", dim),
                         ("depth", depth), ("heads", heads), ("mlp_ratio", mlp_ratio)]:
         check_int(name, value, 1)
-    check_int("mask_id", mask_id, 0)
+    if noise not in NOISE_KINDS:
+        raise ValueError(f"noise must be one of {NOISE_KINDS}, got {noise!r}")
+    if noise == "uniform" and mask_id is not None:
+        raise ValueError(f"mask_id must be None with noise='uniform' (no token marks a noisy position), "
+                         f"got {mask_id!r}")
+    if noise == "mask":
+        check_int("mask_id", mask_id, 0)
     if dim % heads:
         raise ValueError(f"dim ({dim}) must be divisible by heads ({heads})")
     if isinstance(dropout, bool) or not isinstance(dropout, (int, float)) or not 0.0 <= dropout < 1.0:
         raise ValueError(f"dropout must be a number in [0, 1), got {dropout!r}")
 
 
+def _input_rows(vocab_size: int, mask_id: int | None) -> int:
+    """Rows of the input embedding: the tokens, and the mask id's row when there is one."""
+    return vocab_size if mask_id is None else max(vocab_size, mask_id) + 1
+
+
 class TinyDiffusionTransformer(Backbone):
     """Bidirectional pre-norm transformer with learned positions over blocks of ``block_length``.
 
-    The input embedding has a row for the mask id (which sits outside the output vocabulary when
-    ``mask_id >= vocab_size``); the output head covers only the ``vocab_size`` real tokens, so the
-    model can never predict the mask. The defaults (dim 128, depth 4) give about 0.8M parameters.
+    ``noise="mask"`` (the default): the input embedding has a row for the mask id (which sits outside
+    the output vocabulary when ``mask_id >= vocab_size``); the output head covers only the
+    ``vocab_size`` real tokens, so the model can never predict the mask. ``noise="uniform"``:
+    ``mask_id`` is None, the embedding has the ``vocab_size`` token rows only, and a noisy position
+    holds a uniformly random token (the same transformer, trained by the same trainer with uniform
+    corruption: :mod:`pcdiff.train.backbone`). The defaults (dim 128, depth 4) give about 0.8M parameters.
     """
 
     #: position i reads only the tokens before it (the autoregressive subclass sets it)
@@ -77,24 +91,31 @@ class TinyDiffusionTransformer(Backbone):
     def __init__(
         self,
         vocab_size: int,
-        mask_id: int,
+        mask_id: int | None,
         block_length: int,
         dim: int = 128,
         depth: int = 4,
         heads: int = 4,
         mlp_ratio: int = 4,
         dropout: float = 0.0,
+        noise: str = "mask",
     ):
         super().__init__()
-        _check_config(vocab_size, mask_id, block_length, dim, depth, heads, mlp_ratio, dropout)
+        _check_config(vocab_size, mask_id, block_length, dim, depth, heads, mlp_ratio, dropout, noise)
+        if self.causal and noise != "mask":
+            raise ValueError("the causal model reads the mask id as its start symbol: noise must be 'mask', "
+                             f"got {noise!r}")
         self.vocab_size = vocab_size
+        self.noise = noise
         self.mask_id = mask_id
         self.block_length = block_length
         self.hidden_size = dim
         self.config = dict(vocab_size=vocab_size, mask_id=mask_id, block_length=block_length, dim=dim,
                            depth=depth, heads=heads, mlp_ratio=mlp_ratio, dropout=dropout)
+        if noise != "mask":             # a masked model's config (and checkpoint) stays as it always was
+            self.config["noise"] = noise
 
-        self.token_embedding = nn.Embedding(max(vocab_size, mask_id) + 1, dim)
+        self.token_embedding = nn.Embedding(_input_rows(vocab_size, mask_id), dim)
         self.position_embedding = nn.Embedding(block_length, dim)
         self.embed_dropout = nn.Dropout(dropout)
         self.blocks = nn.ModuleList(Block(dim, heads, mlp_ratio, dropout, self.causal) for _ in range(depth))
@@ -116,7 +137,7 @@ class TinyDiffusionTransformer(Backbone):
         _check_config(**args)
         dim, hidden, vocab = args["dim"], args["mlp_ratio"] * args["dim"], args["vocab_size"]
         block = 4 * dim + (3 * dim * dim + 3 * dim) + (dim * dim + dim) + (dim * hidden + hidden) + (hidden * dim + dim)
-        embeddings = (max(vocab, args["mask_id"]) + 1) * dim + args["block_length"] * dim
+        embeddings = _input_rows(vocab, args["mask_id"]) * dim + args["block_length"] * dim
         return embeddings + args["depth"] * block + 2 * dim + dim * vocab + vocab
 
     @staticmethod

@@ -45,15 +45,17 @@ class CoDDBlockDistribution(Distribution):
         model: a :class:`structures.CompiledCircuit` over the block's L positions.
         logits: [B, L, V] float, the backbone's logits (V must equal the circuit's vocabulary).
             -inf bans a token.
-        tokens: [B, L] long, the decided tokens; entries at masked positions are ignored.
-        masked: [B, L] bool, True = still to be predicted.
+        tokens: [B, L] long, the decided tokens; entries at masked positions are ignored (the mask
+            id, or any token of a uniform-noise backbone).
+        masked: [B, L] bool, True = still to be predicted (to decide), whatever the backbone's noise.
         temperature: T > 0, a float or a [B] tensor; divides the logits (not the circuit).
         log_params, node_potentials: an adapter's output (see :mod:`pcdiff.codd.adapters`), passed to
             every circuit query.
         validate_args: check every argument once, here (and every ``log_prob`` value); the
             circuit's queries then run without checking again.
-        mask_id: the backbone's mask id; if it lies inside the vocabulary it is banned at masked
-            positions (p̂ never predicts the mask) and rejected in ``log_prob``'s values.
+        mask_id: a masked backbone's mask id (None: none, e.g. uniform noise); if it lies inside the
+            vocabulary it is banned at masked positions (p̂ never predicts the mask) and rejected in
+            ``log_prob``'s values.
         top_k: None (every token), or k in [1, V]: each masked position keeps its k most likely
             tokens and p̂ is exact on that support, renormalized (leaf cost L·H·k instead of L·H·V).
         force_include: [B, L] long, with ``top_k``: these tokens (e.g. the training targets x0) join

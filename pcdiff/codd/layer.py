@@ -29,7 +29,9 @@ class CoDDLayer(nn.Module):
         adapter: a name registered in :data:`pcdiff.adapters.ADAPTERS` or an :class:`Adapter`.
         hidden_size: the backbone's hidden width D (needed by adapters that read hidden states).
         temperature: default T > 0 dividing the backbone's logits.
-        mask_id: the backbone's mask id (banned at masked positions if it lies inside the vocabulary).
+        mask_id: a masked backbone's mask id (banned at masked positions if it lies inside the
+            vocabulary); None for a uniform-noise backbone. "Masked" means *to decide* whatever the
+            noise: the layer reads those positions from ``masked``, never from the tokens there.
         adapter_kwargs: extra arguments for the adapter's constructor (e.g. ``{"rank": 4}``).
         top_k: None, or k in [1, V]: every distribution keeps each masked position's k most likely
             tokens and is exact on that support (leaf cost L·H·k instead of L·H·V; see

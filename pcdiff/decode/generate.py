@@ -1,17 +1,25 @@
 """Semi-autoregressive diffusion decoding (LLaDA-style), with or without the CoDD layer: the loop.
 
-:func:`denoise` fills every mask id of a sequence block by block, left to right. Within a block
-every step calls the backbone once on the whole sequence, proposes a token for each still-masked
-position of the block, and commits the positions a remasking rule ranks highest
-(:class:`~pcdiff.decode.step.BlockDecoder`); the others stay masked for a later step. A committed
+The state is (tokens, to_decide): the sequence and a boolean tensor of the positions still to be
+decided. Before every backbone call the positions still to decide get the backbone's own noise
+(:func:`pcdiff.backbones.noise.corrupt`): the mask id for a masked model (LLaDA, Dream, MDLM: no
+draw, so nothing changes from one call to the next), fresh uniformly random tokens for a
+uniform-noise model (drawn from ``generator``, at every undecided position of the sequence: x_t as
+the model was trained on it); decided positions are clamped. For a masked model ``to_decide``
+defaults to ``x == mask_id``.
+
+:func:`denoise` decides every such position of a sequence block by block, left to right. Within a
+block every step calls the backbone once on the whole sequence, proposes a token for each
+position of the block still to decide, and commits the positions a remasking rule ranks highest
+(:class:`~pcdiff.decode.step.BlockDecoder`); the others stay to decide for a later step. A committed
 position never changes again. How many positions a step commits follows LLaDA's schedule: each
 row's masked positions in the block divided as evenly as possible over the block's steps, earlier
-steps taking the remainder. :func:`generate` is :func:`denoise` of a prompt followed by masks;
-infilling is :func:`denoise` of items with masks where they are unknown.
+steps taking the remainder. :func:`generate` is :func:`denoise` of a prompt followed by positions to
+decide; infilling is :func:`denoise` of items with masks (or ``to_decide``) where they are unknown.
 
 The parallel decoders people reach for are knobs of the same loop: a confidence ``threshold``
 (Fast-dLLM) or an ``entropy_bound`` (EB-sampler) raises a step's count; ``remask`` (ReMDM) lets a
-committed position of the current block be masked again (then it changes, unlike above); and
+committed position of the current block be decided again (then it changes, unlike above); and
 ``codd="ar_product"`` takes the block's joint from a second, autoregressive model (APD).
 """
 from __future__ import annotations
@@ -21,6 +29,7 @@ from typing import NamedTuple
 import torch
 
 from ..arguments import check_flag, is_int
+from ..backbones.noise import corrupt
 from .schedule import per_row_counts, split_evenly
 from .step import CIRCUIT_MODES, BlockDecoder
 
@@ -42,7 +51,8 @@ def generate(backbone, prompt: torch.Tensor | None = None, *, layer=None, gen_le
     """Decode ``gen_length`` tokens after ``prompt`` [B, P] -> tokens [B, P + gen_length] (and, with
     ``return_calls``, the :class:`DecodeCalls` made).
 
-    backbone      a :class:`~pcdiff.backbones.Backbone` (``vocab_size``, ``mask_id``; tokens -> logits, hidden)
+    backbone      a :class:`~pcdiff.backbones.Backbone` (``vocab_size``, ``noise``, ``mask_id``; tokens ->
+                  logits, hidden), masked or uniform-noise (see the module docstring)
     layer         the CoDD layer (``block_length``, ``distribution(...)``); needed with codd "joint" or "any_order"
     gen_length    a multiple of ``block_length``; blocks are decoded left to right
     steps         backbone calls in all, one per block..gen_length, split as evenly as possible over the blocks
@@ -71,24 +81,25 @@ def generate(backbone, prompt: torch.Tensor | None = None, *, layer=None, gen_le
     batch_size    rows to generate when ``prompt`` is None (default 1)
     return_calls  also return the forward passes made, backbone and AR model counted apart
     """
-    x, prompt_length = _start(backbone, prompt, batch_size, gen_length)
-    return denoise(backbone, x, layer=layer, start=prompt_length, block_length=block_length, steps=steps,
-                   remasking=remasking, temperature=temperature, threshold=threshold, entropy_bound=entropy_bound,
-                   remask=remask, codd=codd, pc_frac=pc_frac, ar_model=ar_model, ar_weight=ar_weight,
-                   generator=generator, return_calls=return_calls)
+    x, prompt_length, to_decide = _start(backbone, prompt, batch_size, gen_length)
+    return denoise(backbone, x, to_decide=to_decide, layer=layer, start=prompt_length, block_length=block_length,
+                   steps=steps, remasking=remasking, temperature=temperature, threshold=threshold,
+                   entropy_bound=entropy_bound, remask=remask, codd=codd, pc_frac=pc_frac, ar_model=ar_model,
+                   ar_weight=ar_weight, generator=generator, return_calls=return_calls)
 
 
 @torch.no_grad()
-def denoise(backbone, x: torch.Tensor, *, layer=None, start: int = 0, block_length: int, steps: int,
-            remasking: str = "low_confidence", temperature: float = 1.0, threshold: float | None = None,
-            entropy_bound: float | None = None, remask: float = 0.0, codd: str = "off",
-            pc_frac: float | None = None, ar_model=None, ar_weight: float = 0.5,
+def denoise(backbone, x: torch.Tensor, *, to_decide: torch.Tensor | None = None, layer=None, start: int = 0,
+            block_length: int, steps: int, remasking: str = "low_confidence", temperature: float = 1.0,
+            threshold: float | None = None, entropy_bound: float | None = None, remask: float = 0.0,
+            codd: str = "off", pc_frac: float | None = None, ar_model=None, ar_weight: float = 0.5,
             generator: torch.Generator | None = None, return_calls: bool = False):
-    """Fill every mask id of ``x[:, start:]`` [B, N] (a multiple of ``block_length`` long), block by
-    block, with at most ``steps`` backbone calls split evenly over the blocks; returns a new tensor
-    (and, with ``return_calls``, the :class:`DecodeCalls` made). The other arguments are
-    :func:`generate`'s. A block without masks costs no call; positions unmasked in ``x`` are never
-    changed, with ``remask`` too."""
+    """Decide every position of ``x[:, start:]`` [B, N] (a multiple of ``block_length`` long) marked in
+    ``to_decide`` [B, N] bool (default, masked backbones only: ``x == mask_id``; whatever ``x`` holds
+    there is replaced by the backbone's noise), block by block, with at most ``steps`` backbone calls
+    split evenly over the blocks; returns a new tensor (and, with ``return_calls``, the
+    :class:`DecodeCalls` made). The other arguments are :func:`generate`'s. A block with nothing to
+    decide costs no call; the other positions of ``x`` are never changed, with ``remask`` too."""
     if not isinstance(x, torch.Tensor) or x.dim() != 2 or x.dtype != torch.long or x.shape[0] < 1:
         raise ValueError(f"x must be a [batch, length] torch.long tensor, got {getattr(x, 'dtype', type(x))} "
                          f"of shape {tuple(getattr(x, 'shape', ()))}")
@@ -98,6 +109,7 @@ def denoise(backbone, x: torch.Tensor, *, layer=None, start: int = 0, block_leng
     _check(backbone, layer, gen_length=span, block_length=block_length, steps=steps, codd=codd)
     _check_ar_model(backbone, ar_model, x.shape[1])
     check_flag("return_calls", return_calls)
+    undecided = _to_decide(backbone, x, to_decide, start)
     decoder = BlockDecoder(layer, mask_id=backbone.mask_id, remasking=remasking, temperature=temperature,
                            threshold=threshold, entropy_bound=entropy_bound, remask=remask, codd=codd,
                            pc_frac=pc_frac, ar_model=ar_model, ar_weight=ar_weight, generator=generator)
@@ -105,29 +117,58 @@ def denoise(backbone, x: torch.Tensor, *, layer=None, start: int = 0, block_leng
     calls = 0
     for block, block_steps in enumerate(split_evenly(steps, span // block_length)):
         lo = start + block * block_length
-        calls += _decode_block(backbone, decoder, x, lo, lo + block_length, block_steps)
+        calls += _decode_block(backbone, decoder, x, undecided, lo, lo + block_length, block_steps)
     return (x, DecodeCalls(calls, decoder.ar_calls)) if return_calls else x
 
 
-def _decode_block(backbone, decoder: BlockDecoder, x: torch.Tensor, lo: int, hi: int, steps: int) -> int:
-    """Decode the block ``x[:, lo:hi]`` in place in at most ``steps`` backbone calls; returns the calls made."""
-    mask_id = backbone.mask_id
-    opened = x[:, lo:hi] == mask_id                # [B, L] the block's masks at its start: all remask may touch
+def _decode_block(backbone, decoder: BlockDecoder, x: torch.Tensor, undecided: torch.Tensor, lo: int, hi: int,
+                  steps: int) -> int:
+    """Decode the block ``x[:, lo:hi]`` in place in at most ``steps`` backbone calls, clearing its
+    positions of ``undecided`` [B, N] as they are committed; returns the calls made."""
+    opened = undecided[:, lo:hi].clone()           # [B, L] to decide at the block's start: all remask may touch
     for k, count in enumerate(per_row_counts(opened, steps)):
-        masked = x[:, lo:hi] == mask_id                                          # [B, L]
-        if not masked.any():                                                     # done early (a threshold, few masks)
+        masked = undecided[:, lo:hi].clone()                                     # [B, L]
+        if not masked.any():                                                     # done early (a threshold, few left)
             return k
         if decoder.remask and k < steps - 1:       # the last step re-masks nothing, so the block ends decoded
-            x[:, lo:hi], again = decoder.remask_block(x[:, lo:hi], opened & ~masked)
+            again = decoder.remask_block(opened & ~masked)
             masked, count = masked | again, count + again.sum(-1)
+            undecided[:, lo:hi] = masked
+        # the model's own noise at every position still to decide; decided ones are clamped
+        x.copy_(corrupt(x, undecided, backbone, decoder.generator))
         out = backbone(x)
-        x[:, lo:hi] = decoder.step(out.logits[:, lo:hi], out.hidden[:, lo:hi], x[:, lo:hi], masked, count,
-                                   context=x[:, :lo])
+        x[:, lo:hi], committed = decoder.step(out.logits[:, lo:hi], out.hidden[:, lo:hi], x[:, lo:hi], masked,
+                                              count, context=x[:, :lo], return_committed=True)
+        undecided[:, lo:hi] = masked & ~committed
     return steps
 
 
-def _start(backbone, prompt, batch_size, gen_length) -> tuple[torch.Tensor, int]:
-    """The initial sequence: the prompt followed by ``gen_length`` mask ids."""
+def _to_decide(backbone, x: torch.Tensor, to_decide: torch.Tensor | None, start: int) -> torch.Tensor:
+    """[B, N] bool, a fresh tensor: the positions to decide (checked), by default the mask ids of a
+    masked backbone's ``x``."""
+    masked_noise = getattr(backbone, "noise", "mask") == "mask"
+    if to_decide is None:
+        if not masked_noise:
+            raise ValueError("a uniform-noise backbone's noisy positions look like any token: pass to_decide "
+                             "([batch, length] bool, True = to decide)")
+        return x == backbone.mask_id
+    if not isinstance(to_decide, torch.Tensor) or to_decide.dtype != torch.bool or to_decide.shape != x.shape:
+        raise ValueError(f"to_decide must be a bool tensor of x's shape {tuple(x.shape)}, got "
+                         f"{getattr(to_decide, 'dtype', type(to_decide).__name__)} of shape "
+                         f"{tuple(getattr(to_decide, 'shape', ()))}")
+    to_decide = to_decide.to(x.device)
+    if bool(to_decide[:, :start].any()):
+        raise ValueError(f"to_decide marks a position before start={start}: only x[:, start:] is decoded")
+    if masked_noise and bool((~to_decide & (x == backbone.mask_id))[:, start:].any()):
+        raise ValueError(f"x holds the mask id {backbone.mask_id} at a position after start that to_decide "
+                         "leaves decided")
+    return to_decide.clone()
+
+
+def _start(backbone, prompt, batch_size, gen_length) -> tuple[torch.Tensor, int, torch.Tensor]:
+    """The initial sequence (the prompt followed by ``gen_length`` positions holding the backbone's
+    noise token, or 0 for uniform noise: :func:`denoise` noises them), the prompt's length, and the
+    positions to decide [B, P + gen_length]."""
     if not is_int(gen_length) or gen_length < 1:
         raise ValueError(f"gen_length must be a positive int, got {gen_length!r}")
     if prompt is None:
@@ -147,8 +188,11 @@ def _start(backbone, prompt, batch_size, gen_length) -> tuple[torch.Tensor, int]
     if bad.any():
         b, i = (int(v) for v in bad.nonzero()[0])
         raise ValueError(f"prompt[{b}, {i}] = {int(prompt[b, i])} is not a token id in [0, {backbone.vocab_size})")
-    masks = torch.full((prompt.shape[0], gen_length), backbone.mask_id, dtype=torch.long, device=prompt.device)
-    return torch.cat([prompt, masks], dim=1), prompt.shape[1]
+    fill = backbone.mask_id if getattr(backbone, "noise", "mask") == "mask" else 0
+    masks = torch.full((prompt.shape[0], gen_length), fill, dtype=torch.long, device=prompt.device)
+    to_decide = torch.zeros(prompt.shape[0], prompt.shape[1] + gen_length, dtype=torch.bool, device=prompt.device)
+    to_decide[:, prompt.shape[1]:] = True
+    return torch.cat([prompt, masks], dim=1), prompt.shape[1], to_decide
 
 
 def _check(backbone, layer, *, gen_length, block_length, steps, codd) -> None:
@@ -178,7 +222,9 @@ def _check_ar_model(backbone, ar_model, length: int) -> None:
     """``ar_model``'s fit to the backbone (whether one is needed is :class:`BlockDecoder`'s to check)."""
     if ar_model is None:
         return
-    for name in ("vocab_size", "mask_id"):
+    # a uniform-noise backbone has no mask id: the AR model's (its start symbol) is its own business
+    names = ("vocab_size", "mask_id") if getattr(backbone, "noise", "mask") == "mask" else ("vocab_size",)
+    for name in names:
         ours, theirs = getattr(ar_model, name, None), getattr(backbone, name)
         if ours != theirs:
             raise ValueError(f"ar_model's {name} ({ours}) differs from the backbone's ({theirs})")

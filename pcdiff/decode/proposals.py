@@ -38,14 +38,16 @@ from .schedule import commit_count, leftmost
 __all__ = ["ban_mask", "factorized_probs", "ARProduct"]
 
 
-def ban_mask(logits: torch.Tensor, mask_id: int) -> torch.Tensor:
-    """``logits`` [..., V] with the mask id at -inf when it lies inside the vocabulary (never a token)."""
-    if 0 <= mask_id < logits.shape[-1]:
+def ban_mask(logits: torch.Tensor, mask_id: int | None) -> torch.Tensor:
+    """``logits`` [..., V] with the mask id at -inf when it lies inside the vocabulary (never a token);
+    unchanged without a mask id (a uniform-noise backbone)."""
+    if mask_id is not None and 0 <= mask_id < logits.shape[-1]:
         return logits.index_fill(-1, torch.tensor([mask_id], device=logits.device), -math.inf)
     return logits
 
 
-def factorized_probs(logits: torch.Tensor, masked: torch.Tensor, mask_id: int, temperature: float) -> torch.Tensor:
+def factorized_probs(logits: torch.Tensor, masked: torch.Tensor, mask_id: int | None,
+                     temperature: float) -> torch.Tensor:
     """The backbone's proposal softmax(logits / T) [B, L, V] (float32 at least, the mask id banned);
     refuses a masked position whose logits ban every token."""
     logits = ban_mask(logits if logits.dtype == torch.float64 else logits.float(), mask_id)
@@ -62,15 +64,16 @@ class ARProduct:
     at i conditioned on tokens before i only, e.g. :class:`~pcdiff.backbones.TinyCausalTransformer`)
     and weight ``weight`` = w in [0, 1]. ``calls`` counts its forward passes (not backbone calls)."""
 
-    def __init__(self, model, weight: float, mask_id: int):
+    def __init__(self, model, weight: float, mask_id: int | None):
         self.model, self.weight, self.mask_id = model, float(weight), mask_id
         self.calls = 0
 
     def step(self, probs: torch.Tensor, tokens: torch.Tensor, masked: torch.Tensor, count, context: torch.Tensor,
              *, greedy: bool, temperature: float, generator: torch.Generator | None) -> torch.Tensor:
-        """probs [B, L, V] the factorized proposal q, tokens [B, L] (mask ids where ``masked``), the
-        schedule's ``count``, ``context`` [B, P] the tokens left of the block -> the block's tokens [B, L]
-        with the ``count`` leftmost masked positions of each row drawn and committed."""
+        """probs [B, L, V] the factorized proposal q, tokens [B, L] (anything where ``masked``), the
+        schedule's ``count``, ``context`` [B, P] the tokens left of the block -> (the block's tokens
+        [B, L] with the ``count`` leftmost masked positions of each row drawn and committed, those
+        positions [B, L] bool)."""
         pick = leftmost(masked, commit_count(count, None, masked, None))                # [B, L]
         noise = None if greedy else gumbel_noise(probs, generator)                      # [B, L, V]
         out = tokens.clone()
@@ -78,11 +81,11 @@ class ARProduct:
             rows = pick[:, i]                                                           # [B] drawing at i
             mixed = self._mix(probs[rows, i], torch.cat([context[rows], out[rows, :i + 1]], dim=1), temperature)
             out[rows, i] = draw(mixed, greedy, noise=None if noise is None else noise[rows, i])
-        return out
+        return out, pick
 
     def _mix(self, q: torch.Tensor, prefix: torch.Tensor, temperature: float) -> torch.Tensor:
         """r ∝ q^(1-w) · p_AR(· | prefix[:, :-1])^w [R, V] from q [R, V]; ``prefix`` [R, P + i + 1] ends
-        at the drawn position, whose own (masked) token the causal model never reads for its logits."""
+        at the drawn position, whose own (undecided) token the causal model never reads for its logits."""
         if self.weight == 0:
             return q                                         # p_AR^0 = 1: no AR pass, q itself (same draw)
         logits = self.model(prefix).logits[:, -1]                                       # [R, V]

@@ -25,14 +25,21 @@ import torch
 
 from ..codd.rules import draw
 
-__all__ = ["remask_tokens"]
+__all__ = ["remask_positions", "remask_tokens"]
+
+
+def remask_positions(eligible: torch.Tensor, sigma: float, generator: torch.Generator | None = None) -> torch.Tensor:
+    """[B, L] bool: each ``eligible`` [B, L] position chosen again (to be decided anew) with
+    probability ``sigma``. A coin per position of the block, drawn with
+    :func:`~pcdiff.codd.rules.draw` (the project's one draw), eligible or not. The decoder then puts
+    the backbone's noise there (the mask id, or a uniformly random token)."""
+    coin = torch.tensor([1.0 - sigma, sigma], dtype=torch.float64, device=eligible.device)  # [keep, mask again]
+    return (draw(coin.expand(*eligible.shape, 2), generator=generator) == 1) & eligible      # [B, L]
 
 
 def remask_tokens(tokens: torch.Tensor, eligible: torch.Tensor, sigma: float, mask_id: int,
                   generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """tokens [B, L] with each ``eligible`` [B, L] position masked again with probability ``sigma``
-    -> (new tokens [B, L], the re-masked positions [B, L] bool). A coin per position of the block,
-    drawn with :func:`~pcdiff.codd.rules.draw` (the project's one draw), eligible or not."""
-    coin = torch.tensor([1.0 - sigma, sigma], dtype=torch.float64, device=tokens.device)   # [keep, mask again]
-    again = (draw(coin.expand(*tokens.shape, 2), generator=generator) == 1) & eligible       # [B, L]
+    """:func:`remask_positions` for a masked model: (tokens [B, L] with the mask id at the re-masked
+    positions, those positions [B, L] bool)."""
+    again = remask_positions(eligible, sigma, generator)
     return tokens.masked_fill(again, mask_id), again

@@ -1,5 +1,10 @@
 """One decoding step on one block: propose tokens for its masked positions, commit some of them.
 
+"Masked" here means *to decide*, whatever the backbone's noise: the positions come as a boolean
+tensor, and what the block's tokens hold there (the mask id, or a uniformly random token for a
+uniform-noise backbone) is never read as a decision. :meth:`BlockDecoder.step` says which positions
+it committed (``return_committed``), so the loop keeps the set to decide without a mask id.
+
 Where the proposals come from (``codd``):
   "off"        factorized: each position drawn independently from softmax(logits / T);
   "joint"      one exact joint sample of the block's masked positions from the CoDD layer's
@@ -22,7 +27,7 @@ How many positions a step commits: the schedule's count, raised by ``threshold``
 scores and entropies are those of the proposal's distribution (the layer's exact marginals with
 "joint" and "any_order"; "any_order" computes the entropy-bound count from the marginals at the
 step's start, one extra marginals query, then draws that many positions one at a time). ``remask``
-(ReMDM) masks committed positions again between steps (:mod:`pcdiff.decode.remask`).
+(ReMDM) makes committed positions to-decide again between steps (:mod:`pcdiff.decode.remask`).
 """
 from __future__ import annotations
 
@@ -32,7 +37,7 @@ from ..arguments import check_number
 from ..codd.checks import check_finite
 from ..codd.rules import check_rule, confidence, draw, entropy
 from .proposals import ARProduct, factorized_probs
-from .remask import remask_tokens
+from .remask import remask_positions
 from .schedule import commit_count, select_top
 
 __all__ = ["BlockDecoder", "CODD_MODES", "DECODER_MODES"]
@@ -45,7 +50,7 @@ DECODER_MODES = CODD_MODES + ("ar_product",)  # every value of ``codd``: the AR 
 class BlockDecoder:
     """The knobs that stay fixed during a run; :meth:`step` is called once per backbone call."""
 
-    def __init__(self, layer=None, *, mask_id: int, remasking: str = "low_confidence", temperature: float = 1.0,
+    def __init__(self, layer=None, *, mask_id: int | None, remasking: str = "low_confidence", temperature: float = 1.0,
                  threshold: float | None = None, entropy_bound: float | None = None, remask: float = 0.0,
                  codd: str = "off", pc_frac: float | None = None, ar_model=None, ar_weight: float = 0.5,
                  generator: torch.Generator | None = None):
@@ -67,17 +72,19 @@ class BlockDecoder:
         """Forward passes of ``ar_model`` so far (0 without ``codd="ar_product"``): not backbone calls."""
         return 0 if self.ar is None else self.ar.calls
 
-    def remask_block(self, tokens: torch.Tensor, eligible: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """tokens [B, L] with each ``eligible`` position masked again with probability ``remask`` ->
-        (tokens, re-masked [B, L]); the loop calls it before each step of a block but its last."""
-        return remask_tokens(tokens, eligible, self.remask, self.mask_id, self.generator)
+    def remask_block(self, eligible: torch.Tensor) -> torch.Tensor:
+        """[B, L] bool: each ``eligible`` position chosen to be decided again with probability
+        ``remask``; the loop calls it before each step of a block but its last (and puts the
+        backbone's noise there)."""
+        return remask_positions(eligible, self.remask, self.generator)
 
     def step(self, logits: torch.Tensor, hidden: torch.Tensor, tokens: torch.Tensor, masked: torch.Tensor,
-             count: int | torch.Tensor, context: torch.Tensor | None = None) -> torch.Tensor:
-        """logits [B, L, V], hidden [B, L, D], tokens [B, L] (mask ids where ``masked`` [B, L]),
-        ``count`` from the schedule (an int or one per row) -> the block's tokens [B, L] with this
-        step's positions committed. ``context`` [B, P]: the sequence left of the block, which only
-        "ar_product" reads (its AR model conditions on it).
+             count: int | torch.Tensor, context: torch.Tensor | None = None, return_committed: bool = False):
+        """logits [B, L, V], hidden [B, L, D], tokens [B, L] (any token, or the mask id, where
+        ``masked`` [B, L]: never read there), ``count`` from the schedule (an int or one per row) ->
+        the block's tokens [B, L] with this step's positions committed (and, with
+        ``return_committed``, those positions [B, L] bool). ``context`` [B, P]: the sequence left of
+        the block, which only "ar_product" reads (its AR model conditions on it).
 
         Rows whose masked fraction is not below ``pc_frac`` use the factorized proposal. NaN or +inf
         logits are refused here, where every path (the factorized one draws from them directly) meets them.
@@ -87,22 +94,25 @@ class BlockDecoder:
             if context is None:
                 context = tokens[:, :0]
             probs = factorized_probs(logits, masked, self.mask_id, self.temperature)       # [B, L, V]
-            return self.ar.step(probs, tokens, masked, count, context, greedy=self.greedy,
-                                temperature=self.temperature, generator=self.generator)
+            out, committed = self.ar.step(probs, tokens, masked, count, context, greedy=self.greedy,
+                                          temperature=self.temperature, generator=self.generator)
+            return (out, committed) if return_committed else out
         use_circuit = torch.full(masked.shape[:1], self.codd != "off", device=masked.device)
         if self.pc_frac is not None:
             use_circuit &= masked.float().mean(-1) < self.pc_frac
         circuit = {"joint": self.joint, "any_order": self.any_order}.get(self.codd)
         count = torch.as_tensor(count, device=masked.device).expand(masked.shape[:1])        # [B]: rows split below
-        out = tokens.clone()
+        out, committed = tokens.clone(), torch.zeros_like(masked)
         for rows, propose in ((~use_circuit, self.factorized), (use_circuit, circuit)):
             if rows.any():
-                out[rows] = propose(logits[rows], hidden[rows], tokens[rows], masked[rows], count[rows])
-        return out
+                out[rows], committed[rows] = propose(logits[rows], hidden[rows], tokens[rows], masked[rows],
+                                                     count[rows])
+        return (out, committed) if return_committed else out
 
+    # each proposal returns (the block's tokens [B, L], the positions it committed [B, L])
     def factorized(self, logits, hidden, tokens, masked, count):
         probs = factorized_probs(logits, masked, self.mask_id, self.temperature)           # [B, L, V]
-        return self._commit(probs, draw(probs, self.greedy, self.generator), tokens, masked, count)
+        return self._committed(probs, draw(probs, self.greedy, self.generator), tokens, masked, count)
 
     def joint(self, logits, hidden, tokens, masked, count):
         dist = self._distribution(logits, hidden, tokens, masked)
@@ -112,7 +122,7 @@ class BlockDecoder:
             # one upward pass of the circuit (and its backward) gives both the joint sample and the marginals
             proposal, probs = dist.sample_with_marginals(generator=self.generator, over_candidates=True)
         # probs are over each position's candidates (every token without top-k: no [B, L, V] with it)
-        return self._commit(probs, proposal, tokens, masked, count, chosen=dist.candidate_slot(proposal))
+        return self._committed(probs, proposal, tokens, masked, count, chosen=dist.candidate_slot(proposal))
 
     def any_order(self, logits, hidden, tokens, masked, count):
         """``count`` positions (and, with a threshold, every position above it) committed one at a
@@ -122,18 +132,26 @@ class BlockDecoder:
             probs = dist.marginals(over_candidates=True)                                 # [B, L, k]
             count = commit_count(count, confidence(self.rule, probs), masked, None, entropy(probs),
                                  self.entropy_bound)
-        return dist.sample_any_order(self.rule, self.generator, budget=count, threshold=self.threshold,
-                                     greedy=self.greedy)
+        out, drawn_at = dist.sample_any_order(self.rule, self.generator, budget=count, threshold=self.threshold,
+                                              greedy=self.greedy, return_order=True)
+        return out, drawn_at >= 0
 
     def _distribution(self, logits, hidden, tokens, masked):
         return self.layer.distribution(logits, hidden, tokens, masked, temperature=self.layer_temperature)
 
-    def _commit(self, probs, proposal, tokens, masked, count, chosen=None):
-        """``chosen``: where each proposed token sits on probs' last axis (default: its id)."""
+    def _commit(self, probs, proposal, tokens, masked, count, chosen=None) -> torch.Tensor:
+        """The block's tokens of :meth:`_committed`."""
+        return self._committed(probs, proposal, tokens, masked, count, chosen)[0]
+
+    def _committed(self, probs, proposal, tokens, masked, count, chosen=None):
+        """(the block's tokens [B, L] with the committed positions taken from ``proposal``, those
+        positions [B, L] bool: the rule's top ``count``, raised by the threshold or the entropy
+        bound). ``chosen``: where each proposed token sits on probs' last axis (default: its id)."""
         scores = confidence(self.rule, probs, proposal if chosen is None else chosen, self.generator)
         entropies = None if self.entropy_bound is None else entropy(probs)             # [B, L]
         count = commit_count(count, scores, masked, self.threshold, entropies, self.entropy_bound)
-        return torch.where(select_top(scores, masked, count), proposal, tokens)
+        picked = select_top(scores, masked, count)                                       # [B, L]
+        return torch.where(picked, proposal, tokens), picked
 
 
 def _check_knobs(layer, *, remasking, temperature, threshold, entropy_bound, remask, codd, pc_frac,

@@ -1,4 +1,18 @@
-"""Training a backbone from scratch with the masked diffusion (MDLM / LLaDA) objective."""
+"""Training a backbone from scratch with the masked diffusion (MDLM / LLaDA) objective, or its
+uniform-noise counterpart.
+
+Masked noise: the objective is the diffusion ELBO (MDLM, Sahoo et al., arXiv 2406.07524; LLaDA, Nie
+et al., arXiv 2502.09992): the 1/t-weighted cross-entropy of the clean tokens at the masked positions.
+
+Uniform noise (``backbone.noise == "uniform"``): the same schedule and the same loss, the corrupted
+positions holding uniformly random tokens instead of the mask id. It is *not* the uniform-noise
+ELBO (UDLM, Schiff et al., arXiv 2412.10193; SEDD, Lou et al., arXiv 2310.16834, which also score
+the uncorrupted positions and weight differently), so its value bounds no likelihood. It is what
+the decoder and the CoDD layer ask of the model: at a corrupted position (the decoder knows which
+they are, the model does not) the logits are trained toward p(x0_i | x_t, i corrupted), the
+conditional the layer multiplies with its circuit. The 1/t weight is kept so that the two kinds
+train with the same emphasis over noise levels and report comparable numbers.
+"""
 from __future__ import annotations
 
 import torch
@@ -10,21 +24,22 @@ from .config import BackboneTrainingConfig, make_config
 from .loop import Monitor, run_steps
 from .noise import corrupt, mask_noise
 
-__all__ = ["masked_diffusion_loss", "heldout_loss", "train_backbone", "train_model"]
+__all__ = ["masked_diffusion_loss", "heldout_loss", "train_backbone", "train_model", "check_data_fits"]
 
 
 def masked_diffusion_loss(backbone: Backbone, x0: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-    """Scalar 1/t-weighted cross-entropy on masked positions, per token (LLaDA's normalization).
+    """Scalar 1/t-weighted cross-entropy on corrupted positions, per token (LLaDA's normalization).
 
-    loss = sum_b sum_{i masked} CE(logits[b, i], x0[b, i]) / t_b, divided by B * L. Its expectation
-    upper-bounds the per-token negative log-likelihood (the diffusion ELBO), in nats.
+    loss = sum_b sum_{i corrupted} CE(logits[b, i], x0[b, i]) / t_b, divided by B * L. With masked
+    noise its expectation upper-bounds the per-token negative log-likelihood (the diffusion ELBO), in
+    nats; with uniform noise it is the same weighted cross-entropy (see the module docstring).
     """
     if x0.dim() != 2 or x0.dtype != torch.long:
         raise ValueError(f"x0 must be a [batch, length] long tensor, got {x0.dtype} {tuple(x0.shape)}")
     if ((x0 < 0) | (x0 >= backbone.vocab_size)).any():
         raise ValueError(f"x0 must hold clean tokens in [0, {backbone.vocab_size}) (no mask ids)")
     t, masked = mask_noise(x0, generator)
-    logits = backbone(corrupt(x0, masked, backbone.mask_id)).logits  # [B, L, V]
+    logits = backbone(corrupt(x0, masked, backbone, generator)).logits  # [B, L, V]
     ce = F.cross_entropy(logits.transpose(1, 2).float(), x0, reduction="none")  # [B, L]
     weighted = (ce * masked) / t[:, None]
     return weighted.sum() / x0.numel()
@@ -57,13 +72,20 @@ def train_backbone(backbone: Backbone, data: ItemData, config: BackboneTrainingC
     without held-out items), "history": one such record per evaluation}.
     """
     config = make_config(BackboneTrainingConfig, config, settings)
-    if data.vocab.size != backbone.vocab_size or data.vocab.mask_id != backbone.mask_id:
+    check_data_fits(data, backbone)
+    return train_model(backbone, data, config, masked_diffusion_loss,
+                       lambda heldout: heldout_loss(backbone, heldout, seed=config.seed + 1), "train backbone")
+
+
+def check_data_fits(data: ItemData, backbone) -> None:
+    """Raise ValueError unless ``data``'s vocabulary is the backbone's (and its mask id, for a masked
+    backbone: a uniform-noise backbone reads no mask id)."""
+    masked = getattr(backbone, "noise", "mask") == "mask"
+    if data.vocab.size != backbone.vocab_size or (masked and data.vocab.mask_id != backbone.mask_id):
         raise ValueError(
             f"data vocabulary (size {data.vocab.size}, mask {data.vocab.mask_id}) does not match the "
             f"backbone (vocab_size {backbone.vocab_size}, mask_id {backbone.mask_id})"
         )
-    return train_model(backbone, data, config, masked_diffusion_loss,
-                       lambda heldout: heldout_loss(backbone, heldout, seed=config.seed + 1), "train backbone")
 
 
 def train_model(model, data: ItemData, config: BackboneTrainingConfig, loss, heldout_loss_of, desc: str) -> dict:

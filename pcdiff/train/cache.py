@@ -1,7 +1,8 @@
 """Cached outputs of a frozen backbone for layer training.
 
 Random masks make one backbone forward per item useless, so the cache holds ``maskings`` fixed
-random maskings per training item (the paper precomputes the logits once) and a step picks one of
+random maskings per training item (with a uniform-noise backbone, the corrupted positions and their
+random tokens; the paper precomputes the logits once) and a step picks one of
 them at random. Entries are computed on first use, so the cost is min(items × maskings, steps ×
 batch) backbone rows, and the memory is items × maskings × L × (V [+ D when the adapter reads
 hidden states]) values of the cache's dtype.
@@ -11,7 +12,7 @@ from __future__ import annotations
 import torch
 
 from .distributed import World
-from .noise import backbone_outputs, mask_noise
+from .noise import backbone_outputs, mask_noise, noise_fill
 
 __all__ = ["BackboneCache", "CACHE_CHUNK"]
 
@@ -33,6 +34,11 @@ class BackboneCache:
         t, masked = mask_noise(train.new_empty(n * maskings, length), generator)    # only the shape is read
         mine = slice(world.rank, None, world.size)
         self.t, self.masked = t[mine].clone(), masked[mine].clone()                   # [E_local], [E_local, L]
+        # uniform noise: every entry's random tokens drawn here, all entries on every rank (one stream),
+        # so an entry's corruption never depends on when it is computed; masked noise draws nothing
+        self.fill = None
+        if getattr(backbone, "noise", "mask") == "uniform":
+            self.fill = noise_fill(backbone, masked.shape, generator)[mine].clone()   # [E_local, L]
         self.train, self.backbone, self.maskings, self.world = train, backbone, maskings, world
         size = len(self.t)
         self.logits = torch.zeros(size, length, backbone.vocab_size, dtype=dtype)   # lazily written pages
@@ -51,7 +57,8 @@ class BackboneCache:
         todo = todo[~self.filled[todo]]
         if len(todo):
             items = (todo * self.world.size + self.world.rank) // self.maskings
-            logits, hidden = backbone_outputs(self.backbone, self.train[items].to(device), self.masked[todo].to(device))
+            logits, hidden = backbone_outputs(self.backbone, self.train[items].to(device), self.masked[todo].to(device),
+                                              fill=None if self.fill is None else self.fill[todo])
             self.logits[todo] = logits.to(self.logits.dtype).cpu()
             if self.hidden is not None:
                 self.hidden[todo] = hidden.to(self.hidden.dtype).cpu()

@@ -206,7 +206,8 @@ TINY_KINDS = {"tiny-backbone": TinyDiffusionTransformer, "tiny-causal": TinyCaus
 
 
 def save_backbone(backbone: TinyDiffusionTransformer, stem: str | os.PathLike) -> pathlib.Path:
-    """Save a :class:`~pcdiff.backbones.TinyDiffusionTransformer` (or its causal twin)'s parameters and config."""
+    """Save a :class:`~pcdiff.backbones.TinyDiffusionTransformer` (or its causal twin)'s parameters and config
+    (a uniform-noise model's config records ``noise: "uniform"``; a masked one's has no such field)."""
     kind = "tiny-causal" if isinstance(backbone, TinyCausalTransformer) else "tiny-backbone"
     return save_checkpoint(stem, dict(backbone.state_dict()), {"kind": kind, "model": backbone.config})
 

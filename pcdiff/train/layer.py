@@ -11,11 +11,12 @@ import torch
 from ..backbones.protocol import Backbone
 from ..codd.layer import CoDDLayer
 from ..data import ItemData
+from .backbone import check_data_fits
 from .cache import BackboneCache
 from .config import LayerTrainingConfig, make_config
 from .distributed import World, launched, world as current_world
 from .loop import Monitor, run_steps
-from .noise import backbone_outputs, mask_noise
+from .noise import backbone_outputs, mask_noise, noise_fill
 from .objective import check_compatible, codd_objective, heldout_objective
 from .resume import TrainingCheckpoints
 
@@ -38,9 +39,7 @@ def train_codd_layer(layer: CoDDLayer, backbone: Backbone, data: ItemData, confi
     Returns {"steps", "seconds", "train_loss", "heldout", "history", "world_size"} on every rank.
     """
     config = make_config(LayerTrainingConfig, config, settings)
-    if data.vocab.size != backbone.vocab_size or data.vocab.mask_id != backbone.mask_id:
-        raise ValueError(f"data vocabulary (size {data.vocab.size}, mask {data.vocab.mask_id}) does not match the "
-                         f"backbone (vocab_size {backbone.vocab_size}, mask_id {backbone.mask_id})")
+    check_data_fits(data, backbone)
     check_compatible(layer, backbone, data.block_length)
     world = current_world()
     if world.size == 1 and launched():
@@ -108,7 +107,7 @@ def _step_function(layer, backbone, train, data: ItemData, config: LayerTraining
         # the global batch, drawn alike on every rank; then this rank's part of it
         rows = torch.multinomial(weights, batch_size, replacement=True, generator=data_gen) \
             if weights is not None else torch.randint(len(train), (batch_size,), generator=data_gen)
-        logits = hidden = None
+        logits = hidden = fill = None
         if cache is not None:
             entries = rows * config.cache_maskings + torch.randint(config.cache_maskings, (batch_size,),
                                                                    generator=data_gen)
@@ -118,15 +117,19 @@ def _step_function(layer, backbone, train, data: ItemData, config: LayerTraining
                 t, masked, logits, hidden = cache.get(entries[mine], backbone.device)
         else:
             t, masked = mask_noise(train[rows], data_gen)
+            fill = noise_fill(backbone, masked.shape, data_gen)      # the whole batch's noise, alike on every rank
             part = world.split(batch_size)
-            x0, t, masked = train[rows[part]].to(device), t[part], masked[part]
+            x0, t, masked, fill = train[rows[part]].to(device), t[part], masked[part], fill[part]
         weight = 1.0
         if not len(x0):   # nothing of this batch is ours: a zero-weight stand-in keeps DDP's collectives in step
             x0, weight = train[rows[:1]].to(device), 0.0
             t, masked = torch.ones(1), torch.ones_like(x0, dtype=torch.bool)
+            # its noise: any tokens (weight 0), drawn from no generator so the ranks' streams stay alike
+            fill = x0 if getattr(backbone, "noise", "mask") == "uniform" else None
         if logits is None:
             logits, hidden = backbone_outputs(backbone, x0.to(backbone.device), masked.to(backbone.device),
-                                              not config.freeze_backbone, module=backbone_module)
+                                              not config.freeze_backbone, module=backbone_module,
+                                              generator=data_gen, fill=fill)
         part_loss, _ = codd_objective(layer, logits.to(device), hidden, x0, masked.to(device), t.to(device),
                                       tokens=tokens, module=layer_module)
         part_loss = part_loss * weight

@@ -1,8 +1,9 @@
 """The CoDD layer's training objective and its held-out measurements.
 
 The objective is the masked diffusion ELBO with p̂ in place of the factorized output: per sequence
-t ~ U(0, 1), each position masked with probability t (at least one), loss
-−log p̂(x0's masked tokens | x_t) / t, summed over the batch and divided by its number of tokens
+t ~ U(0, 1), each position corrupted with probability t (at least one; the backbone's noise, the mask
+id or uniform random tokens: :func:`pcdiff.train.noise.corrupt`), loss
+−log p̂(x0's tokens at the corrupted positions | x_t) / t, summed over the batch and divided by its number of tokens
 (the backbone's normalization, so the two losses are comparable). The factorized backbone's value
 of the same objective is reported beside it.
 """
@@ -13,7 +14,7 @@ import torch
 from ..backbones.protocol import Backbone
 from ..codd.layer import CoDDLayer
 from .distributed import World
-from .noise import backbone_outputs, mask_exactly, mask_noise
+from .noise import backbone_outputs, mask_exactly, mask_noise, noise_fill
 
 __all__ = ["check_compatible", "codd_objective", "heldout_objective", "evaluate_nll"]
 
@@ -23,7 +24,7 @@ def check_compatible(layer: CoDDLayer, backbone: Backbone, length: int | None = 
     if layer.vocab_size != backbone.vocab_size:
         raise ValueError(f"vocabulary mismatch: the circuit has V = {layer.vocab_size}, the backbone "
                          f"V = {backbone.vocab_size}")
-    if layer.mask_id is not None and layer.mask_id != backbone.mask_id:
+    if layer.mask_id is not None and layer.mask_id != backbone.mask_id:   # a uniform backbone's is None
         raise ValueError(f"the layer's mask_id {layer.mask_id} differs from the backbone's {backbone.mask_id}")
     if layer.needs_hidden and layer.hidden_size != backbone.hidden_size:
         raise ValueError(f"the adapter expects hidden size {layer.hidden_size}, "
@@ -46,20 +47,23 @@ def codd_objective(layer, logits, hidden, x0, masked, t, tokens: int | None = No
 
 
 @torch.no_grad()
-def _objective_sums(layer, backbone, x0: torch.Tensor, noise, batch_size: int, world: World) -> list[float]:
+def _objective_sums(layer, backbone, x0: torch.Tensor, noise, batch_size: int, world: World,
+                    generator: torch.Generator) -> list[float]:
     """[Σ CoDD, Σ factorized] of nll_b / t_b over the rows of x0. Chunk by chunk, ``noise(chunk)`` draws
-    (t, masked) for the whole chunk on every rank (one process's stream); each rank scores its part
-    of the chunk and the sums are reduced over the ranks."""
+    (t, masked) and ``generator`` the backbone's noise tokens (none for masked noise) for the whole
+    chunk on every rank (one process's stream); each rank scores its part of the chunk and the sums
+    are reduced over the ranks."""
     was = backbone.training
     backbone.eval()
     sums = torch.zeros(2, dtype=torch.float64)
     for start in range(0, len(x0), batch_size):
         chunk = x0[start:start + batch_size]
         t, masked = noise(chunk)
+        fill = noise_fill(backbone, masked.shape, generator)
         part = world.split(len(chunk))
         if part.stop > part.start:
-            rows, masked, t = (v[part].to(backbone.device) for v in (chunk, masked, t))
-            logits, hidden = backbone_outputs(backbone, rows, masked)
+            rows, masked, t, fill = (v[part].to(backbone.device) for v in (chunk, masked, t, fill))
+            logits, hidden = backbone_outputs(backbone, rows, masked, fill=fill)
             sums += torch.stack(codd_objective(layer, logits, hidden, rows, masked, t, tokens=1)).double().cpu()
     backbone.train(was)
     return world.sum(sums).tolist()
@@ -71,7 +75,7 @@ def heldout_objective(layer: CoDDLayer, backbone: Backbone, x0: torch.Tensor, se
     With a ``world`` of several ranks, all call it and all get the single-process value."""
     generator = torch.Generator().manual_seed(seed)
     codd, fact = _objective_sums(layer, backbone, x0, lambda chunk: mask_noise(chunk, generator), batch_size,
-                                 world or World())
+                                 world or World(), generator)
     return {"codd": codd / max(x0.numel(), 1), "factorized": fact / max(x0.numel(), 1)}
 
 
@@ -91,7 +95,7 @@ def evaluate_nll(layer: CoDDLayer, backbone: Backbone, data_tensor: torch.Tensor
     def noise(chunk):                                          # t = 1: plain NLL of the masked tokens
         return torch.ones(len(chunk)), mask_exactly(len(chunk), length, count, generator)
 
-    codd, fact = _objective_sums(layer, backbone, data_tensor, noise, batch_size, World())
+    codd, fact = _objective_sums(layer, backbone, data_tensor, noise, batch_size, World(), generator)
     tokens = n * count
     return {"codd": codd / tokens, "factorized": fact / tokens, "masked_fraction": masked_fraction,
             "masked_per_row": count, "num_masked_tokens": tokens}

@@ -92,6 +92,20 @@ def coupled_circuits():
     }
 
 
+#: the backbone noises the distribution must be indifferent to (pcdiff.backbones.protocol.NOISE_KINDS)
+NOISE_KINDS = ("mask", "uniform")
+
+
+def noised(tokens: torch.Tensor, masked: torch.Tensor, noise: str, vocab: int, seed: int = 0):
+    """(tokens, mask id to pass) for a backbone of ``noise``: masked models keep the mask id ``vocab``
+    at masked entries; uniform-noise models have no mask id and hold a random in-vocabulary token
+    there (drawn from its own generator, so the blocks' other draws are unchanged)."""
+    if noise == "mask":
+        return tokens, vocab
+    g = torch.Generator().manual_seed(seed)
+    return torch.where(masked, torch.randint(0, vocab, tuple(tokens.shape), generator=g), tokens), None
+
+
 def block_for(circuit, seed, batch):
     """Two fixed blocks (3 masked positions each, one decoded), repeated to ``batch`` rows."""
     rng = np.random.default_rng(seed)

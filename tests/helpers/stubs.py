@@ -10,11 +10,13 @@ V, MASK = 5, 7
 
 
 class StubBackbone(Backbone):
-    """logits = ``logits_fn(tokens)``; hidden = zeros; every input recorded in ``calls``."""
+    """logits = ``logits_fn(tokens)``; hidden = zeros; every input recorded in ``calls``.
+    ``noise="uniform"``: a uniform-noise model (no mask id)."""
 
-    def __init__(self, logits_fn, vocab_size: int = V, mask_id: int = MASK):
+    def __init__(self, logits_fn, vocab_size: int = V, mask_id: int | None = MASK, noise: str = "mask"):
         super().__init__()
-        self.logits_fn, self.vocab_size, self.mask_id, self.hidden_size = logits_fn, vocab_size, mask_id, 2
+        self.logits_fn, self.vocab_size, self.hidden_size = logits_fn, vocab_size, 2
+        self.noise, self.mask_id = noise, (mask_id if noise == "mask" else None)
         self.calls: list[torch.Tensor] = []
 
     def compute(self, tokens):

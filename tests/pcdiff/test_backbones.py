@@ -201,3 +201,17 @@ def test_load_hf_backbone_from_a_local_directory(bert, llama, tmp_path):
     assert type(causal.model).__name__ == "LlamaForCausalLM" and causal.shift_logits
     with pytest.raises(ValueError, match="pass mask_id"):
         load_hf_backbone(str(tmp_path / "bert"))  # no mask_token_id in the config, no tokenizer
+
+
+def test_a_bert_style_mlm_decodes_as_a_masked_diffusion_model_with_the_layer(bert):
+    """docs/backbones.md's BERT recipe: an MLM is a masked backbone; the loop and the layer need nothing else."""
+    from pcdiff.codd import CoDDLayer
+    from pcdiff.decode import generate
+    backbone = HFBackbone(bert, mask_id=3)
+    layer = CoDDLayer.from_structure("hmm", 4, 30, num_states=4, mask_id=3, adapter="low_rank",
+                                     backbone_hidden_size=32)
+    prompt = torch.tensor([[5, 6], [7, 8]])
+    for codd, steps in (("off", 2), ("joint", 2), ("joint", 4)):
+        out = generate(backbone, prompt, layer=layer, gen_length=4, block_length=4, steps=steps, codd=codd,
+                       generator=torch.Generator().manual_seed(0))
+        assert torch.equal(out[:, :2], prompt) and ((out >= 0) & (out < 30) & (out != 3)).all()

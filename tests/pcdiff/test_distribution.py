@@ -7,8 +7,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import structures
-from helpers.blocks import (LOGIT_KINDS, block_for, brute_block_rows, brute_z, check_exact, coupled_circuits,
-                            gof_pvalues, random_block, reference_evidence)
+from helpers.blocks import (LOGIT_KINDS, NOISE_KINDS, block_for, brute_block_rows, brute_z, check_exact,
+                            coupled_circuits, gof_pvalues, noised, random_block, reference_evidence)
 from helpers.strategies import circuits, seeds
 from pcdiff.codd import CoDDBlockDistribution
 
@@ -17,11 +17,13 @@ exact = settings(max_examples=30, deadline=None)
 
 # ----------------------------------------------------------------------------- exactness
 @exact
-@given(circuits(), st.sampled_from(LOGIT_KINDS), seeds)
-def test_log_prob_and_marginals_match_brute_force(circuit, kind, seed):
+@given(circuits(), st.sampled_from(LOGIT_KINDS), seeds, st.sampled_from(NOISE_KINDS))
+def test_log_prob_and_marginals_match_brute_force(circuit, kind, seed, noise):
+    """Whatever the masked positions hold (the mask id, or any token of a uniform-noise backbone)."""
     model = structures.compile(circuit, dtype=torch.float64)
     logits, tokens, masked, t = random_block(np.random.default_rng(seed), circuit, 3, kind)
-    dist = CoDDBlockDistribution(model, logits, tokens, masked, temperature=t, mask_id=circuit.vocab_size)
+    tokens, mask_id = noised(tokens, masked, noise, circuit.vocab_size, seed)
+    dist = CoDDBlockDistribution(model, logits, tokens, masked, temperature=t, mask_id=mask_id)
     e = reference_evidence(logits.numpy(), masked.numpy(), t.numpy())
     if np.isneginf(brute_z(circuit, tokens.numpy(), masked.numpy(), e)).any():
         with pytest.raises(ValueError, match="probability zero"):
@@ -54,22 +56,28 @@ def test_everything_decoded_is_certain():
 # ----------------------------------------------------------------------------- samplers
 
 
+@pytest.mark.parametrize("noise", NOISE_KINDS)
 @pytest.mark.parametrize("name", sorted(coupled_circuits()))
-def test_joint_samples_follow_p_hat(name):
+def test_joint_samples_follow_p_hat(name, noise):
     circuit = coupled_circuits()[name]
     logits, tokens, masked, t = block_for(circuit, 11, 2)
-    dist = CoDDBlockDistribution(structures.compile(circuit, dtype=torch.float64), logits, tokens, masked, t)
+    tokens, mask_id = noised(tokens, masked, noise, circuit.vocab_size)
+    dist = CoDDBlockDistribution(structures.compile(circuit, dtype=torch.float64), logits, tokens, masked, t,
+                                 mask_id=mask_id)
     samples = dist.sample((3000,), generator=torch.Generator().manual_seed(0))
     assert samples.shape == (3000, 2, 4)
     assert min(gof_pvalues(circuit, samples, tokens, masked, logits, t)) > 1e-3
 
 
+@pytest.mark.parametrize("noise", NOISE_KINDS)
 @pytest.mark.parametrize("order", ["low_confidence", "margin", "entropy", "random", "given"])
 @pytest.mark.parametrize("name", ["hmm", "chain", "hclt"])
-def test_any_order_samples_follow_p_hat(name, order):
+def test_any_order_samples_follow_p_hat(name, order, noise):
     circuit = coupled_circuits()[name]
     logits, tokens, masked, t = block_for(circuit, 12, 3000)
-    dist = CoDDBlockDistribution(structures.compile(circuit, dtype=torch.float64), logits, tokens, masked, t)
+    tokens, mask_id = noised(tokens, masked, noise, circuit.vocab_size)
+    dist = CoDDBlockDistribution(structures.compile(circuit, dtype=torch.float64), logits, tokens, masked, t,
+                                 mask_id=mask_id)
     generator = torch.Generator().manual_seed(1)
     if order == "given":
         order = torch.stack([torch.randperm(4, generator=generator) for _ in range(len(tokens))])

@@ -162,10 +162,11 @@ def test_remask_zero_is_todays_decoding_token_for_token(mode):
 def test_remask_never_touches_given_positions_and_ends_decoded_within_the_steps(mode, monkeypatch):
     steps_seen, step = [], BlockDecoder.step
 
-    def recording(self, logits, hidden, tokens, masked, count, context=None):
-        out = step(self, logits, hidden, tokens, masked, count, context)
+    def recording(self, logits, hidden, tokens, masked, count, context=None, return_committed=False):
+        out, committed = step(self, logits, hidden, tokens, masked, count, context, return_committed=True)
+        assert torch.equal(committed, masked & (out != MASK))     # what it says it committed is what it unmasked
         steps_seen.append((masked.sum(-1), torch.as_tensor(count).expand(masked.shape[:1]), (out == MASK).sum(-1)))
-        return out
+        return (out, committed) if return_committed else out
     monkeypatch.setattr(BlockDecoder, "step", recording)
     backbone = StubBackbone(contextual(10))
     x = torch.full((32, 10), MASK)

@@ -196,13 +196,17 @@ def fit_pvalue(samples: torch.Tensor, outcomes, probs) -> float:
     return chisquare(counts, probs * len(samples)).pvalue
 
 
+@pytest.mark.parametrize("noise", ["mask", "uniform"])
 @pytest.mark.parametrize("codd, steps, remasking", [("joint", 1, "low_confidence"), ("any_order", 1, "low_confidence"),
                                                     ("any_order", 3, "low_confidence"), ("joint", 3, "margin")])
-def test_codd_samples_the_circuits_joint(codd, steps, remasking):
-    # uniform logits: p̂ is the circuit itself, so the sampler must reproduce the circuit's joint
+def test_codd_samples_the_circuits_joint(codd, steps, remasking, noise):
+    # uniform logits: p̂ is the circuit itself, so the sampler must reproduce the circuit's joint; with a
+    # uniform-noise backbone too (the positions to decide hold fresh random tokens before every call)
     layer = hmm_layer(3, vocab=3, sticky=True)
+    if noise == "uniform":
+        layer.mask_id = None
     outcomes, probs = joint_table(layer)
-    backbone = StubBackbone(lambda t: torch.zeros(*t.shape, 3), vocab_size=3)
+    backbone = StubBackbone(lambda t: torch.zeros(*t.shape, 3), vocab_size=3, noise=noise)
     out = generate(backbone, None, layer=layer, gen_length=3, block_length=3, steps=steps, codd=codd,
                    remasking=remasking, batch_size=4000, generator=torch.Generator().manual_seed(0))
     assert fit_pvalue(out, outcomes, probs) > 1e-3
