@@ -28,7 +28,7 @@ from .report import Section, write_sections
 
 MAX_LENGTH = 31                                            # + the end symbol: blocks of 32
 STEPS = (2, 4, 8)
-FULL, QUICK = Sizes(backbone=1200, layer=400, num_states=128), Sizes(backbone=10, layer=3, num_states=8, dim=32, depth=1)
+FULL, QUICK = Sizes(backbone=800, layer=300, num_states=128), Sizes(backbone=10, layer=3, num_states=8, dim=32, depth=1)
 REPORT_SEED = 30_000
 COLUMNS = ["steps per block", "decoder", "tokenizable", "balanced", "real stdlib line", "novel", "well-formed",
            "distinct tokenizable"]
