@@ -28,7 +28,7 @@ from .report import Section, write_sections
 
 MAX_LENGTH = 31                                            # + the end symbol: blocks of 32
 STEPS = (2, 4, 8)
-FULL, QUICK = Sizes(backbone=800, layer=300, num_states=128), Sizes(backbone=10, layer=3, num_states=8, dim=32, depth=1)
+FULL, QUICK = Sizes(backbone=600, layer=200, num_states=64, dim=64, depth=2), Sizes(backbone=10, layer=3, num_states=8, dim=32, depth=1)
 REPORT_SEED = 30_000
 COLUMNS = ["steps per block", "decoder", "tokenizable", "balanced", "real stdlib line", "novel", "well-formed",
            "distinct tokenizable"]
@@ -94,13 +94,13 @@ def run(work: pathlib.Path, out: pathlib.Path | None, samples: int, quick: bool,
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m benchmarks.code_lines", description=__doc__.split("\n")[0])
     p.add_argument("--quick", action="store_true", help="tiny models and samples: a smoke test, not a measurement")
-    p.add_argument("--samples", type=int, help="generated lines per cell (default 1000; --quick 16)")
+    p.add_argument("--samples", type=int, help="generated lines per cell (default 500; --quick 16)")
     p.add_argument("--work", default="pcdiff-runs/code-lines", help="folder that keeps the trained models")
     p.add_argument("--out", default="docs/results.md", help="markdown file whose section is replaced")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=2)
     args = p.parse_args(argv)
-    samples = args.samples or (16 if args.quick else 1000)
+    samples = args.samples or (16 if args.quick else 500)
     if samples < 1 or args.threads < 1 or args.seed < 0:
         print("python -m benchmarks.code_lines: error: --samples and --threads must be >= 1, --seed >= 0",
               file=sys.stderr)
