@@ -28,7 +28,8 @@ from .report import Section, write_sections
 
 MAX_LENGTH = 31                                            # + the end symbol: blocks of 32
 STEPS = (2, 4, 8)
-FULL, QUICK = Sizes(backbone=600, layer=200, num_states=64, dim=64, depth=2), Sizes(backbone=10, layer=3, num_states=8, dim=32, depth=1)
+FULL = Sizes(backbone=600, layer=200, num_states=64, dim=64, depth=2, cache_backbone=False)
+QUICK = Sizes(backbone=10, layer=3, num_states=8, dim=32, depth=1, cache_backbone=False)
 REPORT_SEED = 30_000
 COLUMNS = ["steps per block", "decoder", "tokenizable", "balanced", "real stdlib line", "novel", "well-formed",
            "distinct tokenizable"]
@@ -60,7 +61,8 @@ def markdown(rows: list[dict], ceiling: dict, info: dict) -> str:
     lines = [f"Command: `{info['command']}`{' (--quick: smoke-test sizes, not a measurement)' if info['quick'] else ''}"
              f"; took {info['seconds']:.0f} s on {torch.get_num_threads()} torch threads.", "",
              f"Data: {info['data']}. Backbone {sizes.backbone} steps ({sizes.dim}×{sizes.depth}), CoDD HMM layer with "
-             f"{sizes.num_states} states, {sizes.layer} steps, seed {info['seed']}; {info['samples']} lines per cell, "
+             f"{sizes.num_states} states, {sizes.layer} steps (the frozen backbone run on each layer batch, no cache), "
+             f"seed {info['seed']}; {info['samples']} lines per cell, "
              "low-confidence remasking (rates ± one binomial standard error). Tokenizable: Python's `tokenize."
              "generate_tokens` on the line alone raises no TokenError / IndentationError / SyntaxError and yields no "
              "ERRORTOKEN (a line that opens a bracket fails: EOF in a multi-line statement). Balanced: brackets "

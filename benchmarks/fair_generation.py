@@ -30,7 +30,8 @@ from .report import Section, write_sections
 
 RULES = ("low_confidence", "random")
 PC_FRACS = (0.3, 0.5, 0.7)
-FULL, QUICK = Sizes(backbone=800, layer=500, num_states=128), Sizes(backbone=20, layer=5, num_states=8, dim=32, depth=1)
+FULL = Sizes(backbone=800, layer=500, num_states=128)           # the demo's models: train_run, 800 + 500 steps
+QUICK = Sizes(backbone=20, layer=5, num_states=8, dim=32, depth=1, cache_backbone=False)
 REPORT_SEED, VALIDATION_SEED = 10_000, 20_000        # disjoint generator seeds: reported vs validation samples
 RESULTS_HEADER = "# Results\n\nMeasured tables, each written by the command it names.\n"
 COLUMNS = ["steps per block", "remasking", "decoder", "valid", "novel", "distinct valid", "distinct novel",
