@@ -102,7 +102,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=2)
     args = p.parse_args(argv)
-    samples = args.samples or (16 if args.quick else 500)
+    samples = args.samples if args.samples is not None else (16 if args.quick else 500)
     if samples < 1 or args.threads < 1 or args.seed < 0:
         print("python -m benchmarks.code_lines: error: --samples and --threads must be >= 1, --seed >= 0",
               file=sys.stderr)

@@ -154,8 +154,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=2)
     args = p.parse_args(argv)
-    samples = args.samples or (40 if args.quick else 2000)
-    validation = args.validation_samples or (20 if args.quick else 1000)
+    samples = args.samples if args.samples is not None else (40 if args.quick else 2000)
+    validation = (args.validation_samples if args.validation_samples is not None
+                  else (20 if args.quick else 1000))
     if samples < 1 or validation < 1 or args.threads < 1 or args.seed < 0:
         print("python -m benchmarks.fair_generation: error: --samples, --validation-samples and --threads must be "
               ">= 1, --seed >= 0", file=sys.stderr)

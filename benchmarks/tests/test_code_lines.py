@@ -19,5 +19,5 @@ def test_quick_run_writes_its_section(tmp_path):
 
 
 def test_bad_options_end_with_one_line_and_status_2(capsys):
-    assert code_lines.main(["--threads", "0"]) == 2
-    assert len(capsys.readouterr().err.strip().splitlines()) == 1
+    assert code_lines.main(["--threads", "0"]) == 2 and code_lines.main(["--samples", "0"]) == 2
+    assert len(capsys.readouterr().err.strip().splitlines()) == 2              # one line each
