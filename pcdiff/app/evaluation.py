@@ -19,6 +19,7 @@ from ..codd.rules import draw
 from ..data import ItemData
 from ..decode import generate
 from ..train.noise import corrupt, mask_exactly
+from .judge import judge_items
 
 
 def _masks(x0: torch.Tensor, fraction: float, generator: torch.Generator) -> torch.Tensor:
@@ -82,22 +83,6 @@ def gap_closed(perplexity: dict[str, dict[str, float]]) -> dict[str, float]:
         one, seq, codd = (math.log(perplexity[k][frac]) for k in ("one_step", "sequential", "codd"))
         out[frac] = (one - codd) / (one - seq) if abs(one - seq) > 1e-12 else float("nan")
     return out
-
-
-def judge_items(tokens: torch.Tensor, data: ItemData) -> dict[str, float]:
-    """valid (fraction that are real items), distinct_valid, malformed (fraction not well formed)."""
-    vocab = data.vocab
-    valid, malformed, distinct = 0, 0, set()
-    for row in tokens.tolist():
-        if not vocab.is_well_formed(row):
-            malformed += 1
-            continue
-        item = vocab.decode(row)
-        if data.is_real(item):
-            valid += 1
-            distinct.add(item)
-    n = len(tokens)
-    return {"valid": valid / n, "distinct_valid": len(distinct), "malformed": malformed / n}
 
 
 @torch.no_grad()

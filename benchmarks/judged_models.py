@@ -1,0 +1,115 @@
+"""What the judged-generation benchmarks share (``fair_generation`` on words, ``code_lines`` on Python
+lines): a tiny backbone and a CoDD HMM layer trained for fixed step counts, as the demo's own
+:func:`pcdiff.app.demo.train_run` trains them (or, ``cache_backbone=False``, from the same
+:func:`pcdiff.app.demo.prepare_run` start without its cache of backbone outputs), kept in a work folder
+(a second run reuses them, a fresh run with the same seed trains the same models); whole blocks
+generated from nothing; table cells.
+"""
+from __future__ import annotations
+
+import math
+import pathlib
+from dataclasses import dataclass
+
+import torch
+
+from pcdiff.app.demo import prepare_run, train_run
+from pcdiff.app.runs import data_spec, load_data
+from pcdiff.data import ItemData
+from pcdiff.decode import generate
+from pcdiff.train import load_layer, save_layer, train_backbone, train_codd_layer
+from pcdiff.train.checkpoint import load_backbone, save_backbone
+
+__all__ = ["Sizes", "Models", "trained", "generate_rows", "cell", "header"]
+
+
+@dataclass(frozen=True)
+class Sizes:
+    """Training steps of the backbone and of the layer, the HMM's states, the backbone's width and depth."""
+    backbone: int
+    layer: int
+    num_states: int
+    dim: int = 128
+    depth: int = 4
+    cache_backbone: bool = True         # False: the frozen backbone runs on each layer batch (see trained)
+
+    @property
+    def tag(self) -> str:
+        cache = "" if self.cache_backbone else "-nocache"
+        return f"b{self.backbone}-l{self.layer}-h{self.num_states}-d{self.dim}x{self.depth}{cache}"
+
+
+@dataclass
+class Models:
+    data: ItemData
+    backbone: torch.nn.Module
+    layer: torch.nn.Module
+
+
+def trained(dataset: str, work: pathlib.Path, sizes: Sizes, seed: int, max_length: int | None = None,
+            log=print) -> Models:
+    """The models for ``dataset``: loaded from ``work/<dataset>-<sizes>-s<seed>/`` when saved there
+    before, else trained for ``sizes``' fixed step counts and saved."""
+    folder = pathlib.Path(work) / f"{dataset}-{sizes.tag}-s{seed}"
+    backbone_file, layer_file = folder / "backbone.json", folder / "layer.json"
+    if backbone_file.is_file() and layer_file.is_file():
+        data = load_data(data_spec(dataset, None, seed, max_length))
+        log(f"  {dataset}: loaded the models from {folder}")
+        return Models(data, load_backbone(backbone_file).eval(), load_layer(layer_file))
+    log(f"  {dataset}: training the backbone ({sizes.backbone} steps) and the CoDD HMM layer "
+        f"({sizes.layer} steps, {sizes.num_states} states)")
+    if sizes.cache_backbone:
+        run = train_run(dataset, max_length=max_length, seed=seed, num_states=sizes.num_states,
+                        backbone_steps=sizes.backbone, layer_steps=sizes.layer, backbone_dim=sizes.dim,
+                        backbone_depth=sizes.depth, progress=False)
+    else:
+        run = _train_uncached(dataset, max_length, seed, sizes)
+    folder.mkdir(parents=True, exist_ok=True)
+    save_backbone(run.backbone, folder / "backbone")
+    save_layer(run.layer, folder / "layer")
+    return Models(run.data, run.backbone.eval(), run.layer)
+
+
+def _train_uncached(dataset: str, max_length: int | None, seed: int, sizes: Sizes):
+    """train_run's models from the same start, except that the frozen backbone runs on each layer
+    batch instead of being cached first for 4 maskings of every training item (for 45,000 code
+    lines that cache is 180,000 backbone passes, several times the layer steps' own work), and
+    held-out records are kept only at the end."""
+    run = prepare_run(dataset, max_length=max_length, seed=seed, num_states=sizes.num_states,
+                      backbone_dim=sizes.dim, backbone_depth=sizes.depth)
+    train_backbone(run.backbone, run.data, steps=sizes.backbone, seed=seed, progress=False, eval_every=None)
+    run.backbone.eval().requires_grad_(False)
+    train_codd_layer(run.layer, run.backbone, run.data, steps=sizes.layer, seed=seed, progress=False,
+                     eval_every=None, cache_backbone=False)
+    return run
+
+
+@torch.no_grad()
+def generate_rows(models: Models, steps: int, samples: int, seed: int, remasking: str = "low_confidence",
+                  codd: bool = False, pc_frac: float | None = None, batch: int = 500) -> torch.Tensor:
+    """``[samples, L]``: whole blocks generated from nothing at ``steps`` per block, factorized or with
+    the CoDD layer's joint draw (gated by ``pc_frac`` when given); one seeded generator for all."""
+    length = models.data.block_length
+    generator = torch.Generator().manual_seed(seed)
+    pieces = []
+    for first in range(0, samples, batch):
+        rows = min(batch, samples - first)
+        pieces.append(generate(models.backbone, None, layer=models.layer if codd else None, gen_length=length,
+                               block_length=length, steps=steps, remasking=remasking, batch_size=rows,
+                               codd="joint" if codd else "off", pc_frac=pc_frac, generator=generator))
+    return torch.cat(pieces)
+
+
+def cell(judged: dict, key: str) -> str:
+    """``judged[key]`` for a table: a rate with ± its standard error where it has one, a count as is."""
+    value = judged[key]
+    if isinstance(value, int):
+        return str(value)
+    if math.isnan(value):
+        return "–"
+    error = judged.get(f"{key}_se")
+    return f"{value:.3f}" if error is None else f"{value:.3f} ± {error:.3f}"
+
+
+def header(columns: list[str]) -> list[str]:
+    return ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]

@@ -1,0 +1,23 @@
+"""The code-lines benchmark (``python -m benchmarks.code_lines --quick``) runs end to end at tiny sizes:
+blocks of 32, both decoders at 2, 4, 8 steps, the held-out lines' own rates, its section written."""
+from benchmarks import code_lines
+from benchmarks.report import markers
+
+
+def test_quick_run_writes_its_section(tmp_path):
+    out = tmp_path / "results.md"
+    args = ["--quick", "--samples", "6", "--work", str(tmp_path / "work"), "--out", str(out), "--threads", "1"]
+    assert code_lines.main(args) == 0
+    text = out.read_text()
+    begin, end = markers("code-lines")
+    assert text.count(begin) == 1 and text.count(end) == 1
+    assert "block_length=32" in text and "The held-out lines themselves: tokenizable" in text
+    for steps in code_lines.STEPS:
+        for decoder in ("factorized", "CoDD"):
+            assert f"| {steps} | {decoder} | " in text
+    assert "- 4 steps per block: tokenizable CoDD" in text
+
+
+def test_bad_options_end_with_one_line_and_status_2(capsys):
+    assert code_lines.main(["--threads", "0"]) == 2 and code_lines.main(["--samples", "0"]) == 2
+    assert len(capsys.readouterr().err.strip().splitlines()) == 2              # one line each

@@ -1,0 +1,35 @@
+"""The fair-generation benchmark (``python -m benchmarks.fair_generation --quick``) runs end to end at
+tiny sizes: it trains (then reloads) its models, chooses pc_frac on validation samples, judges every
+cell and writes its section between markers, keeping the rest of the file."""
+from benchmarks import fair_generation
+from benchmarks.report import markers
+
+
+def test_quick_run_writes_its_section_and_reuses_its_models(tmp_path, capsys):
+    out, work = tmp_path / "results.md", tmp_path / "work"
+    out.write_text("# Results\n\nwritten by hand\n")
+    args = ["--quick", "--samples", "8", "--validation-samples", "4", "--work", str(work), "--out", str(out),
+            "--threads", "1"]
+    assert fair_generation.main(args) == 0
+    text = out.read_text()
+    begin, end = markers("fair-generation")
+    assert text.count(begin) == 1 and text.count(end) == 1 and "written by hand" in text
+    assert "**pc_frac** chosen on validation samples" in text
+    for column in ("novel", "distinct novel", "valid among well-formed", "TV"):
+        assert f"| {column} |" in text
+    rows = [line for line in text.splitlines() if line.startswith("| ") and "factorized" in line]
+    assert len(rows) == 2 * len(fair_generation.step_grid(13))      # both rules, every step count
+    assert "one token per step, random" in text
+    capsys.readouterr()
+    assert fair_generation.main(args) == 0                               # the second run trains nothing
+    printed = capsys.readouterr().out
+    assert "loaded the models" in printed and "training the backbone" not in printed
+
+
+def test_bad_options_end_with_one_line_and_status_2(capsys):
+    assert fair_generation.main(["--samples", "0"]) == 2
+    assert len(capsys.readouterr().err.strip().splitlines()) == 1
+
+
+def test_ratio_of():
+    assert fair_generation.ratio_of(1.0, 0.5) == 2.0 and fair_generation.ratio_of(1.0, 0.0) == float("inf")

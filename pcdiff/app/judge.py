@@ -1,0 +1,203 @@
+"""The one place generated items are judged: rates with their standard errors, novelty, diversity and
+the distance to the data distribution; and, for Python source lines, an oracle nobody here wrote.
+
+A generated row (``[L]`` token ids) is
+
+  well formed  it decodes to a proper item: at least one character, then end symbols only (no mask id,
+               no character after the first end symbol; :meth:`Vocabulary.is_well_formed` plus
+               non-empty, since no loader ever yields an empty item);
+  valid        well formed and a real item (:meth:`ItemData.is_real`: for words, any word of the list,
+               training or held-out type);
+  novel        valid and not a training item: for words exactly the valid *held-out types*, items the
+               models never saw. Valid rate alone rewards collapse onto a few frequent training items;
+               novelty and the distinct counts expose it.
+
+Total variation. The reference is the **training distribution** q: the training items with their
+sampling weights (``ItemData.train_weights``, word frequencies for words; uniform when unweighted),
+normalized: exactly the distribution the backbone's and the layer's training batches are drawn from
+(:meth:`ItemData.sample_train_batch`), so it is the target both models were fit to and a perfect fit
+would sample from it. Held-out types have no weight in it (the models are never shown their
+frequencies), so mass on novel items counts as distance: read TV beside novelty, not alone. The
+generated distribution p̂ is the empirical one over the N rows; every malformed or unknown row is
+mass outside q's support. TV = ½ Σ_x |p̂(x) − q(x)|. With finite N even a perfect sampler of q has
+TV > 0 (unseen rare items): ``tv_floor`` is the mean TV of N draws from q itself, the figure a
+perfect model would get with this many samples.
+
+Code lines (:func:`tokenizes`, :func:`balanced`): see their docstrings for the exact rules.
+"""
+from __future__ import annotations
+
+import io
+import math
+import tokenize
+from collections import Counter
+
+import torch
+
+from ..arguments import check_int
+from ..data import ItemData, Vocabulary
+from .tasks import standard_error
+
+__all__ = ["decode_items", "judge_items", "reference_distribution", "total_variation", "tv_floor",
+           "tokenizes", "balanced", "judge_code_lines", "code_reference_rates"]
+
+
+def decode_items(tokens: torch.Tensor, vocab: Vocabulary) -> list[str | None]:
+    """Each row of ``tokens`` [N, L] decoded, or None where it is not well formed (see the module)."""
+    if not isinstance(tokens, torch.Tensor) or tokens.dim() != 2 or tokens.shape[0] < 1:
+        raise ValueError(f"tokens must be a [N >= 1, L] tensor, got "
+                         f"{tuple(getattr(tokens, 'shape', ())) or type(tokens).__name__}")
+    out = []
+    for row in tokens.tolist():
+        item = vocab.decode(row) if vocab.is_well_formed(row) else ""
+        out.append(item or None)
+    return out
+
+
+def reference_distribution(data: ItemData) -> dict[str, float]:
+    """q: the training items with their sampling weights, normalized (uniform without weights)."""
+    weights = data.train_weights or [1.0] * len(data.train_items)
+    total = math.fsum(weights)
+    q: dict[str, float] = {}
+    for item, w in zip(data.train_items, weights):
+        q[item] = q.get(item, 0.0) + w / total
+    return q
+
+
+def total_variation(counts: Counter, reference: dict[str, float]) -> float:
+    """½ Σ_x |p̂(x) − q(x)| with p̂ = counts / their total; keys outside ``reference`` (None included,
+    for malformed rows) are mass outside q's support."""
+    n = sum(counts.values())
+    if n < 1:
+        raise ValueError("counts must hold at least one sample")
+    inside = math.fsum(abs(counts.get(x, 0) / n - q) for x, q in reference.items())
+    outside = math.fsum(c for x, c in counts.items() if x not in reference) / n
+    return 0.5 * (inside + outside)
+
+
+def tv_floor(reference: dict[str, float], n: int, seed: int = 0, draws: int = 3) -> float:
+    """Mean TV between ``n`` draws from ``reference`` and ``reference`` itself, over ``draws`` seeded
+    repetitions: what a perfect sampler of q scores with ``n`` samples."""
+    check_int("n", n, 1)
+    check_int("draws", draws, 1)
+    items = list(reference)
+    probs = torch.tensor([reference[x] for x in items], dtype=torch.float64)
+    generator = torch.Generator().manual_seed(seed)
+    values = []
+    for _ in range(draws):
+        picks = torch.multinomial(probs, n, replacement=True, generator=generator)
+        values.append(total_variation(Counter(items[i] for i in picks.tolist()), reference))
+    return math.fsum(values) / draws
+
+
+def judge_items(tokens: torch.Tensor, data: ItemData, seed: int = 0) -> dict:
+    """Rates over the ``[N, L]`` rows of ``tokens`` (each rate ``r`` with ``r_se``, its binomial
+    standard error): well_formed, malformed (= 1 − well_formed), valid, novel, and
+    valid_among_well_formed (its standard error over the well-formed rows; nan when there are none);
+    counts distinct_valid, distinct_novel; tv and tv_floor (``seed`` draws the floor's samples)."""
+    items = decode_items(tokens, data.vocab)
+    reference = reference_distribution(data)
+    return {**_item_rates(items, data), "tv": total_variation(Counter(items), reference),
+            "tv_floor": tv_floor(reference, len(items), seed)}
+
+
+def _item_rates(items: list[str | None], data: ItemData) -> dict:
+    n = len(items)
+    train = set(data.train_items)
+    formed = [x for x in items if x is not None]
+    valid = [x for x in formed if data.is_real(x)]
+    novel = [x for x in valid if x not in train]
+    out = {"num": n, "distinct_valid": len(set(valid)), "distinct_novel": len(set(novel))}
+    for name, count in (("well_formed", len(formed)), ("valid", len(valid)), ("novel", len(novel))):
+        out[name], out[f"{name}_se"] = count / n, standard_error(count / n, n)
+    out["malformed"], out["malformed_se"] = 1.0 - out["well_formed"], out["well_formed_se"]
+    share = len(valid) / len(formed) if formed else float("nan")
+    out["valid_among_well_formed"] = share
+    out["valid_among_well_formed_se"] = standard_error(share, len(formed)) if formed else float("nan")
+    return out
+
+
+# ---- Python source lines: the interpreter's own tokenizer, and bracket / quote balance ----
+
+_TOKENIZE_FAILURES = (tokenize.TokenError, IndentationError, SyntaxError)
+
+
+def tokenizes(line: str) -> bool:
+    """True iff Python's own :mod:`tokenize` accepts ``line`` as a whole source text.
+
+    The exact rule: ``list(tokenize.generate_tokens(io.StringIO(line).readline))`` raises none of
+    TokenError, IndentationError, SyntaxError and yields no ERRORTOKEN. The line is the *whole*
+    source, so a line that leaves a bracket open (``foo(a,``, a real first line of a call spread
+    over several) fails with "EOF in multi-line statement", as do an unmatched closing bracket,
+    an unterminated triple-quoted string and a trailing backslash; an unterminated one-line string
+    or a stray character (``$``, ``?``) is an ERRORTOKEN on Python ≤ 3.11 and an error on 3.12+, a
+    failure either way. Only tokens are checked, not grammar: ``else:`` alone tokenizes.
+    """
+    try:
+        return all(t.type != tokenize.ERRORTOKEN for t in tokenize.generate_tokens(io.StringIO(line).readline))
+    except _TOKENIZE_FAILURES:
+        return False
+
+
+_CLOSING = {")": "(", "]": "[", "}": "{"}
+
+
+def balanced(line: str) -> bool:
+    """True iff every bracket outside strings and comments is closed by its own kind in order and
+    every string literal is closed by the end of the line.
+
+    A scan from the left: outside a string, ``#`` starts a comment (the rest is ignored), a quote
+    (``'``, ``"``, or three of one) opens a string, brackets push and pop; inside a string a
+    backslash escapes the next character and only the opening quote sequence closes it. Prefixes
+    (r, b, f) are ordinary characters here, so a raw string ending in a backslash counts as open.
+    """
+    stack: list[str] = []
+    quote: str | None = None
+    i = 0
+    while i < len(line):
+        c = line[i]
+        if quote is not None:
+            if c == "\\":
+                i += 2
+                continue
+            if line.startswith(quote, i):
+                i, quote = i + len(quote), None
+                continue
+        elif c == "#":
+            break
+        elif c in "'\"":
+            quote = c * 3 if line.startswith(c * 3, i) else c
+            i += len(quote)
+            continue
+        elif c in "([{":
+            stack.append(c)
+        elif c in _CLOSING and (not stack or stack.pop() != _CLOSING[c]):
+            return False
+        i += 1
+    return quote is None and not stack
+
+
+def _line_rates(lines: list[str | None], n: int) -> dict:
+    """tokenizable and balanced rates (None rows fail both), each with its standard error."""
+    out = {}
+    for name, rule in (("tokenizable", tokenizes), ("balanced", balanced)):
+        rate = sum(1 for x in lines if x is not None and rule(x)) / n
+        out[name], out[f"{name}_se"] = rate, standard_error(rate, n)
+    return out
+
+
+def judge_code_lines(tokens: torch.Tensor, data: ItemData) -> dict:
+    """Generated Python lines: :func:`judge_items`' rates without TV (``valid`` = a real stdlib line),
+    plus ``tokenizable`` and ``balanced`` rates over all N rows (a malformed row fails both) and the
+    count of distinct tokenizable lines."""
+    items = decode_items(tokens, data.vocab)
+    return {**_item_rates(items, data), **_line_rates(items, len(items)),
+            "distinct_tokenizable": len({x for x in items if x is not None and tokenizes(x)})}
+
+
+def code_reference_rates(lines: list[str]) -> dict:
+    """The same two rates on real lines (e.g. the held-out lines): the data's own ceiling, below 1
+    because a stdlib line may open a bracket that a later line closes."""
+    if not lines:
+        raise ValueError("lines must not be empty")
+    return _line_rates(list(lines), len(lines))

@@ -1,0 +1,118 @@
+"""The judge of generated items on hand-computed cases: rates and their standard errors, novelty,
+distinct counts, valid among well-formed, total variation to the training distribution (and its
+finite-sample floor); Python's tokenizer and the bracket / quote balance on hand-picked lines."""
+import math
+from collections import Counter
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from pcdiff.app.judge import (balanced, code_reference_rates, decode_items, judge_code_lines, judge_items,
+                              reference_distribution, tokenizes, total_variation, tv_floor)
+from pcdiff.data import ItemData, Vocabulary
+
+A, B, END, MASK = 0, 1, 2, 3
+
+
+@pytest.fixture
+def tiny():
+    """Training items ab (weight 2), ba, a (weight 1 each); the held-out type b; blocks of 3."""
+    return ItemData(train_items=["ab", "ba", "a"], heldout_items=["b"], vocab=Vocabulary("ab"), block_length=3,
+                    train_weights=[2.0, 1.0, 1.0])
+
+
+ROWS = [[A, B, END], [A, B, END],         # ab twice: valid, a training item
+        [B, END, END],                    # b: valid and novel (the held-out type)
+        [B, A, END],                      # ba: valid
+        [B, B, END],                      # bb: well formed, not a real item
+        [END, END, END],                  # empty: not a proper item
+        [A, END, B],                      # a character after the end: malformed
+        [A, MASK, END]]                   # a mask left: malformed
+
+
+def test_rates_counts_and_standard_errors_by_hand(tiny):
+    judged = judge_items(torch.tensor(ROWS), tiny)
+    assert judged["num"] == 8
+    assert judged["well_formed"] == 5 / 8 and judged["malformed"] == 3 / 8
+    assert judged["valid"] == 4 / 8 and judged["novel"] == 1 / 8
+    assert judged["distinct_valid"] == 3 and judged["distinct_novel"] == 1
+    assert judged["valid_among_well_formed"] == 4 / 5
+    assert judged["valid_se"] == pytest.approx(math.sqrt(0.5 * 0.5 / 8))
+    assert judged["novel_se"] == pytest.approx(math.sqrt(1 / 8 * 7 / 8 / 8))
+    assert judged["valid_among_well_formed_se"] == pytest.approx(math.sqrt(0.8 * 0.2 / 5))   # over the 5 formed
+    # q = {ab: 1/2, ba: 1/4, a: 1/4}; p̂ = {ab: 2/8, b: 1/8, ba: 1/8, bb: 1/8, malformed: 3/8}
+    # ½ (|2/8 − 1/2| + |1/8 − 1/4| + |0 − 1/4| + 1/8 + 1/8 + 3/8) = ½ (0.625 + 0.625)
+    assert judged["tv"] == pytest.approx(0.625)
+    assert 0 < judged["tv_floor"] < 1
+
+
+def test_decoding_and_reference(tiny):
+    assert decode_items(torch.tensor(ROWS), tiny.vocab) == ["ab", "ab", "b", "ba", "bb", None, None, None]
+    assert reference_distribution(tiny) == pytest.approx({"ab": 0.5, "ba": 0.25, "a": 0.25})
+    unweighted = ItemData(train_items=["a", "b"], heldout_items=[], vocab=Vocabulary("ab"), block_length=2)
+    assert reference_distribution(unweighted) == {"a": 0.5, "b": 0.5}
+    with pytest.raises(ValueError, match="tokens"):
+        decode_items(torch.zeros(3, dtype=torch.long), tiny.vocab)
+
+
+def test_nothing_well_formed_gives_nan_not_an_error(tiny):
+    judged = judge_items(torch.tensor([[A, END, B]]), tiny)
+    assert judged["well_formed"] == 0 and math.isnan(judged["valid_among_well_formed"])
+    assert judged["tv"] == 1.0
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.sampled_from(["a", "b", "c", None]), min_size=1, max_size=20),
+       st.lists(st.floats(0.01, 1.0), min_size=3, max_size=3))
+def test_tv_is_the_largest_gap_over_events(samples, weights):
+    """TV = Σ_x max(p̂(x) − q(x), 0) = max over events E of p̂(E) − q(E), brute forced over subsets."""
+    q = {x: w / sum(weights) for x, w in zip("abd", weights)}
+    counts, n = Counter(samples), len(samples)
+    outcomes = sorted(set(q) | set(counts), key=str)
+    p = {x: counts.get(x, 0) / n for x in outcomes}
+    best = max(sum(p[x] - q.get(x, 0.0) for i, x in enumerate(outcomes) if mask >> i & 1)
+               for mask in range(2 ** len(outcomes)))
+    assert total_variation(counts, q) == pytest.approx(best, abs=1e-12)
+
+
+def test_tv_floor_by_hand():
+    assert tv_floor({"a": 1.0}, 5) == 0.0                       # one item: every draw is the reference
+    assert tv_floor({"a": 0.5, "b": 0.5}, 1) == 0.5             # one sample: half the mass is always off
+    # two samples of a fair coin: TV 0 half the time (one of each), 0.5 otherwise → mean near 0.25
+    assert tv_floor({"a": 0.5, "b": 0.5}, 2, draws=2000) == pytest.approx(0.25, abs=0.03)
+    with pytest.raises(ValueError, match="n"):
+        tv_floor({"a": 1.0}, 0)
+
+
+@pytest.mark.parametrize("line, ok", [
+    ("def f(x):", True), ("else:", True), ("x = 'it''s'", True), ("print(f'{x}')", True), ("return", True),
+    ("a = b[1:2]  # note (", True), ("'''a'''", True),
+    ("foo(a,", False),                      # opens a bracket: EOF in multi-line statement
+    ("a)", False), ('"""doc', False), ("x = 'abc", False), ("$x", False), ("x = 1 ?", False),
+    ("s = 'a' \\", False)])
+def test_tokenizes(line, ok):
+    assert tokenizes(line) is ok
+
+
+@pytest.mark.parametrize("line, ok", [
+    ("f(a[1], {2: (3)})", True), ("x = ')'", True), ("s = \"a\\\"b\"", True), ("a  # (", True),
+    ("'''a\"'''", True), ("", True),
+    ("foo(a,", False), ("a)", False), ("(]", False), ("x = 'abc", False), ('"""doc', False), ("[)", False)])
+def test_balanced(line, ok):
+    assert balanced(line) is ok
+
+
+def test_code_line_rates_by_hand():
+    data = ItemData(train_items=["f(x)", "x"], heldout_items=["y"], vocab=Vocabulary("()fxy"), block_length=5)
+    v = data.vocab
+    rows = [v.encode("f(x)", 5), v.encode("f(x", 5), v.encode("x)", 5), v.encode("y", 5),
+            [v.end_id] * 5]                                        # empty: fails both
+    judged = judge_code_lines(torch.tensor(rows), data)
+    assert judged["tokenizable"] == 2 / 5 and judged["balanced"] == 2 / 5
+    assert judged["tokenizable_se"] == pytest.approx(math.sqrt(0.4 * 0.6 / 5))
+    assert judged["valid"] == 2 / 5 and judged["novel"] == 1 / 5 and judged["distinct_tokenizable"] == 2
+    assert "tv" not in judged
+    ceiling = code_reference_rates(["f(x)", "foo(a,"])
+    assert ceiling["tokenizable"] == 0.5 and ceiling["balanced"] == 0.5
