@@ -25,6 +25,32 @@ def demo_run(tmp_path_factory, words_file):
     return out
 
 
+def without_timing(value):
+    """A results dict without its wall-clock fields (every key naming seconds, and the timing table)."""
+    if isinstance(value, dict):
+        return {k: without_timing(v) for k, v in value.items() if "seconds" not in k and k != "timing"}
+    if isinstance(value, list):
+        return [without_timing(v) for v in value]
+    return value
+
+
+def test_the_same_seed_gives_the_same_results_timings_aside(words_file, tmp_path):
+    """Training runs for steps (never seconds) and every draw is seeded: the demo's pipeline (prepare →
+    train → evaluate → report) twice on one machine gives one results.json but for how long things took."""
+    from pcdiff.app.demo import evaluate_run, prepare_run, train_prepared, write_report
+    texts = []
+    for attempt in ("first", "second"):
+        run = prepare_run(None, str(words_file), max_length=6, seed=5, num_states=4, backbone_dim=16,
+                          backbone_depth=1)
+        train_prepared(run, backbone_steps=6, layer_steps=3, progress=False)
+        write_report(evaluate_run(run, seed=5, num_samples=12, progress=False), tmp_path / attempt)
+        texts.append((tmp_path / attempt / "results.json").read_text())
+    first, second = (json.loads(text) for text in texts)
+    assert "seconds" in texts[0] and first["settings"]["backbone"]["steps"] == 6   # timings there to drop
+    # compared as JSON text: NaN (a gap closed over no gap) equals itself there
+    assert json.dumps(without_timing(first), sort_keys=True) == json.dumps(without_timing(second), sort_keys=True)
+
+
 def test_demo_writes_results_report_and_plots(demo_run):
     results = json.loads((demo_run / "results.json").read_text())
     fractions = {"0.25", "0.5", "0.75", "1.0"}
