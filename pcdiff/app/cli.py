@@ -55,6 +55,12 @@ def _model_options(parser: argparse.ArgumentParser) -> None:
                             "random tokens; docs/backbones.md)")
 
 
+def _control_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--control-items", type=int, default=200,
+                        help="items per set (in-distribution, unseen types) for the controls beside the "
+                             "likelihood figures; the circuits alone are fit on 40 times as many training occurrences")
+
+
 def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0, help="seed for data split, training and sampling")
     parser.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda")
@@ -72,6 +78,7 @@ def build_parser() -> argparse.ArgumentParser:
     _model_options(demo)
     demo.add_argument("--out", help="output folder, new or empty (default: a fresh pcdiff-runs/run-N)")
     demo.add_argument("--samples", type=int, default=2000, help="generated items per setting")
+    _control_options(demo)
     _common(demo)
 
     train = commands.add_parser("train", help="train a backbone and a CoDD layer into a run folder",
@@ -112,6 +119,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("run", help="run folder written by `pcdiff train` or `pcdiff demo`")
     evaluate.add_argument("--out", help="report folder (default: the run folder)")
     evaluate.add_argument("--samples", type=int, default=2000, help="generated items per setting")
+    _control_options(evaluate)
     _common(evaluate)
 
     convert = commands.add_parser("convert", help="convert circuits: .jpc ↔ .jpc, or a run's layer → .jpc")
@@ -158,6 +166,11 @@ def _train(args, run, progress: bool):
                           progress=progress)
 
 
+def _controls(args):
+    from .controls import ControlSettings
+    return ControlSettings(items=args.control_items, seed=args.seed)
+
+
 def cmd_demo(args) -> int:
     from .demo import evaluate_run, write_report
     from .options import torch_device
@@ -171,7 +184,8 @@ def cmd_demo(args) -> int:
     print(f"pcdiff demo: writing to {out}")
     run = _train(args, run, progress=not args.quiet)
     save_run(run, out)
-    results = evaluate_run(run, seed=args.seed, num_samples=args.samples, progress=not args.quiet)
+    results = evaluate_run(run, seed=args.seed, num_samples=args.samples, progress=not args.quiet,
+                           controls=_controls(args))
     print(write_report(results, out))
     print(f"results: {out / 'results.json'}, {out / 'results.md'}, plots: {out}/*.png")
     return 0
@@ -244,7 +258,8 @@ def cmd_eval(args) -> int:
     run = load_run(pathlib.Path(args.run), device=torch_device(args.device))
     if not run.data.heldout_items:
         raise ValueError(f"{args.run}: the run's data ({run.data.name}) has no held-out items to evaluate on")
-    results = evaluate_run(run, seed=args.seed, num_samples=args.samples, progress=not args.quiet)
+    results = evaluate_run(run, seed=args.seed, num_samples=args.samples, progress=not args.quiet,
+                           controls=_controls(args))
     print(write_report(results, pathlib.Path(args.out or args.run)))
     return 0
 

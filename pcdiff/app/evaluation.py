@@ -14,55 +14,30 @@ import time
 import torch
 from tqdm.auto import tqdm
 
-from ..codd.checks import check_finite
 from ..codd.rules import draw
 from ..data import ItemData
 from ..decode import generate
-from ..train.noise import corrupt, mask_exactly
+from ..train.noise import corrupt
 from .judge import judge_items
+from .scoring import backbone_scores, batches, fixed_masks
 
 
 def _masks(x0: torch.Tensor, fraction: float, generator: torch.Generator) -> torch.Tensor:
     """``[N, L]`` bool, True at exactly ``max(1, round(fraction · L))`` random positions per row."""
-    return mask_exactly(len(x0), x0.shape[1], round(fraction * x0.shape[1]), generator)
+    return fixed_masks(x0, round(fraction * x0.shape[1]), generator)
 
 
-def _batches(n: int, size: int):
-    for start in range(0, n, size):
-        yield slice(start, min(n, start + size))
-
-
-@torch.no_grad()
 def masked_nll(backbone, layer, x0: torch.Tensor, fraction: float, seed: int = 0,
                batch_size: int = 512) -> dict[str, float]:
-    """Per-masked-token NLL (nats) of one-step, sequential and CoDD scoring at one masked fraction."""
+    """Per-masked-token NLL (nats) of one-step, sequential (one random order) and CoDD scoring at one
+    masked fraction."""
     generator = torch.Generator().manual_seed(seed)
     masked = _masks(x0, fraction, generator)
     order_keys = torch.rand(x0.shape, generator=generator)
-    totals = {"one_step": 0.0, "sequential": 0.0, "codd": 0.0}
-    for rows in _batches(len(x0), batch_size):
-        x, m = x0[rows], masked[rows]
-        noisy = corrupt(x, m, backbone, generator)
-        out = backbone(noisy)
-        # these scores bypass the CoDD distribution's own checks: a NaN would become a "perplexity"
-        check_finite(out.logits, "the backbone's logits", allow_neg_inf=True)
-        logp = torch.log_softmax(out.logits.float(), -1).gather(2, x.unsqueeze(-1)).squeeze(-1)
-        totals["one_step"] -= float(logp[m].sum())
-        if layer is not None:
-            totals["codd"] -= float(layer.distribution(out.logits, out.hidden, x, m).log_prob(x).sum())
-        # Reveal masked positions in a random order; every row has the same number masked.
-        order = torch.where(m, order_keys[rows], torch.full_like(order_keys[rows], 2.0)).argsort(dim=1)
-        current = noisy.clone()
-        arange = torch.arange(len(x))
-        for step in range(int(m[0].sum())):
-            pos = order[:, step]
-            logits = backbone(current).logits.float()
-            check_finite(logits, "the backbone's logits", allow_neg_inf=True)
-            logp_seq = torch.log_softmax(logits[arange, pos], -1).gather(1, x[arange, pos].unsqueeze(1))
-            totals["sequential"] -= float(logp_seq.sum())
-            current[arange, pos] = x[arange, pos]
+    scores = backbone_scores(backbone, layer, x0, masked, {"random": order_keys}, batch_size, generator)
     count = int(masked.sum())
-    return {k: v / count for k, v in totals.items() if layer is not None or k != "codd"}
+    return {("sequential" if k.startswith("sequential") else k): float(v.double().sum()) / count
+            for k, v in scores.items()}
 
 
 def perplexity_table(backbone, layer, x0, fractions=(0.25, 0.5, 0.75, 1.0), seed: int = 0,
@@ -96,7 +71,7 @@ def generation_table(backbone, layer, data: ItemData, steps_list, num_samples: i
     for mode, steps in tqdm(jobs, desc="generation", disable=not progress):
         generator = torch.Generator().manual_seed(seed + steps)
         pieces = []
-        for rows in _batches(num_samples, batch_size):
+        for rows in batches(num_samples, batch_size):
             prompt = torch.empty(rows.stop - rows.start, 0, dtype=torch.long)
             pieces.append(generate(backbone, prompt, layer=layer if mode == "codd" else None, gen_length=length,
                                    block_length=length, steps=steps, remasking=remasking, temperature=temperature,
@@ -115,7 +90,7 @@ def infill_table(backbone, layer, data: ItemData, fractions=(0.25, 0.5, 0.75), s
         generator = torch.Generator().manual_seed(seed)
         masked = _masks(x0, fraction, generator)
         filled = {"factorized": [], "codd": []}
-        for rows in _batches(len(x0), batch_size):
+        for rows in batches(len(x0), batch_size):
             x, m = x0[rows], masked[rows]
             out = backbone(corrupt(x, m, backbone, generator))
             dist = layer.distribution(out.logits, out.hidden, x, m)

@@ -75,6 +75,7 @@ def check_options(args) -> None:
         _training(args)
     if args.command in ("demo", "eval"):
         check_int("--samples", args.samples, 1)
+        check_int("--control-items", args.control_items, 1)
     if args.command == "eval":
         _run_folder(args)
         _report_folder(args.out)

@@ -14,12 +14,14 @@ def _fmt(value) -> str:
 
 
 def markdown_tables(results: dict) -> str:
-    lines = ["## Perplexity per masked token (held-out)", "",
+    lines = ["## Perplexity per masked token (held-out items of unseen types; one mask draw, one random order)", "",
              "| masked fraction | one-step | sequential | CoDD | gap closed |", "|---|---|---|---|---|"]
     ppl = results["perplexity"]
     for frac in ppl["one_step"]:
         lines.append(f"| {frac} | {_fmt(ppl['one_step'][frac])} | {_fmt(ppl['sequential'][frac])} | "
                      f"{_fmt(ppl['codd'][frac])} | {_fmt(results['gap_closed'][frac])} |")
+    if "controls" in results:
+        lines += ["", *controls_tables(results["controls"])]
     gen = results["generation"]
     lines += ["", "## Unconditional generation (valid = real items)", "",
               "| steps per block | valid factorized | valid CoDD | distinct valid factorized | distinct valid CoDD "
@@ -39,6 +41,47 @@ def markdown_tables(results: dict) -> str:
                       f"{timing['seconds_per_block_codd'] * 1e3:.3f} ms with CoDD "
                       f"(overhead ×{timing['overhead_ratio']:.2f})."]
     return "\n".join(lines) + "\n"
+
+
+def _pm(cell: dict | None) -> str:
+    """``mean ± ci95``, or "–" for a control that was not run."""
+    if cell is None:
+        return "–"
+    return f"{_fmt(cell['mean'])} ± {_fmt(cell['ci95'])}"
+
+
+def _control_columns(rows: dict) -> list[tuple[str, str]]:
+    """(header, row key) of a controls table: one-step, every sequential order, CoDD, the circuits alone."""
+    keys = {key for row in rows.values() for key in row}
+    orders = [(f"seq. {key.removeprefix('sequential:').replace('_', ' ')}", key)
+              for key in next(iter(rows.values()), {}) if key.startswith("sequential:")]
+    return [c for c in [("one-step", "one_step"), *orders, ("CoDD", "codd"), ("CoDD − floor", "codd_minus_floor"),
+                        ("HMM alone (EM)", "hmm_em"), ("circuit alone", "circuit_alone")] if c[1] in keys]
+
+
+def controls_tables(controls: dict) -> list[str]:
+    """The controls beside the perplexity table (see :mod:`pcdiff.app.controls`), as markdown lines."""
+    settings, fits = controls["settings"], controls["standalone"]
+    alone = "; ".join(f"{name}: {fit['parameters']:,} parameters by {fit['method']}, training NLL "
+                      f"{_fmt(fit['train_nll_per_token'])} per token" for name, fit in fits.items())
+    gain = ", ".join(f"{name.replace('_', ' ')} {_pm(cell)}" for name, cell in controls["codd_gain_one_token"].items())
+    lines = ["## Controls: nats per masked token, mean ± 95% CI over items", "",
+             f"Each item's NLL is averaged over {settings['mask_draws']} draws of exactly that many masked "
+             f"positions; sequential orders are left-to-right and {settings['random_orders']} fresh random "
+             f"order(s) per draw, the floor is the better of them. Circuits alone (no backbone), fit on "
+             f"{settings['fit_items']} training occurrences: {alone}.", "",
+             f"**CoDD's gain over one-step at one masked token** (no factorization gap there; ≈ 0 for a converged "
+             f"backbone): {gain}."]
+    for name, table in controls["sets"].items():
+        columns = _control_columns(table["rows"])
+        lines += ["", f"### {name.replace('_', ' ')} ({table['items']} item{'' if table['items'] == 1 else 's'})", "",
+                  "| masked | " + " | ".join(h for h, _ in columns) + " | floor order | gap closed |",
+                  "|---" * (len(columns) + 3) + "|"]
+        for label, row in table["rows"].items():
+            gap = row.get("gap_closed")
+            lines.append(f"| {label} ({row['masked']}) | " + " | ".join(_pm(row.get(k)) for _, k in columns)
+                         + f" | {row['sequential_best']['order']} | {'–' if gap is None else _fmt(gap)} |")
+    return lines
 
 
 def save_plots(results: dict, out_dir: pathlib.Path) -> list[pathlib.Path]:

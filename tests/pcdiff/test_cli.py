@@ -21,8 +21,37 @@ def words_file(tmp_path_factory):
 @pytest.fixture(scope="module")
 def demo_run(tmp_path_factory, words_file):
     out = tmp_path_factory.mktemp("demo") / "run"
-    assert main(["demo", "--data", str(words_file), "--out", str(out), "--samples", "40", *TINY]) == 0
+    assert main(["demo", "--data", str(words_file), "--out", str(out), "--samples", "40", "--control-items", "16",
+                 *TINY]) == 0
     return out
+
+
+def without_timing(value):
+    """A results dict without its wall-clock fields (every key naming seconds, and the timing table)."""
+    if isinstance(value, dict):
+        return {k: without_timing(v) for k, v in value.items() if "seconds" not in k and k != "timing"}
+    if isinstance(value, list):
+        return [without_timing(v) for v in value]
+    return value
+
+
+def test_the_same_seed_gives_the_same_results_timings_aside(words_file, tmp_path):
+    """Training runs for steps (never seconds) and every draw is seeded: the demo's pipeline (prepare →
+    train → evaluate → report) twice on one machine gives one results.json but for how long things took."""
+    from pcdiff.app.controls import ControlSettings
+    from pcdiff.app.demo import evaluate_run, prepare_run, train_prepared, write_report
+    texts = []
+    for attempt in ("first", "second"):
+        run = prepare_run(None, str(words_file), max_length=6, seed=5, num_states=4, backbone_dim=16,
+                          backbone_depth=1)
+        train_prepared(run, backbone_steps=6, layer_steps=3, progress=False)
+        controls = ControlSettings(items=10, fit_epochs=1, seed=5)
+        write_report(evaluate_run(run, seed=5, num_samples=12, progress=False, controls=controls), tmp_path / attempt)
+        texts.append((tmp_path / attempt / "results.json").read_text())
+    first, second = (json.loads(text) for text in texts)
+    assert "seconds" in texts[0] and first["settings"]["backbone"]["steps"] == 6   # timings there to drop
+    # compared as JSON text: NaN (a gap closed over no gap) equals itself there
+    assert json.dumps(without_timing(first), sort_keys=True) == json.dumps(without_timing(second), sort_keys=True)
 
 
 def test_demo_writes_results_report_and_plots(demo_run):
@@ -40,9 +69,13 @@ def test_demo_writes_results_report_and_plots(demo_run):
             assert cell["distinct_valid"] <= 40
         assert set(results["infill"][mode]) == {"0.25", "0.5", "0.75"}
     assert results["timing"]["overhead_ratio"] > 0
+    controls = results["controls"]
+    assert controls["sets"]["in_distribution"]["items"] == 16 and controls["settings"]["fit_items"] == 640
+    assert set(controls["codd_gain_one_token"]) == {"in_distribution", "unseen_types"}
     assert results["settings"]["backbone"]["steps"] == 8
     assert "final_loss" in json.dumps(results["settings"]) or "train_loss" in json.dumps(results["settings"])
-    assert (demo_run / "results.md").read_text().startswith("# pcdiff demo")
+    report = (demo_run / "results.md").read_text()
+    assert report.startswith("# pcdiff demo") and report.index("## Perplexity") < report.index("## Controls")
     for plot in ("perplexity.png", "generation.png", "infill.png"):
         assert (demo_run / plot).stat().st_size > 1000
 
@@ -53,7 +86,8 @@ def test_sample_and_eval_read_the_run_back(demo_run, capsys, tmp_path):
     assert len(lines) == 5 and all(line.split()[-1] in {"real", "new", "malformed"} for line in lines)
     assert main(["sample", str(demo_run), "--num", "5", "--steps", "2", "--seed", "1"]) == 0
     assert [line for line in capsys.readouterr().out.splitlines() if line.strip()] == lines   # seeded
-    assert main(["eval", str(demo_run), "--out", str(tmp_path), "--samples", "20", "--quiet"]) == 0
+    assert main(["eval", str(demo_run), "--out", str(tmp_path), "--samples", "20", "--control-items", "8",
+                 "--quiet"]) == 0
     assert json.loads((tmp_path / "results.json").read_text())["evaluation"]["num_samples"] == 20
 
 

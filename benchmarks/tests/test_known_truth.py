@@ -1,0 +1,47 @@
+"""The known-truth benchmark (``python -m benchmarks.known_truth``): its truth row is the exact
+conditional (brute force over the masked positions' completions), and a quick run prints the table."""
+import itertools
+import math
+
+import numpy as np
+import torch
+
+import structures
+from benchmarks import known_truth
+from pcdiff.app.scoring import circuit_scores, fixed_masks
+from tests.helpers.brute import evaluate
+
+
+def test_the_truth_is_the_exact_conditional_by_brute_force():
+    circuit = known_truth.reference(states=3, stay=0.85, seed=4)
+    truth = structures.compile(circuit, dtype=torch.float64)
+    x0 = known_truth.draw(truth, 5, torch.Generator().manual_seed(0))
+    masked = fixed_masks(x0, 3, torch.Generator().manual_seed(1))
+    got = circuit_scores(truth, x0, masked)
+    for row in range(len(x0)):
+        where = masked[row].nonzero().squeeze(1).numpy()
+        completions = np.repeat(x0[row].numpy()[None], known_truth.VOCAB ** 3, axis=0)
+        completions[:, where] = list(itertools.product(range(known_truth.VOCAB), repeat=3))
+        joint = evaluate(circuit, x0[row].numpy()[None])[0]
+        expected = -math.log(joint / evaluate(circuit, completions).sum())
+        assert abs(float(got[row]) - expected) < 1e-9
+
+
+@torch.no_grad()
+def test_the_reference_couples_far_positions():
+    """Sticky transitions: the first token is evidence about the last, fifteen positions away (the
+    sample mean of log p(x_last | x_first) − log p(x_last), an estimate of their mutual information)."""
+    truth = structures.compile(known_truth.reference(states=8, stay=0.95, seed=0), dtype=torch.float64)
+    x0 = known_truth.draw(truth, 400, torch.Generator().manual_seed(2))
+    first, last = (torch.zeros_like(x0, dtype=torch.bool) for _ in range(2))
+    first[:, 0], last[:, -1] = True, True
+    given_first = truth.log_prob(x0, observed=first | last) - truth.log_prob(x0, observed=first)
+    assert float((given_first - truth.log_prob(x0, observed=last)).mean()) > 0.02
+
+
+def test_quick_run_prints_the_table(capsys):
+    assert known_truth.main(["--quick", "--quiet"]) == 0
+    out = capsys.readouterr().out
+    for fraction in known_truth.FRACTIONS:
+        assert f"| {fraction} | " in out
+    assert "CoDD is within" in out and "truth" in out

@@ -1,0 +1,101 @@
+"""The demo's controls: per-item scores checked against brute force and the chain rule by hand; the
+controls table on a tiny run (item sets by type, one-token row, circuits alone) and its report."""
+import math
+
+import numpy as np
+import pytest
+import torch
+
+import structures
+from pcdiff.app.controls import ControlSettings, control_table, item_sets
+from pcdiff.app.report import controls_tables
+from pcdiff.app.scoring import backbone_scores, circuit_scores, fixed_masks, left_to_right, mean_ci
+from tests.helpers.brute import all_assignments, evaluate
+from tests.helpers.stubs import V, StubBackbone, contextual
+
+
+def test_circuit_scores_are_the_exact_conditional_by_brute_force():
+    circuit = structures.hmm(4, 3, 3, seed=2)
+    assignments = all_assignments(circuit)
+    probs = evaluate(circuit, assignments)
+    x0 = torch.tensor([[0, 2, 1, 1], [2, 2, 0, 1], [1, 0, 0, 2]])
+    masked = torch.tensor([[True, False, True, False], [False, True, True, True], [True, True, True, True]])
+    got = circuit_scores(structures.compile(circuit, dtype=torch.float64), x0, masked)
+    for row in range(3):
+        x, m = x0[row].numpy(), masked[row].numpy()
+        agree = (assignments[:, ~m] == x[~m]).all(1)                   # completions of the observed part
+        joint = probs[(assignments == x).all(1)].sum()
+        assert float(got[row]) == pytest.approx(-math.log(joint / probs[agree].sum()), rel=1e-9)
+
+
+def test_sequential_is_the_chain_rule_in_the_given_order_and_one_step_at_one_token():
+    backbone = StubBackbone(contextual(4, seed=3))
+    x0 = torch.tensor([[1, 3, 0, 2], [4, 4, 2, 0]])
+    masked = torch.tensor([[True, True, False, True], [True, True, False, True]])
+    keys = {"left_to_right": left_to_right(x0), "reverse": -left_to_right(x0)}
+    scores = backbone_scores(backbone, None, x0, masked, keys)
+
+    def chain(order):
+        total, current = torch.zeros(2), torch.where(masked, backbone.mask_id, x0)
+        for pos in order:
+            logp = torch.log_softmax(backbone.logits_fn(current).float(), -1)[:, pos]
+            total -= logp.gather(1, x0[:, pos, None]).squeeze(1)
+            current[:, pos] = x0[:, pos]
+        return total
+    torch.testing.assert_close(scores["sequential:left_to_right"], chain([0, 1, 3]))
+    torch.testing.assert_close(scores["sequential:reverse"], chain([3, 1, 0]))
+    one = fixed_masks(x0, 1, torch.Generator().manual_seed(0))
+    at_one = backbone_scores(backbone, None, x0, one, {"left_to_right": left_to_right(x0)})
+    torch.testing.assert_close(at_one["sequential:left_to_right"], at_one["one_step"])
+    with pytest.raises(ValueError, match="same number"):
+        backbone_scores(backbone, None, x0, torch.tensor([[True] * 4, [True, False, False, False]]))
+
+
+def test_mean_ci_is_the_normal_interval_of_the_per_item_mean():
+    values = torch.tensor([1.0, 2.0, 4.0, 5.0])
+    cell = mean_ci(values)
+    assert cell["mean"] == pytest.approx(3.0)
+    assert cell["ci95"] == pytest.approx(1.959964 * np.std([1, 2, 4, 5], ddof=1) / 2)
+    assert math.isnan(mean_ci(torch.tensor([1.0]))["ci95"])
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    from pcdiff.app.demo import prepare_run, train_prepared
+    path = tmp_path_factory.mktemp("controls") / "words.txt"
+    path.write_text("\n".join(["cat", "dog", "bird", "fish", "cow", "owl", "bee", "ant", "eel", "yak", "emu",
+                               "ram", "hen", "pig", "fox", "elk", "gnu", "bat", "cod", "asp"]) + "\n")
+    run = prepare_run(None, str(path), max_length=5, seed=1, num_states=4, backbone_dim=16, backbone_depth=1)
+    return train_prepared(run, backbone_steps=4, layer_steps=2, progress=False)
+
+
+def test_item_sets_split_seen_types_from_unseen_ones(tiny_run):
+    data = tiny_run.data
+    sets = item_sets(data, 30, seed=0)
+    decode = lambda rows: {data.vocab.decode(r) for r in rows.tolist()}       # noqa: E731
+    assert len(sets["in_distribution"]) == 30 and decode(sets["in_distribution"]) <= set(data.train_items)
+    assert decode(sets["unseen_types"]) == set(data.heldout_items)         # fewer than 30: all of them
+    assert decode(sets["unseen_types"]).isdisjoint(data.train_items)
+
+
+def test_control_table_has_every_control_and_the_report_prints_it(tiny_run):
+    settings = ControlSettings(items=12, mask_draws=2, random_orders=2, fit_epochs=1)
+    controls = control_table(tiny_run.backbone, tiny_run.layer, tiny_run.data, 4, settings, progress=False)
+    assert set(controls["sets"]) == {"in_distribution", "unseen_types"}
+    assert set(controls["standalone"]) == {"hmm_em", "circuit_alone"}
+    rows = controls["sets"]["in_distribution"]["rows"]
+    assert list(rows) == ["1 token", "0.25", "0.5", "0.75", "1.0"]
+    assert [row["masked"] for row in rows.values()] == [1, 2, 3, 4, 6]
+    methods = {"one_step", "codd", "hmm_em", "circuit_alone", "sequential:left_to_right", "sequential:random_1",
+               "sequential:random_2"}
+    for row in rows.values():
+        assert methods <= set(row) and all(row[m]["mean"] > 0 and row[m]["ci95"] >= 0 for m in methods)
+        floor = min(row[m]["mean"] for m in methods if m.startswith("sequential"))
+        assert row["sequential_best"]["mean"] == floor
+        assert row["codd_gain"]["mean"] == pytest.approx(row["one_step"]["mean"] - row["codd"]["mean"])
+    one = rows["1 token"]
+    assert one["sequential:left_to_right"]["mean"] == pytest.approx(one["one_step"]["mean"])
+    assert controls["codd_gain_one_token"]["in_distribution"] == one["codd_gain"]
+    text = "\n".join(controls_tables(controls))
+    assert "CoDD's gain over one-step at one masked token" in text and "### unseen types" in text
+    assert text.count("| 1 token (1) |") == 2
