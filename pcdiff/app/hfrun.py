@@ -39,7 +39,7 @@ __all__ = ["HF_PREFIX", "TOP_K", "TOP_K_ABOVE", "is_hf_run", "weights_sha256", "
 
 HF_PREFIX = "hf:"
 #: Vocabularies above TOP_K_ABOVE tokens get a layer restricted to each position's TOP_K likeliest tokens.
-TOP_K, TOP_K_ABOVE = 64, 1024
+TOP_K, TOP_K_ABOVE = 256, 1024
 WEIGHT_PATTERNS = ("*.safetensors", "*.bin", "*.pt", "*.pth")
 
 
@@ -141,9 +141,15 @@ def _block_length(backbone, max_length: int | None) -> int:
 
 def train_hf(args, directory: pathlib.Path, out: pathlib.Path, device, progress: bool) -> pathlib.Path:
     """Train a CoDD layer on the frozen model in ``directory`` into the new run folder ``out``."""
+    from ..train.distributed import launched
     from .demo import check_layer_size, training_steps
+    if launched():
+        raise ValueError("--backbone hf:DIR trains in one process: run it without torchrun")
     directory = directory.resolve()
     backbone, tokenizer = _open(directory, device)
+    if len(tokenizer) > backbone.vocab_size:
+        raise ValueError(f"--backbone hf:{directory}: the tokenizer has {len(tokenizer)} tokens but the model only "
+                         f"{backbone.vocab_size}: not this model's tokenizer")
     sha = weights_sha256(directory)
     length = _block_length(backbone, args.max_length)
     spec = data_spec(args.dataset, args.data, args.seed)
@@ -194,8 +200,9 @@ def load_hf_run(directory: pathlib.Path, device=None):
         raise CheckpointError(f"{directory}: the model in {model} changed since training (weights SHA-256 "
                               f"{sha[:16]}…, the run recorded {hf['weights_sha256'][:16]}…); train the layer again")
     record = checkpoint_record(directory / "layer.json")
-    if record["config"].get("trained_with", {}).get("hf_weights_sha256") != sha or \
-            settings.get("checkpoints", {}).get("layer_sha256") != record["sha256"]:
+    trained_with, recorded = record["config"].get("trained_with"), settings.get("checkpoints")
+    if not isinstance(trained_with, dict) or trained_with.get("hf_weights_sha256") != sha or \
+            not isinstance(recorded, dict) or recorded.get("layer_sha256") != record["sha256"]:
         raise CheckpointError(f"{directory}: layer.json was not written with this run.json; train again")
     backbone, tokenizer = _open(model, device)
     return settings, backbone, tokenizer, load_layer(directory / "layer.json", device=device)

@@ -1,5 +1,7 @@
 """`pcdiff train --backbone hf:DIR` and `pcdiff sample RUN --prompt` through the CLI, on a tiny DiffusionGemma
 (uniform noise) and a tiny BERT (masked) saved with a character-level tokenizer in tmp_path (no hub)."""
+import json
+
 import pytest
 import torch
 
@@ -109,3 +111,14 @@ def test_user_errors_are_named(model_dir, run, words, tmp_path, capsys):
     assert "only `pcdiff sample`" in capsys.readouterr().err
     assert train(model_dir, words, tmp_path / "r2", "--noise", "uniform") == 2
     assert "--noise" in capsys.readouterr().err
+
+
+def test_a_large_vocabulary_gets_a_top_k_layer(words, tmp_path):
+    save_tokenizer(tmp_path / "big")
+    config = transformers.BertConfig(vocab_size=1100, hidden_size=16, num_hidden_layers=1, num_attention_heads=1,
+                                     intermediate_size=16, max_position_embeddings=16, mask_token_id=3)
+    transformers.BertForMaskedLM(config).save_pretrained(tmp_path / "big")
+    assert train(tmp_path / "big", words, tmp_path / "run") == 0
+    layer = json.loads((tmp_path / "run" / "layer.json").read_text())["config"]["layer"]
+    assert (layer["vocab_size"], layer["top_k"]) == (1100, 256)
+    assert main(["sample", str(tmp_path / "run"), "--prompt", "ca", "--num", "2", "--quiet"]) == 0
