@@ -89,11 +89,15 @@ def build_parser() -> argparse.ArgumentParser:
     _model_options(train)
     train.add_argument("--out", help="run folder to create, new or empty: an existing run is never overwritten "
                                      "(default: a fresh pcdiff-runs/run-N)")
+    train.add_argument("--backbone", default="tiny", help="tiny (the built-in backbone, trained here) or hf:DIR, a "
+                                                          "frozen Hugging Face model and tokenizer saved by "
+                                                          "save_pretrained (docs/backbones.md)")
     _common(train)
 
     sample = commands.add_parser("sample", help="generate items from a trained run")
     sample.add_argument("run", help="run folder written by `pcdiff train` or `pcdiff demo`")
     sample.add_argument("--num", type=int, default=20, help="how many items")
+    sample.add_argument("--prompt", help="text to complete (runs over a Hugging Face model only; default: none)")
     sample.add_argument("--steps", type=int, default=2, help="decoding steps per block")
     sample.add_argument("--codd", choices=CODD_MODES, default="joint", help="use of the layer")
     sample.add_argument("--remasking", choices=REMASKING, default="low_confidence")
@@ -197,6 +201,12 @@ def cmd_train(args) -> int:
     from ..train.distributed import session
     from .options import torch_device
     from .runs import fresh_run_directory, save_run
+    if args.backbone != "tiny":
+        from .hfrun import HF_PREFIX, train_hf
+        out = train_hf(args, pathlib.Path(args.backbone.removeprefix(HF_PREFIX)), fresh_run_directory(args.out),
+                       torch_device(args.device), progress=not args.quiet)
+        print(f"saved run to {out}")
+        return 0
     with session(torch_device(args.device)) as (world, device):
         out = fresh_run_directory(args.out) if world.is_main else None
         run = _train(args, _prepare(args, device), progress=not args.quiet and world.is_main)
@@ -210,7 +220,14 @@ def cmd_train(args) -> int:
 def cmd_sample(args) -> int:
     from ..decode import generate
     from .options import torch_device
+    from .hfrun import is_hf_run, sample_hf
     from .runs import load_run
+    if is_hf_run(pathlib.Path(args.run)):
+        print("\n".join(sample_hf(args, torch_device(args.device))))
+        return 0
+    if args.prompt is not None:
+        raise ValueError(f"--prompt needs a run over a Hugging Face model (train --backbone hf:DIR); {args.run} "
+                         "is a tiny-backbone run")
     run = load_run(pathlib.Path(args.run), device=torch_device(args.device))
     length = run.data.block_length
     if args.steps > length:

@@ -52,11 +52,7 @@ def prepare_run(dataset: str | None = "words", data_file: str | None = None, max
     torch.manual_seed(seed)
     spec = data_spec(dataset, data_file, seed, max_length)
     data = load_data(spec)
-    size = layer_values(structure, data.block_length, data.vocab.size, num_states, adapter, backbone_dim)
-    if size > MAX_VALUES:
-        raise ValueError(f"num_states = {num_states} gives a {structure} layer over blocks of {data.block_length} "
-                         f"positions and {data.vocab.size} tokens of at least {size:.3g} parameter values, more "
-                         f"than the limit of {MAX_VALUES:,}")
+    check_layer_size(structure, data.block_length, data.vocab.size, num_states, adapter, backbone_dim)
     mask_id = data.vocab.mask_id if noise == "mask" else None
     backbone = TinyDiffusionTransformer(data.vocab.size, mask_id, data.block_length, dim=backbone_dim,
                                         depth=backbone_depth, noise=noise).to(device)
@@ -73,6 +69,15 @@ def prepare_run(dataset: str | None = "words", data_file: str | None = None, max
     if noise != "mask":                       # a masked run's settings stay as they always were
         settings["noise"] = noise
     return Run(data=data, backbone=backbone, layer=layer, settings=settings)
+
+
+def check_layer_size(structure: str, length: int, vocab: int, num_states: int, adapter: str, hidden: int) -> None:
+    """Refuse a layer of more than MAX_VALUES parameter values before anything is built."""
+    size = layer_values(structure, length, vocab, num_states, adapter, hidden)
+    if size > MAX_VALUES:
+        raise ValueError(f"num_states = {num_states} gives a {structure} layer over blocks of {length} "
+                         f"positions and {vocab} tokens of at least {size:.3g} parameter values, more "
+                         f"than the limit of {MAX_VALUES:,}")
 
 
 def train_prepared(run: Run, budget: float = 1.0, backbone_steps: int | None = None, layer_steps: int | None = None,

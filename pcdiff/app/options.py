@@ -52,6 +52,15 @@ def _training(args) -> None:
                                                                         if pathlib.Path(args.data).is_dir() else ""))
     if args.out is not None:
         check_new_folder(args.out, "--out")
+    backbone = getattr(args, "backbone", "tiny")
+    if backbone != "tiny":
+        if not backbone.startswith("hf:") or not backbone[3:]:
+            raise ValueError(f"--backbone must be tiny or hf:DIR (a save_pretrained folder), got {backbone!r}")
+        if not pathlib.Path(backbone[3:]).is_dir():
+            raise FileNotFoundError(f"--backbone {backbone}: no such folder")
+        if args.noise != "mask" or args.backbone_steps is not None:
+            raise ValueError(f"--backbone {backbone} is frozen and brings its own noise: --noise and "
+                             "--backbone-steps apply to the tiny backbone only")
 
 
 def _run_folder(args) -> None:

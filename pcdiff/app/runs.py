@@ -84,6 +84,9 @@ def read_settings(path: pathlib.Path) -> dict:
     settings = read_json(path, "run file")
     if not isinstance(settings, dict):
         raise CheckpointError(f"{path}: a run file holds a JSON object, this one a {type(settings).__name__}")
+    if "hf" in settings:
+        raise CheckpointError(f"{path}: a run over the Hugging Face model in {settings['hf'].get('path')!r} "
+                              "(train --backbone hf:DIR): only `pcdiff sample` reads it")
     if "num_states" not in settings and "hidden" in settings:                 # 0.1 wrote "hidden"
         settings["num_states"] = settings["hidden"]
     data = settings.get("data")

@@ -39,7 +39,7 @@ class CheckpointError(ValueError):
     """A checkpoint that is missing, corrupt, or does not match what it is loaded into."""
 
 
-def _sha256(path: pathlib.Path) -> str:
+def file_sha256(path: pathlib.Path) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as f:
         for chunk in iter(lambda: f.read(1 << 20), b""):
@@ -55,7 +55,7 @@ def save_checkpoint(stem: str | os.PathLike, tensors: dict[str, torch.Tensor], c
     meta = stem.with_name(stem.name + ".json")
     flat = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
     atomic_write(weights, lambda p: save_file(flat, str(p)))
-    record = {"format": FORMAT, "version": VERSION, "tensors": weights.name, "sha256": _sha256(weights),
+    record = {"format": FORMAT, "version": VERSION, "tensors": weights.name, "sha256": file_sha256(weights),
               "config": config}
     atomic_write_text(meta, json.dumps(record, indent=1))
     return meta
@@ -115,7 +115,7 @@ def load_checkpoint(path: str | os.PathLike, device=None) -> tuple[dict[str, tor
     weights = path.with_name(record["tensors"])
     if not weights.is_file():
         raise CheckpointError(f"{path}: its tensor file {weights.name} is missing")
-    if _sha256(weights) != record.get("sha256"):
+    if file_sha256(weights) != record.get("sha256"):
         raise CheckpointError(f"{weights}: corrupt checkpoint (SHA-256 differs from the one recorded in {path.name})")
     try:
         tensors = load_file(str(weights), device=str(device) if device is not None else "cpu")

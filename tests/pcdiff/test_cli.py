@@ -86,6 +86,8 @@ def test_sample_and_eval_read_the_run_back(demo_run, capsys, tmp_path):
     assert len(lines) == 5 and all(line.split()[-1] in {"real", "new", "malformed"} for line in lines)
     assert main(["sample", str(demo_run), "--num", "5", "--steps", "2", "--seed", "1"]) == 0
     assert [line for line in capsys.readouterr().out.splitlines() if line.strip()] == lines   # seeded
+    assert main(["sample", str(demo_run), "--prompt", "ca"]) == 2                             # hf runs only
+    assert "--prompt needs a run over a Hugging Face model" in capsys.readouterr().err
     assert main(["eval", str(demo_run), "--out", str(tmp_path), "--samples", "20", "--control-items", "8",
                  "--quiet"]) == 0
     assert json.loads((tmp_path / "results.json").read_text())["evaluation"]["num_samples"] == 20
