@@ -75,7 +75,7 @@ def _report_folder(out) -> None:
 
 
 def check_options(args) -> None:
-    """Check every option of one command's parsed ``args`` (see :func:`pcdiff.app.cli.build_parser`)."""
+    """Check every option of one command's parsed ``args`` (see :func:`pcdiff.app.parser.build_parser`)."""
     if hasattr(args, "seed"):
         check_seed(args.seed)
     if hasattr(args, "device"):

@@ -223,7 +223,8 @@ def test_tiny_uniform_backbone_generates_with_the_layer_and_the_ar_product(words
 
 # ----------------------------------------------------------------------------- the command line
 def test_a_uniform_run_trains_saves_and_serves_sample_and_infill(tmp_path, capsys):
-    from pcdiff.app.cli import build_parser, main
+    from pcdiff.app.cli import main
+    from pcdiff.app.parser import build_parser
     from pcdiff.app.demo import prepare_run, train_prepared
     from pcdiff.app.runs import load_run, save_run
     data = tmp_path / "words.txt"
