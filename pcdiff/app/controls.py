@@ -44,7 +44,7 @@ ONE_TOKEN = "1 token"
 @dataclass(frozen=True)
 class ControlSettings:
     """Sizes of the controls (the defaults fit the demo's time budget; see docs/results.md)."""
-    items: int = 200                       # per item set
+    items: int = 150                       # per item set
     mask_draws: int = 2                    # masks drawn per item and masked count, averaged
     random_orders: int = 1                 # random reveal orders per mask draw, besides left-to-right
     fractions: tuple = (0.25, 0.5, 0.75, 1.0)

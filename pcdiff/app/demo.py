@@ -124,7 +124,7 @@ def _scalars(summary: dict) -> dict:
 
 
 @torch.no_grad()
-def evaluate_run(run: Run, seed: int = 0, num_samples: int = 2000, heldout_items: int = 1000,
+def evaluate_run(run: Run, seed: int = 0, num_samples: int = 1200, heldout_items: int = 1000,
                  progress: bool = True, controls: ControlSettings | None = None) -> dict:
     """Every measurement of the demo, as the JSON-able results dict; ``controls`` sizes the controls
     beside the likelihood figures (:mod:`.controls`; default :class:`ControlSettings` with ``seed``)."""

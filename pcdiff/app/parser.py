@@ -46,7 +46,7 @@ def _model_options(parser: argparse.ArgumentParser) -> None:
 
 
 def _control_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--control-items", type=int, default=200,
+    parser.add_argument("--control-items", type=int, default=150,
                         help="items per set (in-distribution, unseen types) for the controls beside the "
                              "likelihood figures; the circuits alone are fit on 40 times as many training occurrences")
 
@@ -67,7 +67,7 @@ def build_parser() -> argparse.ArgumentParser:
     _data_options(demo)
     _model_options(demo)
     demo.add_argument("--out", help="output folder, new or empty (default: a fresh pcdiff-runs/run-N)")
-    demo.add_argument("--samples", type=int, default=2000, help="generated items per setting")
+    demo.add_argument("--samples", type=int, default=1200, help="generated items per setting")
     _control_options(demo)
     _common(demo)
 
@@ -112,7 +112,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate = commands.add_parser("eval", help="evaluate a trained run and write the report")
     evaluate.add_argument("run", help="run folder written by `pcdiff train` or `pcdiff demo`")
     evaluate.add_argument("--out", help="report folder (default: the run folder)")
-    evaluate.add_argument("--samples", type=int, default=2000, help="generated items per setting")
+    evaluate.add_argument("--samples", type=int, default=1200, help="generated items per setting")
     _control_options(evaluate)
     _common(evaluate)
 
