@@ -23,6 +23,7 @@ from ..files import atomic_write_text
 from ..train import heldout_loss, train_backbone, train_codd_layer
 from .controls import ControlSettings, control_table
 from .evaluation import gap_closed, generation_table, infill_table, perplexity_table, sampling_overhead
+from .pretrained import shipped_backbone
 from .report import markdown_tables, save_plots
 from .runs import Run, data_spec, load_data
 
@@ -35,12 +36,16 @@ LAYER_STEPS = 500
 def prepare_run(dataset: str | None = "words", data_file: str | None = None, max_length: int | None = None,
                 seed: int = 0, num_states: int = 128, structure: str = "hmm", adapter: str = "static",
                 device: str | torch.device = "cpu", backbone_dim: int = 128, backbone_depth: int = 4,
-                noise: str = "mask") -> Run:
+                noise: str = "mask", backbone: str = "train", data_seed: int | None = None) -> Run:
     """A run before training: its data, an initialized backbone and layer, its settings. Everything a
     user can get wrong (the data, the layer's size, the structure and adapter) fails here, in
     seconds, before any training. (Neither model draws from or changes the global RNG after the
     backbone's initialization, so building the layer first gives the same run.) ``noise``: the
-    backbone's noise, "mask" (absorbing) or "uniform" (no mask id; the layer has none either)."""
+    backbone's noise, "mask" (absorbing) or "uniform" (no mask id; the layer has none either).
+    ``backbone``: "train" (a new one, trained by :func:`train_prepared`) or "shipped" (the trained
+    one in ``pcdiff/pretrained/`` made for this data split, noise and size, when there is one:
+    :mod:`.pretrained`; else a new one). ``data_seed`` (default ``seed``) draws the held-out split
+    alone, so that runs of several seeds can share one split (and one shipped backbone)."""
     if structure not in STRUCTURES:
         raise ValueError(f"structure must be one of {STRUCTURES}, got {structure!r}")
     if adapter not in ADAPTERS:
@@ -49,13 +54,23 @@ def prepare_run(dataset: str | None = "words", data_file: str | None = None, max
         raise ValueError(f"num_states must be a positive int, got {num_states!r}")
     if noise not in NOISE_KINDS:
         raise ValueError(f"noise must be one of {NOISE_KINDS}, got {noise!r}")
+    if backbone not in ("train", "shipped"):
+        raise ValueError(f"backbone must be 'train' or 'shipped', got {backbone!r}")
+    check_int("data_seed", data_seed, 0, optional=True)
     torch.manual_seed(seed)
-    spec = data_spec(dataset, data_file, seed, max_length)
+    spec = data_spec(dataset, data_file, seed if data_seed is None else data_seed, max_length)
     data = load_data(spec)
     check_layer_size(structure, data.block_length, data.vocab.size, num_states, adapter, backbone_dim)
     mask_id = data.vocab.mask_id if noise == "mask" else None
-    backbone = TinyDiffusionTransformer(data.vocab.size, mask_id, data.block_length, dim=backbone_dim,
-                                        depth=backbone_depth, noise=noise).to(device)
+    wanted, backbone = backbone, TinyDiffusionTransformer(data.vocab.size, mask_id, data.block_length,
+                                                          dim=backbone_dim, depth=backbone_depth, noise=noise)
+    # built even when a shipped one replaces it: its draws from the seeded global RNG come before the
+    # layer's, so the layer starts the same either way
+    shipped = shipped_backbone(spec, data.block_length, noise, backbone_dim, backbone_depth) \
+        if wanted == "shipped" else None
+    if shipped is not None:
+        backbone = shipped[0]
+    backbone = backbone.to(device)
     layer = CoDDLayer.from_structure(structure, data.block_length, data.vocab.size, num_states=num_states,
                                      adapter=adapter,
                                      backbone_hidden_size=backbone.hidden_size, seed=seed,
@@ -68,6 +83,8 @@ def prepare_run(dataset: str | None = "words", data_file: str | None = None, max
     }
     if noise != "mask":                       # a masked run's settings stay as they always were
         settings["noise"] = noise
+    if shipped is not None:
+        settings["backbone"] = shipped[1]
     return Run(data=data, backbone=backbone, layer=layer, settings=settings)
 
 
@@ -82,17 +99,21 @@ def check_layer_size(structure: str, length: int, vocab: int, num_states: int, a
 
 def train_prepared(run: Run, budget: float = 1.0, backbone_steps: int | None = None, layer_steps: int | None = None,
                    progress: bool = True) -> Run:
-    """Train ``run``'s backbone, then its layer (backbone frozen), each for its step count:
-    ``backbone_steps`` and ``layer_steps``, or the defaults scaled by ``budget``."""
+    """Train ``run``'s backbone (unless it is a shipped, trained one), then its layer (backbone
+    frozen), each for its step count: ``backbone_steps`` and ``layer_steps``, or the defaults scaled
+    by ``budget``."""
     backbone_steps, layer_steps = training_steps(budget, backbone_steps, layer_steps)
     data, backbone, layer, seed = run.data, run.backbone, run.layer, run.settings["seed"]
-    backbone_summary = train_backbone(backbone, data, steps=backbone_steps, seed=seed, progress=progress)
+    shipped = run.settings.get("backbone", {})
+    backbone_summary = shipped if "shipped" in shipped else \
+        train_backbone(backbone, data, steps=backbone_steps, seed=seed, progress=progress)
     backbone.eval().requires_grad_(False)
     layer_summary = train_codd_layer(layer, backbone, data, steps=layer_steps, seed=seed, progress=progress)
     run.settings.update({
         "budget": budget,
         "backbone": {"parameters": backbone.num_parameters(), "config": backbone.config,
-                     **_scalars(backbone_summary)},
+                     **_scalars(backbone_summary),
+                     **({"plateau": shipped["plateau"]} if "shipped" in shipped else {})},
         "layer": {"parameters": sum(p.numel() for p in layer.parameters()), **_scalars(layer_summary)},
     })
     return run
@@ -166,8 +187,12 @@ def write_report(results: dict, out_dir: pathlib.Path) -> str:
     atomic_write_text(out_dir / "results.json", json.dumps(results, indent=1))
     settings = results["settings"]
     noise = " (uniform noise)" if settings.get("noise") == "uniform" else ""
+    backbone = settings["backbone"]
+    source = (f" (shipped `{backbone['shipped']}`, trained {backbone['steps']:,} steps"
+              f"{' to a plateau' if backbone['plateau_reached'] else ', NOT to a plateau'})"
+              if "shipped" in backbone else f" (trained here, {backbone['steps']:,} steps)")
     header = (f"# pcdiff demo: {settings['dataset']}\n\n"
-              f"Backbone{noise} {settings['backbone']['parameters']:,} parameters, held-out diffusion loss "
+              f"Backbone{noise}{source} {backbone['parameters']:,} parameters, held-out diffusion loss "
               f"{results['backbone_heldout_loss']:.3f}; CoDD layer: {settings['structure']} with "
               f"{settings['num_states']} latent states, adapter `{settings['adapter']}`, "
               f"{settings['layer']['parameters']:,} parameters.\n\n")

@@ -78,10 +78,18 @@ def check_options(args) -> None:
     """Check every option of one command's parsed ``args`` (see :func:`pcdiff.app.parser.build_parser`)."""
     if hasattr(args, "seed"):
         check_seed(args.seed)
+    if getattr(args, "data_seed", None) is not None:
+        check_seed(args.data_seed, "--data-seed")
     if hasattr(args, "device"):
         torch_device(args.device)
     if args.command in ("demo", "train"):
         _training(args)
+    if args.command == "train-backbone":
+        check_int("--steps", args.steps, 1)
+        check_int("--eval-every", args.eval_every, 1)
+        check_number("--dropout", args.dropout, strict=False)
+        if args.dropout >= 1:
+            raise ValueError(f"--dropout must be below 1, got {args.dropout}")
     if args.command in ("demo", "eval"):
         check_int("--samples", args.samples, 1)
         check_int("--control-items", args.control_items, 1)

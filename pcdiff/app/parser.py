@@ -26,6 +26,9 @@ def _data_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--max-length", type=int,
                        help="longest item in characters, at most 1024 (default: 12 for words, 32 for python, "
                             "the longest line of a file, a puzzle's item length)")
+    group.add_argument("--data-seed", type=int,
+                       help="seed of the held-out split alone (default: --seed); runs of several seeds that share "
+                            "one split can share one backbone")
 
 
 def _model_options(parser: argparse.ArgumentParser) -> None:
@@ -38,7 +41,11 @@ def _model_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--budget", type=float, default=1.0,
                        help="multiplies the default training steps (1 = about 5 minutes on 2 CPU cores; "
                             "4 = a longer, better run)")
-    group.add_argument("--backbone-steps", type=int, help="train the backbone this many steps (replaces the budget)")
+    group.add_argument("--retrain-backbone", action="store_true",
+                       help="train the backbone here, even where a trained one ships with pcdiff for this data "
+                            "(words, seed 0, masked noise: `pcdiff train-backbone`, docs/results.md)")
+    group.add_argument("--backbone-steps", type=int, help="train the backbone here, this many steps (replaces the "
+                                                          "budget; implies --retrain-backbone)")
     group.add_argument("--layer-steps", type=int, help="train the layer this many steps (replaces the budget)")
     group.add_argument("--noise", choices=NOISE_KINDS, default="mask",
                        help="the backbone's noise: mask (absorbing, the default) or uniform (noisy positions hold "
@@ -52,7 +59,8 @@ def _control_options(parser: argparse.ArgumentParser) -> None:
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--seed", type=int, default=0, help="seed for data split, training and sampling")
+    parser.add_argument("--seed", type=int, default=0, help="seed for training and sampling (and the data split unless "
+                                                            "--data-seed is given)")
     parser.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
 
@@ -83,6 +91,20 @@ def build_parser() -> argparse.ArgumentParser:
                                                           "frozen Hugging Face model and tokenizer saved by "
                                                           "save_pretrained (docs/backbones.md)")
     _common(train)
+
+    pretrain = commands.add_parser("train-backbone", help="train the tiny backbone to a plateau (the shipped one's "
+                                                          "recipe; docs/results.md)",
+                                   description="Train the built-in backbone for --steps steps, recording the exact "
+                                               "held-out NLL at one masked token, and write OUT.{json,safetensors} and "
+                                               "OUT.training.json (the plateau check). Deterministic given --seed.")
+    pretrain.add_argument("--out", required=True, help="checkpoint stem to write, e.g. pcdiff/pretrained/words-mask")
+    pretrain.add_argument("--dataset", choices=["words", "python", *TASKS], default="words", help="built-in data")
+    pretrain.add_argument("--steps", type=int, default=12000, help="optimizer steps (the schedule follows them)")
+    pretrain.add_argument("--noise", choices=NOISE_KINDS, default="mask", help="the backbone's noise")
+    pretrain.add_argument("--dropout", type=float, default=0.1, help="dropout of the transformer")
+    pretrain.add_argument("--eval-every", type=int, default=500, help="steps between the exact evaluations")
+    pretrain.add_argument("--seed", type=int, default=0, help="seed for data split and training")
+    pretrain.add_argument("--quiet", action="store_true", help="no progress bar")
 
     sample = commands.add_parser("sample", help="generate items from a trained run")
     sample.add_argument("run", help="run folder written by `pcdiff train` or `pcdiff demo`")

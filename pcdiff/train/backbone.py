@@ -74,7 +74,8 @@ def train_backbone(backbone: Backbone, data: ItemData, config: BackboneTrainingC
     config = make_config(BackboneTrainingConfig, config, settings)
     check_data_fits(data, backbone)
     return train_model(backbone, data, config, masked_diffusion_loss,
-                       lambda heldout: heldout_loss(backbone, heldout, seed=config.seed + 1), "train backbone")
+                       lambda heldout: {"heldout_loss": heldout_loss(backbone, heldout, seed=config.seed + 1)},
+                       "train backbone")
 
 
 def check_data_fits(data: ItemData, backbone) -> None:
@@ -88,11 +89,13 @@ def check_data_fits(data: ItemData, backbone) -> None:
         )
 
 
-def train_model(model, data: ItemData, config: BackboneTrainingConfig, loss, heldout_loss_of, desc: str) -> dict:
+def train_model(model, data: ItemData, config: BackboneTrainingConfig, loss, evaluate, desc: str) -> dict:
     """One model trained alone on ``data``'s training items (the backbone's and the autoregressive
-    model's trainer): Adam on ``loss(model, x0, generator)`` with the config's schedule, held-out
-    ``heldout_loss_of(x)`` at each evaluation. Batches, noise and dropout draw from seeded
-    generators; the global RNG state is left untouched; the model ends in eval mode."""
+    model's trainer): Adam on ``loss(model, x0, generator)`` with the config's schedule; at each
+    evaluation the record takes ``evaluate(heldout rows)`` (a dict with "heldout_loss", the field
+    the progress bar shows; {"heldout_loss": None} without held-out rows). Batches, noise and
+    dropout draw from seeded generators; the global RNG state is left untouched; the model ends in
+    eval mode."""
     heldout = data.encode_heldout()
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, betas=(0.9, 0.99))
     data_gen = torch.Generator().manual_seed(config.seed)
@@ -102,7 +105,7 @@ def train_model(model, data: ItemData, config: BackboneTrainingConfig, loss, hel
         value = loss(model, data.sample_train_batch(config.batch_size, data_gen).to(device), data_gen)
         return value, value.item()
 
-    monitor = Monitor(lambda: {"heldout_loss": heldout_loss_of(heldout) if len(heldout) else None})
+    monitor = Monitor(lambda: evaluate(heldout) if len(heldout) else {"heldout_loss": None})
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
         torch.manual_seed(config.seed)  # dropout draws from the global RNG; fork_rng restores it after
         model.train()
@@ -114,4 +117,6 @@ def train_model(model, data: ItemData, config: BackboneTrainingConfig, loss, hel
 
 
 def _heldout_field(record: dict) -> dict:
-    return {} if record["heldout_loss"] is None else {"heldout": f"{record['heldout_loss']:.3f}"}
+    """The progress bar's view of an evaluation: its numbers other than the step count and timing."""
+    return {key.removesuffix("_loss"): f"{value:.3f}" for key, value in record.items()
+            if key not in ("steps", "seconds", "train_loss") and isinstance(value, float)}

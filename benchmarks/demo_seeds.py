@@ -1,0 +1,122 @@
+"""The demo's likelihood figures and their controls over several seeds: mean ± sd (issue 13).
+
+``python -m benchmarks.demo_seeds [--seeds 0,1,2] [--layer-steps N] [--out docs/results.md] [--quick]``
+
+Every seed runs the demo's own pipeline (:func:`pcdiff.app.demo.prepare_run` →
+:func:`~pcdiff.app.demo.train_prepared` → the controls of :func:`pcdiff.app.controls.control_table`)
+on one data split (data seed 0) and the backbone shipped for it (``pcdiff train-backbone``, trained to
+a plateau), so the seeds vary the layer's initialization and training, the masks and the sampled
+orders. Without a shipped backbone for the split (``--quick``), each seed trains its own.
+
+For each item set (in-distribution occurrences, unseen word types) and masked count, in nats per
+masked token: one-step, the best sequential order (the floor), CoDD, and the two circuits alone (an
+EM-fit HMM, the layer's circuit fit by Adam); CoDD's gain at one masked token; gap closed (one-step −
+CoDD) / (one-step − floor). Each figure is the mean over seeds ± their standard deviation.
+"""
+from __future__ import annotations
+
+import argparse
+import pathlib
+import statistics
+import sys
+import time
+
+import torch
+
+from pcdiff.app.controls import ControlSettings, control_table
+from pcdiff.app.demo import prepare_run, train_prepared
+
+from .report import Section, write_sections
+
+COLUMNS = ("one_step", "sequential_best", "codd", "hmm_em", "circuit_alone")
+FRACTIONS = (0.25, 0.5, 0.75, 0.9, 1.0)
+
+
+def one_seed(seed: int, layer_steps: int, items: int, quick: bool) -> dict:
+    """The controls of one seed's run (the demo's sizes, or tiny ones with ``quick``)."""
+    sizes = dict(num_states=8, backbone_dim=16, backbone_depth=1) if quick else {}
+    run = prepare_run("words", seed=seed, data_seed=0, backbone="shipped", **sizes)
+    train_prepared(run, backbone_steps=20 if quick else None, layer_steps=layer_steps, progress=False)
+    settings = ControlSettings(items=items, seed=seed, fractions=FRACTIONS, fit_epochs=1 if quick else 3)
+    table = control_table(run.backbone, run.layer, run.data, run.settings["num_states"], settings, progress=False)
+    return {"backbone": run.settings["backbone"], "sets": table["sets"]}
+
+
+def mean_sd(values: list[float | None]) -> str:
+    """"mean ± sd"; "–" where a seed has no value (gap closed where there is no gap)."""
+    if any(v is None for v in values):
+        return "–"
+    sd = statistics.stdev(values) if len(values) > 1 else float("nan")
+    return f"{statistics.fmean(values):.3f} ± {sd:.3f}"
+
+
+def markdown(runs: dict[int, dict], info: dict) -> str:
+    backbone = next(iter(runs.values()))["backbone"]
+    source = (f"the shipped backbone `{backbone['shipped']}` ({backbone['steps']:,} steps; held-out NLL at one "
+              f"masked token {backbone['heldout_1tok']:.4f}, change over the last fifth "
+              f"{100 * backbone['plateau']['heldout_1tok']:.2f}%)" if "shipped" in backbone
+              else f"a backbone trained per seed ({backbone['steps']} steps: no shipped one matches)")
+    lines = [f"Command: `{info['command']}`{' (--quick: smoke-test sizes, not a measurement)' if info['quick'] else ''}"
+             f"; {info['seconds']:.0f} s on {torch.get_num_threads()} torch threads.", "",
+             f"Seeds {', '.join(map(str, runs))} on one split (data seed 0), {source}; the CoDD HMM layer trained "
+             f"{info['layer_steps']} steps per seed; {info['items']} items per set and masked count. Nats per masked "
+             "token, mean over seeds ± their standard deviation.", ""]
+    first = next(iter(runs.values()))["sets"]
+    for name in first:
+        lines += [f"**{name.replace('_', ' ')}**", "",
+                  "| masked | one-step | sequential (best order) | CoDD | HMM by EM alone | circuit alone | "
+                  "CoDD gain over one-step | gap closed |", "|" + "---|" * 8]
+        for label in first[name]["rows"]:
+            rows = [r["sets"][name]["rows"][label] for r in runs.values()]
+            cells = [mean_sd([row[c]["mean"] for row in rows]) for c in COLUMNS]
+            lines.append(f"| {label} | " + " | ".join(cells) + f" | {mean_sd([row['codd_gain']['mean'] for row in rows])}"
+                         f" | {mean_sd([row['gap_closed'] for row in rows])} |")
+        lines.append("")
+    return "\n".join(lines + ["Targets (issue 13), in distribution:", "", *targets(runs)]) + "\n"
+
+
+def targets(runs: dict[int, dict]) -> list[str]:
+    rows = lambda label: [r["sets"]["in_distribution"]["rows"][label] for r in runs.values()]  # noqa: E731
+    mean = lambda label, key: statistics.fmean(  # noqa: E731
+        row[key] if isinstance(row[key], float) else row[key]["mean"] for row in rows(label))
+    labels = list(next(iter(runs.values()))["sets"]["in_distribution"]["rows"])
+    ordered = [label for label in labels
+               if mean(label, "sequential_best") <= mean(label, "codd") <= mean(label, "one_step")]
+    gain = mean(labels[0], "codd_gain")
+    lines = [f"- sequential ≤ CoDD ≤ one-step at every masked count: {'met' if len(ordered) == len(labels) else 'missed'}"
+             f" (holds at {', '.join(ordered) or 'none'})",
+             f"- CoDD's gain at one masked token {gain:.4f} nats (target < 0.02: {'met' if abs(gain) < 0.02 else 'missed'})"]
+    for label, target in (("0.5", 0.8), ("0.9", 0.4)):
+        if label in labels:
+            value = mean(label, "gap_closed")
+            lines.append(f"- gap closed at {label} masked {value:.2f} (target ≥ {target}: "
+                         f"{'met' if value >= target else 'missed'})")
+    return lines
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.demo_seeds", description=__doc__.splitlines()[0])
+    parser.add_argument("--seeds", default="0,1,2", help="comma list of seeds")
+    parser.add_argument("--layer-steps", type=int, default=500, help="layer training steps per seed")
+    parser.add_argument("--items", type=int, default=300, help="items per set and masked count")
+    parser.add_argument("--out", help="markdown file to put the section in (e.g. docs/results.md)")
+    parser.add_argument("--quick", action="store_true", help="tiny sizes (seconds; for tests)")
+    args = parser.parse_args(argv)
+    seeds = [int(s) for s in args.seeds.split(",")]
+    started, runs = time.perf_counter(), {}
+    for seed in seeds:
+        runs[seed] = one_seed(seed, args.layer_steps, args.items, args.quick)
+        print(f"seed {seed}: done ({time.perf_counter() - started:.0f} s)", flush=True)
+    info = dict(command=" ".join(["python -m benchmarks.demo_seeds", *sys.argv[1:]]) if argv is None else
+                " ".join(["python -m benchmarks.demo_seeds", *argv]), quick=args.quick,
+                seconds=time.perf_counter() - started, layer_steps=args.layer_steps, items=args.items)
+    body = markdown(runs, info)
+    print(body)
+    if args.out:
+        write_sections(pathlib.Path(args.out), [Section("demo-seeds", "The demo over three seeds, with its controls "
+                                                                      "(issue 13)", body)])
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,20 @@
+"""The three-seed demo benchmark (``python -m benchmarks.demo_seeds``): every seed's controls end up in
+one mean ± sd table with its targets read off, written between its markers."""
+from benchmarks import demo_seeds
+
+
+def test_quick_run_writes_one_table_per_item_set_and_the_targets(tmp_path, capsys):
+    out = tmp_path / "results.md"
+    out.write_text("# Results\n\nwritten by hand\n")
+    assert demo_seeds.main(["--quick", "--seeds", "0,1", "--layer-steps", "2", "--items", "6", "--out", str(out)]) == 0
+    text = out.read_text()
+    assert "written by hand" in text and "<!-- pcdiff-bench:demo-seeds:begin -->" in text
+    for heading in ("**in distribution**", "**unseen types**", "Targets (issue 13)"):
+        assert heading in text
+    assert "| 1 token |" in text and "| 0.9 |" in text
+    assert "gain at one masked token" in text
+
+
+def test_mean_sd_leaves_a_figure_with_a_missing_seed_out():
+    assert demo_seeds.mean_sd([1.0, 3.0]) == "2.000 ± 1.414"
+    assert demo_seeds.mean_sd([1.0, None]) == "–"

@@ -1,0 +1,95 @@
+"""The backbone shipped inside the package: trained once to a plateau by a documented command,
+loaded by `pcdiff demo` unless asked to retrain.
+
+A five-minute demo cannot train a backbone to convergence on 2 CPU cores, and a CoDD layer on an
+unconverged backbone repairs its conditionals instead of closing its factorization gap (issue 13).
+So, as real projects do, the backbone is trained once, deterministically from its seed:
+
+    pcdiff train-backbone --out pcdiff/pretrained/words-mask
+
+(:func:`train_shipped_backbone`), and its checkpoint (safetensors + JSON, a few MB) ships in
+``pcdiff/pretrained/`` with a record of how it was made (``<name>.training.json``: the data spec, the
+settings, every evaluation, the plateau check). The SHA-256 of its tensors is pinned here, in code:
+a checkpoint's own JSON could be edited together with its tensors, this constant cannot.
+
+A shipped backbone is only used for the data split it was trained on: its data spec (source, seed,
+block length), noise and size must be the run's, else the demo trains a backbone from scratch.
+"""
+from __future__ import annotations
+
+import json
+import pathlib
+
+import torch
+
+from ..arguments import check_int
+from ..backbones import TinyDiffusionTransformer
+from ..files import atomic_write_text
+from ..train.checkpoint import CheckpointError, checkpoint_record, load_backbone, save_backbone
+from ..train.config import BackboneTrainingConfig
+from ..train.plateau import PLATEAU_TOLERANCE, train_to_plateau
+from .runs import data_spec, load_data
+
+__all__ = ["SHIPPED_DIR", "SHIPPED", "PRETRAIN_DEFAULTS", "train_shipped_backbone", "shipped_backbone"]
+
+SHIPPED_DIR = pathlib.Path(__file__).resolve().parent.parent / "pretrained"
+
+#: The shipped checkpoints: name -> the SHA-256 their tensors must hash to.
+SHIPPED: dict[str, str] = {}
+
+#: What `pcdiff train-backbone` trains by default (the shipped words backbone's recipe).
+PRETRAIN_DEFAULTS = dict(dataset="words", seed=0, steps=12000, noise="mask", dim=128, depth=4, dropout=0.1,
+                         batch_size=128, lr=3e-3, eval_every=500, eval_items=500)
+
+
+def train_shipped_backbone(out: str | pathlib.Path, progress: bool = True, **settings) -> dict:
+    """Train a tiny backbone for ``steps`` steps (:func:`~pcdiff.train.plateau.train_to_plateau`) and
+    save it as ``out.{json,safetensors}`` plus ``out.training.json``. Deterministic given the settings
+    (:data:`PRETRAIN_DEFAULTS` fills the rest). Returns the training record."""
+    unknown = set(settings) - set(PRETRAIN_DEFAULTS)
+    if unknown:
+        raise ValueError(f"unknown settings {sorted(unknown)}; known: {sorted(PRETRAIN_DEFAULTS)}")
+    s = {**PRETRAIN_DEFAULTS, **settings}
+    for name in ("seed", "steps", "dim", "depth", "batch_size", "eval_every", "eval_items"):
+        check_int(name, s[name], 0 if name == "seed" else 1)
+    spec = data_spec(s["dataset"], None, s["seed"])
+    data = load_data(spec)
+    torch.manual_seed(s["seed"])
+    mask_id = data.vocab.mask_id if s["noise"] == "mask" else None
+    backbone = TinyDiffusionTransformer(data.vocab.size, mask_id, data.block_length, dim=s["dim"], depth=s["depth"],
+                                        dropout=s["dropout"], noise=s["noise"])
+    config = BackboneTrainingConfig(steps=s["steps"], batch_size=s["batch_size"], lr=s["lr"], seed=s["seed"],
+                                    eval_every=s["eval_every"], progress=progress)
+    summary = train_to_plateau(backbone, data, config, eval_items=s["eval_items"])
+    out = pathlib.Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    path = save_backbone(backbone, out)
+    record = {"data": {**spec, "block_length": data.block_length}, "settings": s,
+              "sha256": checkpoint_record(path)["sha256"], "plateau": summary["plateau"],
+              "plateau_tolerance": PLATEAU_TOLERANCE,
+              "plateau_reached": all(v < PLATEAU_TOLERANCE for v in summary["plateau"].values()),
+              "history": summary["history"]}
+    atomic_write_text(out.with_name(out.name + ".training.json"), json.dumps(record, indent=1))
+    return record
+
+
+def shipped_backbone(spec: dict, block_length: int, noise: str, dim: int, depth: int):
+    """``(backbone, summary)`` of the shipped checkpoint trained on exactly this data spec, noise and
+    size, its tensors checked against the pinned SHA-256 (``summary``: its name, SHA-256, steps, last
+    evaluation and plateau check, for run.json); None when none matches."""
+    for name, sha256 in SHIPPED.items():
+        stem = SHIPPED_DIR / name
+        record = json.loads((SHIPPED_DIR / f"{name}.training.json").read_text())
+        s = record["settings"]
+        wanted = {key: spec.get(key) for key in ("source", "seed", "max_length")} | {"block_length": block_length}
+        have = {key: record["data"].get(key) for key in wanted}
+        if have != wanted or (s["noise"], s["dim"], s["depth"]) != (noise, dim, depth):
+            continue
+        if checkpoint_record(stem)["sha256"] != sha256:
+            raise CheckpointError(f"{stem}: the shipped backbone's record does not carry the pinned SHA-256 "
+                                  f"{sha256}; the package's files were changed")
+        summary = {"shipped": name, "sha256": sha256, "steps": s["steps"], "dropout": s["dropout"],
+                   **{key: value for key, value in record["history"][-1].items() if key != "seconds"},
+                   "plateau": record["plateau"], "plateau_reached": record["plateau_reached"]}
+        return load_backbone(stem), summary
+    return None

@@ -1,0 +1,97 @@
+"""The shipped backbone: the plateau measure is exact, the training record is complete, and a shipped
+checkpoint is used only for its own data split and only with its pinned SHA-256."""
+import json
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from pcdiff.app import pretrained
+from pcdiff.app.demo import prepare_run, train_prepared
+from pcdiff.backbones import TinyDiffusionTransformer
+from pcdiff.train.checkpoint import CheckpointError
+from pcdiff.train.plateau import one_token_nll, plateau_change
+
+SMALL = dict(steps=4, dim=16, depth=1, eval_every=2, eval_items=8)
+
+
+@pytest.mark.parametrize("noise", ["mask", "uniform"])
+def test_one_token_nll_is_the_mean_over_positions_masked_one_at_a_time(noise):
+    torch.manual_seed(0)
+    backbone = TinyDiffusionTransformer(7, 6 if noise == "mask" else None, 5, dim=16, depth=1, noise=noise)
+    x0 = torch.randint(0, 6, (3, 5))
+    if noise == "uniform":          # the corrupting token is a seeded draw: compare with the mask-free form
+        value = one_token_nll(backbone, x0, batch_size=4)
+        assert value == pytest.approx(one_token_nll(backbone, x0, batch_size=1000), rel=1e-6)  # nor the draws
+        return
+    by_hand = []
+    for row in x0:
+        for i in range(5):
+            noisy = row.clone()
+            noisy[i] = 6
+            logits = backbone(noisy[None]).logits[0, i]
+            by_hand.append(F.cross_entropy(logits[None], row[i:i + 1]).item())
+    assert one_token_nll(backbone, x0, batch_size=4) == pytest.approx(sum(by_hand) / len(by_hand), rel=1e-5)
+
+
+def test_plateau_change_compares_the_end_with_the_record_at_four_fifths():
+    history = [{"steps": s, "nll": v} for s, v in [(100, 3.0), (400, 2.2), (800, 2.02), (1000, 2.0)]]
+    assert plateau_change(history, "nll") == pytest.approx(0.01)
+    with pytest.raises(ValueError, match="two records"):
+        plateau_change(history[:1], "nll")
+
+
+@pytest.fixture(scope="module")
+def shipped_dir(tmp_path_factory):
+    """A package folder holding one small shipped backbone, as `pcdiff train-backbone` writes it."""
+    folder = tmp_path_factory.mktemp("pretrained")
+    record = pretrained.train_shipped_backbone(folder / "words-small", progress=False, **SMALL)
+    return folder, record
+
+
+def test_the_training_record_holds_every_evaluation_and_the_plateau_check(shipped_dir):
+    folder, record = shipped_dir
+    on_disk = json.loads((folder / "words-small.training.json").read_text())
+    assert on_disk == json.loads(json.dumps(record))
+    assert [r["steps"] for r in record["history"]] == [2, 4]
+    assert set(record["plateau"]) == {"heldout_1tok", "train_1tok"}
+    assert record["plateau_reached"] == all(v < 0.01 for v in record["plateau"].values())
+    assert record["data"] == {"source": "words", "seed": 0, "block_length": 13}
+
+
+def test_the_same_seed_trains_the_same_checkpoint(shipped_dir, tmp_path):
+    again = pretrained.train_shipped_backbone(tmp_path / "again", progress=False, **SMALL)
+    assert again["sha256"] == shipped_dir[1]["sha256"]
+
+
+def test_a_run_uses_the_shipped_backbone_of_its_split_only(shipped_dir, monkeypatch):
+    folder, record = shipped_dir
+    monkeypatch.setattr(pretrained, "SHIPPED_DIR", folder)
+    monkeypatch.setattr(pretrained, "SHIPPED", {"words-small": record["sha256"]})
+    sizes = dict(num_states=4, backbone_dim=16, backbone_depth=1)
+    shipped = prepare_run("words", seed=0, backbone="shipped", **sizes)
+    fresh = prepare_run("words", seed=0, backbone="train", **sizes)
+    assert shipped.settings["backbone"]["shipped"] == "words-small"
+    assert not torch.equal(shipped.backbone.head.weight, fresh.backbone.head.weight)
+    for a, b in zip(shipped.layer.parameters(), fresh.layer.parameters()):   # the layer starts the same
+        assert torch.equal(a, b)
+    train_prepared(shipped, layer_steps=1, progress=False)                  # no backbone training
+    assert shipped.settings["backbone"]["steps"] == SMALL["steps"]
+    assert "shipped" not in prepare_run("words", seed=1, backbone="shipped", **sizes).settings.get("backbone", {})
+    other_seed = prepare_run("words", seed=1, data_seed=0, backbone="shipped", **sizes)   # same split, new seed
+    assert other_seed.settings["backbone"]["shipped"] == "words-small" and other_seed.settings["data"]["seed"] == 0
+    assert "shipped" not in prepare_run("words", seed=0, backbone="shipped", num_states=4, backbone_dim=32,
+                                        backbone_depth=1).settings.get("backbone", {})
+
+
+def test_a_shipped_backbone_whose_hash_is_not_the_pinned_one_is_refused(shipped_dir, monkeypatch):
+    folder, _ = shipped_dir
+    monkeypatch.setattr(pretrained, "SHIPPED_DIR", folder)
+    monkeypatch.setattr(pretrained, "SHIPPED", {"words-small": "0" * 64})
+    with pytest.raises(CheckpointError, match="pinned SHA-256"):
+        prepare_run("words", seed=0, backbone="shipped", num_states=4, backbone_dim=16, backbone_depth=1)
+
+
+def test_unknown_settings_are_refused_by_name(tmp_path):
+    with pytest.raises(ValueError, match="unknown settings \\['layers'\\]"):
+        pretrained.train_shipped_backbone(tmp_path / "x", layers=3)
