@@ -41,21 +41,24 @@ from pcdiff.codd import CoDDLayer
 from pcdiff.data.puzzles import TASKS, load_task, perfect_factorized_generation
 from pcdiff.decode.canvas import generate_canvas
 from pcdiff.train import train_codd_layer
-from pcdiff.train.backbone import heldout_loss, masked_diffusion_loss, train_model
 from pcdiff.train.config import BackboneTrainingConfig
+from pcdiff.train.plateau import train_to_plateau
 
 from .common import markdown_table, torch_threads
 from .report import Section, write_sections
 
 __all__ = ["DECODERS", "build_model", "TrainableCanvas", "measure", "main"]
 
-#: (label, generate_canvas settings); the layer is passed to the CoDD ones.
+#: (label, generate_canvas settings); the layer is passed to the CoDD ones. Every decoder runs ``steps`` =
+#: the canvas length (the most a block needs when acceptance is final), the model's loop also at its default.
+MODEL_STEPS = 48
 DECODERS = (("factorized (model's loop)", dict(codd="off")),
+            (f"factorized (model's loop, {MODEL_STEPS} steps)", dict(codd="off", steps=MODEL_STEPS)),
             ("factorized, keep_accepted", dict(codd="off", keep_accepted=True)),
             ("CoDD, entropy_bound acceptance", dict(codd="joint", acceptance="entropy_bound")),
             ("CoDD, joint acceptance", dict(codd="joint", acceptance="joint")))
 BOUNDS = (0.03, 0.1, 0.3, 1.0, 3.0, 100.0)
-SIZES = {"full": dict(hidden=64, layers=2, steps=2000, layer_steps=600, states=32, samples=2000, bounds=BOUNDS),
+SIZES = {"full": dict(hidden=64, layers=2, steps=8000, layer_steps=600, states=32, samples=2000, bounds=BOUNDS),
          "quick": dict(hidden=32, layers=2, steps=20, layer_steps=10, states=4, samples=12, bounds=(0.1, 100.0))}
 
 
@@ -116,12 +119,11 @@ def train(task: str, size: dict, seed: int, progress: bool, log=print):
     vocab, canvas = data.vocab.size, data.block_length
     model = build_model(vocab, canvas, size["hidden"], size["layers"], seed)
     view = TrainableCanvas(model, context_id=data.vocab.end_id)
-    config = BackboneTrainingConfig(steps=size["steps"], batch_size=128, lr=3e-3, seed=seed, eval_every=None,
-                                    warmup_steps=100, progress=progress)
+    config = BackboneTrainingConfig(steps=size["steps"], batch_size=128, lr=3e-3, seed=seed,
+                                    eval_every=max(1, size["steps"] // 10), warmup_steps=100, progress=progress)
     started = time.process_time()
     log(f"training the model: {size['steps']} steps, {view.num_parameters():,} parameters")
-    summary = train_model(view, data, config, masked_diffusion_loss,
-                          lambda held: {"heldout_loss": heldout_loss(view, held, seed=seed + 1)}, "train DiffusionGemma")
+    summary = train_to_plateau(view, data, config)
     model.eval().requires_grad_(False)
     backbone = DiffusionGemmaBackbone(model)
     layer = CoDDLayer.from_structure("hmm", canvas, vocab, num_states=size["states"], seed=seed)
@@ -129,8 +131,8 @@ def train(task: str, size: dict, seed: int, progress: bool, log=print):
     layer_summary = train_codd_layer(layer, CanvasAfterContext(backbone, data.vocab.end_id), data,
                                      steps=size["layer_steps"], seed=seed, eval_every=None, progress=progress)
     layer.eval().requires_grad_(False)
-    info = {"parameters": view.num_parameters(), "train_loss": summary["train_loss"],
-            "heldout_loss": summary["heldout_loss"], "layer_loss": layer_summary["train_loss"],
+    info = {"parameters": view.num_parameters(), "train_1tok": summary["train_1tok"],
+            "plateau": summary["plateau"]["train_1tok"], "layer_loss": layer_summary["train_loss"],
             "heldout": layer_summary["heldout"], "cpu_seconds": time.process_time() - started}
     return data, backbone, layer, info
 
@@ -142,8 +144,8 @@ def measure(data, backbone, layer, bounds, samples: int, seed: int, log=print) -
     rows = []
     for bound in bounds:
         for label, settings in DECODERS:
-            out = generate_canvas(backbone, prompt, steps=steps, entropy_bound=bound,
-                                  layer=layer if settings["codd"] == "joint" else None, **settings,
+            out = generate_canvas(backbone, prompt, entropy_bound=bound,
+                                  layer=layer if settings["codd"] == "joint" else None, **{"steps": steps, **settings},
                                   generator=torch.Generator().manual_seed(seed))
             judged = judge_items(out.tokens[:, 1:], data, seed=seed)
             passes = out.forward_passes.double()
@@ -154,7 +156,10 @@ def measure(data, backbone, layer, bounds, samples: int, seed: int, log=print) -
     return rows
 
 
-def verdict(rows: list[dict], decoders=(DECODERS[2][0], DECODERS[3][0])) -> list[str]:
+CODD_RULES = (DECODERS[3][0], DECODERS[4][0])     # CoDD with the entropy-bound rule, CoDD with joint acceptance
+
+
+def verdict(rows: list[dict], decoders=CODD_RULES) -> list[str]:
     """Per bound, joint acceptance against the entropy-bound rule under CoDD: the difference in valid rate
     (± its standard error, independent samples) and in decoder calls per item."""
     lines = []
@@ -166,6 +171,50 @@ def verdict(rows: list[dict], decoders=(DECODERS[2][0], DECODERS[3][0])) -> list
                      f"{eb['passes']:.2f}; valid {joint['valid']:.3f} vs {eb['valid']:.3f} "
                      f"(difference {diff:+.3f} ± {se:.3f})")
     return lines
+
+
+def frontier(rows: list[dict], decoder: str) -> list[tuple[float, float]]:
+    """(decoder calls per item, valid rate) of ``decoder`` over the bounds, fewest calls first."""
+    return sorted((r["passes"], r["valid"]) for r in rows if r["decoder"] == decoder)
+
+
+def calls_to_reach(points: list[tuple[float, float]], target: float) -> float | None:
+    """The fewest decoder calls at which the frontier ``points`` (fewest calls first) reaches the valid rate
+    ``target``: linear between the best point below it and the first point at or above it; None: never."""
+    best = None                                               # the highest valid rate seen with fewer calls
+    for calls, valid in points:
+        if valid >= target:
+            if best is None:
+                return calls
+            return best[0] + (target - best[1]) / (valid - best[1]) * (calls - best[0])
+        best = (calls, valid) if best is None or valid > best[1] else best
+    return None
+
+
+def matched_quality(rows: list[dict], decoders=CODD_RULES) -> list[str]:
+    """At each valid rate the entropy-bound rule reaches, the calls joint acceptance needs for it."""
+    joint = frontier(rows, decoders[1])
+    lines = []
+    for calls, valid in frontier(rows, decoders[0]):
+        needed = calls_to_reach(joint, valid)
+        said = "never reached" if needed is None else f"{needed:.2f} ({needed / calls - 1:+.0%})"
+        lines.append(f"* valid {valid:.3f}: entropy-bound rule {calls:.2f} calls per item, joint acceptance {said}")
+    return lines
+
+
+def draw_frontier(rows: list[dict]):
+    def draw(fig):
+        ax = fig.add_subplot(1, 1, 1)
+        for label, _ in DECODERS:
+            mine = sorted((r for r in rows if r["decoder"] == label), key=lambda r: r["passes"])
+            ax.errorbar([r["passes"] for r in mine], [r["valid"] for r in mine], yerr=[r["valid_se"] for r in mine],
+                        marker="o", capsize=2, label=label)
+        ax.set_xscale("log")
+        ax.set_xlabel("decoder calls per item (log scale)")
+        ax.set_ylabel("valid rate")
+        ax.set_title("quality against speed over the entropy bounds")
+        ax.legend(fontsize=8)
+    return draw
 
 
 def markdown(rows: list[dict], info: dict, task: str, size: dict, seed: int, command: str) -> str:
@@ -181,14 +230,17 @@ def markdown(rows: list[dict], info: dict, task: str, size: dict, seed: int, com
         f"Task `{task}` (canvas = one item and its end symbol; a perfect factorized model drawing a whole item in "
         f"one step is valid with probability {perfect_factorized_generation(task):.3f}). DiffusionGemma: hidden "
         f"{size['hidden']}, {size['layers']} layers, {info['parameters']:,} parameters, {size['steps']} steps "
-        f"from scratch (uniform noise, self-conditioning on half the rows; final training loss "
-        f"{info['train_loss']:.3f}, held-out {info['heldout_loss'] or float('nan'):.3f}). CoDD: an HMM with "
+        f"from scratch (uniform noise, self-conditioning on half the rows; exact one-token NLL of training items "
+        f"{info['train_1tok']:.3f} nats, {100 * info['plateau']:.1f}% change over the last fifth of training). "
+        f"CoDD: an HMM with "
         f"{size['states']} states, {size['layer_steps']} steps on the frozen model (held-out CoDD objective "
         f"{heldout if heldout is not None else float('nan'):.3f}). {size['samples']} items per cell, "
-        f"`steps` = the canvas length, the model's temperatures and stopping rule; ± one standard error.",
+        f"`steps` = the canvas length unless the row says otherwise, the model's temperatures and stopping rule; ± one standard error.",
         "", table, "",
         "CoDD with joint acceptance against CoDD with the model's entropy-bound acceptance, per bound:", "",
-        *verdict(rows)])
+        *verdict(rows), "",
+        "At the same quality (the valid rates the entropy-bound rule reaches over the bounds; joint acceptance's "
+        "calls interpolated linearly on its own frontier):", "", *matched_quality(rows)])
 
 
 def run(args, command: str) -> str:
@@ -200,7 +252,8 @@ def run(args, command: str) -> str:
     body = markdown(rows, info, args.task, size, args.seed, command)
     if args.out:
         write_sections(pathlib.Path(args.out), [Section("gemma-acceptance", "DiffusionGemma: joint acceptance "
-                                                        "measured on a trained model (issue 14)", body)])
+                                                        "measured on a trained model (issue 14)", body,
+                                                        figures=[draw_frontier(rows)])])
     print(body)
     return body
 
@@ -209,7 +262,7 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m benchmarks.gemma_acceptance", description=__doc__.split("\n")[0])
     p.add_argument("--quick", action="store_true", help="tiny sizes, seconds: a smoke test, not a measurement")
     p.add_argument("--task", default="permutations-4", choices=sorted(TASKS))
-    p.add_argument("--steps", type=int, help="the model's training steps (default 2000; --quick 20)")
+    p.add_argument("--steps", type=int, help="the model's training steps (default 8000; --quick 20)")
     p.add_argument("--samples", type=int, help="items per cell (default 2000; --quick 12)")
     p.add_argument("--out", default="docs/backbones.md", help="markdown file whose section is replaced ('' : none)")
     p.add_argument("--seed", type=int, default=0)

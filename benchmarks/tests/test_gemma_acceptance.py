@@ -26,8 +26,10 @@ def test_quick_run_writes_its_section(tmp_path, capsys):
     for row in rows:
         valid, se = (float(x) for x in row[2].split(" ± "))
         calls = float(row[4].split(" ± ")[0])
-        assert 0 <= valid <= 1 and se >= 0 and 1 <= calls <= 5                 # canvas of 5: at most 5 calls
-    assert section.count("* bound ") == len(bounds)
+        most = bench.MODEL_STEPS if f"{bench.MODEL_STEPS} steps" in row[1] else 5   # else steps = the canvas
+        assert 0 <= valid <= 1 and se >= 0 and 1 <= calls <= most
+    assert section.count("* bound ") == len(bounds) and section.count("* valid ") == len(bounds)
+    assert (tmp_path / "backbones_gemma-acceptance.png").stat().st_size > 0
     assert "perfect factorized model" in section and "valid with probability 0.094" in section
     capsys.readouterr()
 
@@ -50,3 +52,10 @@ def test_trainable_view_in_eval_mode_is_the_decoders_backbone():
 def test_bad_options_end_with_one_line_and_status_2(capsys):
     assert bench.main(["--samples", "0"]) == 2
     assert len(capsys.readouterr().err.strip().splitlines()) == 1
+
+
+def test_calls_to_reach_interpolates_on_the_frontier():
+    points = [(1.0, 0.5), (2.0, 0.4), (3.0, 0.9)]
+    assert bench.calls_to_reach(points, 0.3) == 1.0
+    assert abs(bench.calls_to_reach(points, 0.7) - 2.0) < 1e-12        # between (1, 0.5) and (3, 0.9)
+    assert bench.calls_to_reach(points, 0.95) is None
