@@ -7,10 +7,11 @@ else: uniform noise needs no mask id, and the one-token prompt every canvas is d
 symbol (what precedes an item in a stream of items), so the model's ids are the data's ids.
 
 Training the model (``transformers``' model computes no training loss from labels, so the project's
-uniform-noise objective is used, through the project's trainer ``pcdiff.train.backbone.train_model`` and
-its loop ``run_steps``): per row t ~ U(0, 1), each canvas position replaced by a uniformly random token with
-probability t, and the 1/t-weighted cross-entropy of the clean tokens at the replaced positions
-(``masked_diffusion_loss``; see :mod:`pcdiff.train.backbone` for why it is not the UDLM ELBO). The decoding
+uniform-noise objective is used, through the project's trainer :func:`pcdiff.train.plateau.train_to_plateau`,
+i.e. ``train_model`` and its loop ``run_steps``, recording the exact one-token NLL as it goes): per row
+t ~ U(0, 1), each canvas position replaced by a uniformly random token with probability t, and the
+1/t-weighted cross-entropy of the clean tokens at the replaced positions (``masked_diffusion_loss``; see
+:mod:`pcdiff.train.backbone` for why it is not the UDLM ELBO). The decoding
 loop feeds every step after the first the previous step's logits (self-conditioning, Chen et al., arXiv
 2208.04202); so that the model has seen such inputs, half the training rows get the logits of a first,
 gradient-free pass on the same noisy canvas, the other half none (the model's ``self_conditioning_mask``).
