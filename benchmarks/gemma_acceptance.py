@@ -59,8 +59,11 @@ DECODERS = (("factorized (model's loop)", dict(codd="off")),
             ("CoDD, entropy_bound acceptance", dict(codd="joint", acceptance="entropy_bound")),
             ("CoDD, joint acceptance", dict(codd="joint", acceptance="joint")))
 BOUNDS = (0.03, 0.1, 0.3, 1.0, 3.0, 100.0)
-SIZES = {"full": dict(hidden=64, layers=2, steps=8000, layer_steps=600, states=32, samples=2000, bounds=BOUNDS),
-         "quick": dict(hidden=32, layers=2, steps=20, layer_steps=10, states=4, samples=12, bounds=(0.1, 100.0))}
+#: ``evaluations``: records of the exact one-token NLL over the model's training (at least two: the plateau).
+SIZES = {"full": dict(hidden=64, layers=2, steps=8000, batch=128, evaluations=10, layer_steps=600, states=32,
+                      samples=2000, bounds=BOUNDS),
+         "quick": dict(hidden=32, layers=2, steps=20, batch=16, evaluations=2, layer_steps=10, states=4, samples=12,
+                       bounds=(0.1, 100.0))}
 
 
 def build_model(vocab: int, canvas: int, hidden: int, layers: int, seed: int = 0):
@@ -120,8 +123,9 @@ def train(task: str, size: dict, seed: int, progress: bool, log=print):
     vocab, canvas = data.vocab.size, data.block_length
     model = build_model(vocab, canvas, size["hidden"], size["layers"], seed)
     view = TrainableCanvas(model, context_id=data.vocab.end_id)
-    config = BackboneTrainingConfig(steps=size["steps"], batch_size=128, lr=3e-3, seed=seed,
-                                    eval_every=max(1, size["steps"] // 10), warmup_steps=100, progress=progress)
+    config = BackboneTrainingConfig(steps=size["steps"], batch_size=size["batch"], lr=3e-3, seed=seed,
+                                    eval_every=max(1, size["steps"] // size["evaluations"]), warmup_steps=100,
+                                    progress=progress)
     started = time.process_time()
     log(f"training the model: {size['steps']} steps, {view.num_parameters():,} parameters")
     summary = train_to_plateau(view, data, config)
