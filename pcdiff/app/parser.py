@@ -99,7 +99,7 @@ def build_parser() -> argparse.ArgumentParser:
                                                "OUT.training.json (the plateau check). Deterministic given --seed.")
     pretrain.add_argument("--out", required=True, help="checkpoint stem to write, e.g. pcdiff/pretrained/words-mask")
     pretrain.add_argument("--dataset", choices=["words", "python", *TASKS], default="words", help="built-in data")
-    pretrain.add_argument("--steps", type=int, default=12000, help="optimizer steps (the schedule follows them)")
+    pretrain.add_argument("--steps", type=int, default=16000, help="optimizer steps (the schedule follows them)")
     pretrain.add_argument("--noise", choices=NOISE_KINDS, default="mask", help="the backbone's noise")
     pretrain.add_argument("--dropout", type=float, default=0.1, help="dropout of the transformer")
     pretrain.add_argument("--eval-every", type=int, default=500, help="steps between the exact evaluations")

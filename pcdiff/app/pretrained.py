@@ -35,10 +35,12 @@ __all__ = ["SHIPPED_DIR", "SHIPPED", "PRETRAIN_DEFAULTS", "train_shipped_backbon
 SHIPPED_DIR = pathlib.Path(__file__).resolve().parent.parent / "pretrained"
 
 #: The shipped checkpoints: name -> the SHA-256 their tensors must hash to.
-SHIPPED: dict[str, str] = {}
+SHIPPED: dict[str, str] = {
+    "words-mask": "7b23a68b345a652a64a10f0fcf9432c42cef11f6947033c55e2556e4ed057ffb",
+}
 
 #: What `pcdiff train-backbone` trains by default (the shipped words backbone's recipe).
-PRETRAIN_DEFAULTS = dict(dataset="words", seed=0, steps=12000, noise="mask", dim=128, depth=4, dropout=0.1,
+PRETRAIN_DEFAULTS = dict(dataset="words", seed=0, steps=16000, noise="mask", dim=128, depth=4, dropout=0.1,
                          batch_size=128, lr=3e-3, eval_every=500, eval_items=500)
 
 
