@@ -60,7 +60,7 @@ def markdown(rows: list[dict], ceiling: dict, info: dict) -> str:
     sizes = info["sizes"]
     lines = [f"Command: `{info['command']}`{' (--quick: smoke-test sizes, not a measurement)' if info['quick'] else ''}"
              f"; took {info['seconds']:.0f} s on {torch.get_num_threads()} torch threads.", "",
-             f"Data: {info['data']}. Backbone {sizes.backbone} steps ({sizes.dim}×{sizes.depth}), CoDD HMM layer with "
+             f"Data: {info['data']}. The {sizes.backbone_text}, CoDD HMM layer with "
              f"{sizes.num_states} states, {sizes.layer} steps (the frozen backbone run on each layer batch, no cache), "
              f"seed {info['seed']}; {info['samples']} lines per cell, "
              "low-confidence remasking (rates ± one binomial standard error). Tokenizable: Python's `tokenize."

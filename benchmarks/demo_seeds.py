@@ -24,7 +24,7 @@ import time
 import torch
 
 from pcdiff.app.controls import ControlSettings, control_table
-from pcdiff.app.demo import prepare_run, train_prepared
+from pcdiff.app.demo import LAYER_STEPS, prepare_run, train_prepared
 
 from .report import Section, write_sections
 
@@ -97,7 +97,8 @@ def targets(runs: dict[int, dict]) -> list[str]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.demo_seeds", description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", default="0,1,2", help="comma list of seeds")
-    parser.add_argument("--layer-steps", type=int, default=500, help="layer training steps per seed")
+    parser.add_argument("--layer-steps", type=int, default=LAYER_STEPS,
+                        help=f"layer training steps per seed (default: the demo's, {LAYER_STEPS})")
     parser.add_argument("--items", type=int, default=300, help="items per set and masked count")
     parser.add_argument("--out", help="markdown file to put the section in (e.g. docs/results.md)")
     parser.add_argument("--quick", action="store_true", help="tiny sizes (seconds; for tests)")

@@ -23,6 +23,7 @@ import time
 import torch
 
 from pcdiff.app.allocator import keep_heap_pages
+from pcdiff.app.demo import BACKBONE_STEPS, LAYER_STEPS
 from pcdiff.app.judge import judge_items
 
 from .judged_models import Models, Sizes, cell, generate_rows, header, trained
@@ -30,7 +31,7 @@ from .report import Section, write_sections
 
 RULES = ("low_confidence", "random")
 PC_FRACS = (0.3, 0.5, 0.7)
-FULL = Sizes(backbone=800, layer=500, num_states=128)           # the demo's models: train_run, 800 + 500 steps
+FULL = Sizes(backbone=BACKBONE_STEPS, layer=LAYER_STEPS, num_states=128, shipped_backbone=True)   # the demo's models
 QUICK = Sizes(backbone=20, layer=5, num_states=8, dim=32, depth=1, cache_backbone=False)
 REPORT_SEED, VALIDATION_SEED = 10_000, 20_000        # disjoint generator seeds: reported vs validation samples
 RESULTS_HEADER = "# Results\n\nMeasured tables, each written by the command it names.\n"
@@ -105,7 +106,7 @@ def markdown(rows: list[dict], means: dict, chosen: float, info: dict) -> str:
     length = info["block_length"]
     lines = [f"Command: `{info['command']}`{' (--quick: smoke-test sizes, not a measurement)' if info['quick'] else ''}"
              f"; took {info['seconds']:.0f} s on {torch.get_num_threads()} torch threads.", "",
-             f"Data: {info['data']}. Backbone {info['sizes'].backbone} steps ({info['sizes'].dim}×{info['sizes'].depth}), "
+             f"Data: {info['data']}. The {info['sizes'].backbone_text}, "
              f"CoDD HMM layer with {info['sizes'].num_states} states, {info['sizes'].layer} steps, seed {info['seed']}. "
              f"{info['samples']} samples per cell (rates ± one binomial standard error); valid = a word of the list, "
              "novel = valid and a held-out type (never trained on); TV = total variation to the training distribution "

@@ -32,11 +32,20 @@ class Sizes:
     dim: int = 128
     depth: int = 4
     cache_backbone: bool = True         # False: the frozen backbone runs on each layer batch (see trained)
+    shipped_backbone: bool = False      # True: the backbone shipped for this split (pcdiff.app.pretrained), not trained
+
+    @property
+    def backbone_text(self) -> str:
+        """How the backbone was made, for a report."""
+        made = "the shipped backbone (pcdiff/pretrained, made by pcdiff train-backbone)" if self.shipped_backbone else \
+            f"backbone {self.backbone} steps"
+        return f"{made} ({self.dim}×{self.depth})"
 
     @property
     def tag(self) -> str:
         cache = "" if self.cache_backbone else "-nocache"
-        return f"b{self.backbone}-l{self.layer}-h{self.num_states}-d{self.dim}x{self.depth}{cache}"
+        backbone = "shipped" if self.shipped_backbone else self.backbone
+        return f"b{backbone}-l{self.layer}-h{self.num_states}-d{self.dim}x{self.depth}{cache}"
 
 
 @dataclass
@@ -56,12 +65,15 @@ def trained(dataset: str, work: pathlib.Path, sizes: Sizes, seed: int, max_lengt
         data = load_data(data_spec(dataset, None, seed, max_length))
         log(f"  {dataset}: loaded the models from {folder}")
         return Models(data, load_backbone(backbone_file).eval(), load_layer(layer_file))
-    log(f"  {dataset}: training the backbone ({sizes.backbone} steps) and the CoDD HMM layer "
-        f"({sizes.layer} steps, {sizes.num_states} states)")
+    backbone = "the shipped backbone" if sizes.shipped_backbone else f"the backbone ({sizes.backbone} steps)"
+    log(f"  {dataset}: training {backbone} and the CoDD HMM layer ({sizes.layer} steps, {sizes.num_states} states)")
     if sizes.cache_backbone:
         run = train_run(dataset, max_length=max_length, seed=seed, num_states=sizes.num_states,
                         backbone_steps=sizes.backbone, layer_steps=sizes.layer, backbone_dim=sizes.dim,
-                        backbone_depth=sizes.depth, progress=False)
+                        backbone_depth=sizes.depth, progress=False,
+                        backbone="shipped" if sizes.shipped_backbone else "train")
+        if sizes.shipped_backbone and "shipped" not in run.settings["backbone"]:
+            raise ValueError(f"no backbone ships for {dataset} (seed {seed}, {sizes.dim}x{sizes.depth})")
     else:
         run = _train_uncached(dataset, max_length, seed, sizes)
     folder.mkdir(parents=True, exist_ok=True)
