@@ -1,0 +1,17 @@
+"""``python -m benchmarks.layer_steps``: one layer measured at increasing step counts, one row each."""
+import pytest
+
+from benchmarks import layer_steps
+
+
+def test_quick_run_writes_one_row_per_step_count(tmp_path):
+    out = tmp_path / "results.md"
+    assert layer_steps.main(["--quick", "--steps", "1,3", "--items", "5", "--out", str(out)]) == 0
+    text = out.read_text()
+    assert "<!-- pcdiff-bench:layer-steps:begin -->" in text and "smoke test" in text
+    assert "\n| 1 |" in text and "\n| 3 |" in text
+
+
+def test_step_counts_must_increase():
+    with pytest.raises(SystemExit):
+        layer_steps.main(["--quick", "--steps", "3,1"])
