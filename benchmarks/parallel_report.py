@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import pathlib
 
+import torch
+
 from .common import machine_info, markdown_table
 from .report import Section, write_sections
 
@@ -23,7 +25,7 @@ def write_report(out: pathlib.Path, results: list[dict], quick: bool, command: s
     adapters = [r for r in results if r.get("kind") == "adapters"]
     tasks = list(dict.fromkeys(r["task"] for r in generation))
     note = " (--quick: tiny models, a smoke test, not a measurement)" if quick else ""
-    head = f"Machine: {machine_info(2, False)}\n\nCommand: `{command}`{note}.\n\n"
+    head = f"Machine: {machine_info(torch.get_num_threads(), False)}\n\nCommand: `{command}`{note}.\n\n"
     sections = [Section("targets", "Targets", head + targets(generation, completion))]
     for task in tasks:
         rows = [r for r in generation if r["task"] == task]
