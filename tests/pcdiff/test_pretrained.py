@@ -95,3 +95,13 @@ def test_a_shipped_backbone_whose_hash_is_not_the_pinned_one_is_refused(shipped_
 def test_unknown_settings_are_refused_by_name(tmp_path):
     with pytest.raises(ValueError, match="unknown settings \\['layers'\\]"):
         pretrained.train_shipped_backbone(tmp_path / "x", layers=3)
+
+
+def test_the_command_line_names_bad_pretraining_and_split_options(capsys):
+    from pcdiff.app.cli import main
+    assert main(["train-backbone", "--out", "x", "--steps", "0"]) == 2
+    assert "--steps" in capsys.readouterr().err
+    assert main(["train-backbone", "--out", "x", "--dropout", "1.5"]) == 2
+    assert "--dropout" in capsys.readouterr().err
+    assert main(["demo", "--data-seed", "-1"]) == 2
+    assert "--data-seed" in capsys.readouterr().err
