@@ -65,8 +65,9 @@ def trained(dataset: str, work: pathlib.Path, sizes: Sizes, seed: int, max_lengt
         data = load_data(data_spec(dataset, None, seed, max_length))
         log(f"  {dataset}: loaded the models from {folder}")
         return Models(data, load_backbone(backbone_file).eval(), load_layer(layer_file))
-    backbone = "the shipped backbone" if sizes.shipped_backbone else f"the backbone ({sizes.backbone} steps)"
-    log(f"  {dataset}: training {backbone} and the CoDD HMM layer ({sizes.layer} steps, {sizes.num_states} states)")
+    backbone = "loading the shipped backbone, training" if sizes.shipped_backbone else \
+        f"training the backbone ({sizes.backbone} steps) and"
+    log(f"  {dataset}: {backbone} the CoDD HMM layer ({sizes.layer} steps, {sizes.num_states} states)")
     if sizes.cache_backbone:
         run = train_run(dataset, max_length=max_length, seed=seed, num_states=sizes.num_states,
                         backbone_steps=sizes.backbone, layer_steps=sizes.layer, backbone_dim=sizes.dim,
