@@ -37,8 +37,8 @@ class Sizes:
     @property
     def backbone_text(self) -> str:
         """How the backbone was made, for a report."""
-        made = "the shipped backbone (pcdiff/pretrained, made by pcdiff train-backbone)" if self.shipped_backbone else \
-            f"backbone {self.backbone} steps"
+        made = "shipped backbone (pcdiff/pretrained, made by pcdiff train-backbone)" if self.shipped_backbone else \
+            f"backbone trained {self.backbone} steps"
         return f"{made} ({self.dim}×{self.depth})"
 
     @property

@@ -24,7 +24,7 @@ import torch
 import structures
 from pcdiff.app.scoring import backbone_scores, circuit_scores, fixed_masks, left_to_right, mean_ci
 from pcdiff.backbones import TinyDiffusionTransformer
-from pcdiff.codd import CoDDLayer
+from pcdiff.codd import ADAPTERS, CoDDLayer
 from pcdiff.data import ItemData, Vocabulary
 from pcdiff.train import train_backbone, train_codd_layer
 
@@ -43,6 +43,7 @@ class Sizes:
     backbone_steps: int = 1500
     layer_states: int = 32
     layer_steps: int = 400
+    adapter: str = "static"
 
 
 QUICK = Sizes(train=400, heldout=40, backbone_dim=16, backbone_depth=1, backbone_steps=20,
@@ -110,6 +111,7 @@ def run(sizes: Sizes, seed: int, progress: bool) -> tuple[dict, dict]:
     trained = train_backbone(backbone, data, steps=sizes.backbone_steps, seed=seed, progress=progress)
     backbone.eval().requires_grad_(False)
     layer = CoDDLayer.from_structure("hmm", LENGTH, data.vocab.size, num_states=sizes.layer_states, seed=seed,
+                                     adapter=sizes.adapter,
                                      mask_id=data.vocab.mask_id, backbone_hidden_size=backbone.hidden_size)
     layer_run = train_codd_layer(layer, backbone, data, steps=sizes.layer_steps, seed=seed, progress=progress,
                                  eval_every=max(1, sizes.layer_steps // 5))
@@ -134,7 +136,7 @@ def markdown(rows: dict, sizes: Sizes, seed: int, info: dict) -> str:
              f"positions of {VOCAB} tokens; {sizes.train} training / {sizes.heldout} held-out samples; backbone "
              f"dim {sizes.backbone_dim} depth {sizes.backbone_depth}, {sizes.backbone_steps} steps (held-out "
              f"diffusion loss {info['backbone_heldout_loss']:.3f}); CoDD HMM layer {sizes.layer_states} states, "
-             f"{sizes.layer_steps} steps; seed {seed}; {info['seconds']:.0f} s.", "",
+             f"{sizes.layer_steps} steps, adapter {sizes.adapter}; seed {seed}; {info['seconds']:.0f} s.", "",
              "The layer's held-out CoDD objective by step: "
              + ", ".join(f"{step}: {value:.4f}" for step, value in info["layer_curve"]) + ".", "",
              "Nats per masked token, mean ± 95% CI over held-out samples (truth: exact −log p(x_M | x_O)).", "",
@@ -154,10 +156,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--layer-steps", type=int, help=f"the layer's training steps (default {Sizes.layer_steps})")
     parser.add_argument("--layer-states", type=int, help=f"the layer's HMM states (default {Sizes.layer_states})")
+    parser.add_argument("--adapter", choices=sorted(ADAPTERS), help="the layer's adapter (default static)")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     args = parser.parse_args(argv)
     sizes = QUICK if args.quick else Sizes()
-    changes = {"layer_steps": args.layer_steps, "layer_states": args.layer_states}
+    changes = {"layer_steps": args.layer_steps, "layer_states": args.layer_states, "adapter": args.adapter}
     sizes = replace(sizes, **{key: value for key, value in changes.items() if value is not None})
     rows, info = run(sizes, args.seed, progress=not args.quiet)
     print(markdown(rows, sizes, args.seed, info))
