@@ -24,7 +24,7 @@ from pcdiff.app.judge import code_reference_rates, judge_code_lines
 
 from .fair_generation import RESULTS_HEADER, ratio_of
 from .judged_models import Sizes, cell, generate_rows, header, trained
-from .report import Section, write_sections
+from .report import Section, invocation, write_sections
 
 MAX_LENGTH = 31                                            # + the end symbol: blocks of 32
 STEPS = (2, 4, 8)
@@ -109,7 +109,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     keep_heap_pages()
     torch.set_num_threads(args.threads)
-    command = " ".join(["python -m benchmarks.code_lines", *(argv if argv is not None else sys.argv[1:])])
+    command = invocation("benchmarks.code_lines", argv)
     run(pathlib.Path(args.work), pathlib.Path(args.out), samples, args.quick, args.seed, command)
     return 0
 

@@ -16,9 +16,7 @@ CoDD) / (one-step − floor). Each figure is the mean over seeds ± their standa
 from __future__ import annotations
 
 import argparse
-import pathlib
 import statistics
-import sys
 import time
 
 import torch
@@ -26,7 +24,7 @@ import torch
 from pcdiff.app.controls import ControlSettings, control_table
 from pcdiff.app.demo import LAYER_STEPS, prepare_run, train_prepared
 
-from .report import Section, write_sections
+from .report import invocation, publish
 
 COLUMNS = ("one_step", "sequential_best", "codd", "hmm_em", "circuit_alone")
 FRACTIONS = (0.25, 0.5, 0.75, 0.9, 1.0)
@@ -108,14 +106,9 @@ def main(argv: list[str] | None = None) -> int:
     for seed in seeds:
         runs[seed] = one_seed(seed, args.layer_steps, args.items, args.quick)
         print(f"seed {seed}: done ({time.perf_counter() - started:.0f} s)", flush=True)
-    info = dict(command=" ".join(["python -m benchmarks.demo_seeds", *sys.argv[1:]]) if argv is None else
-                " ".join(["python -m benchmarks.demo_seeds", *argv]), quick=args.quick,
+    info = dict(command=invocation("benchmarks.demo_seeds", argv), quick=args.quick,
                 seconds=time.perf_counter() - started, layer_steps=args.layer_steps, items=args.items)
-    body = markdown(runs, info)
-    print(body)
-    if args.out:
-        write_sections(pathlib.Path(args.out), [Section("demo-seeds", "The demo over three seeds, with its controls "
-                                                                      "(issue 13)", body)])
+    publish(markdown(runs, info), args.out, "demo-seeds", "The demo over three seeds, with its controls (issue 13)")
     return 0
 
 

@@ -27,7 +27,7 @@ from pcdiff.app.demo import BACKBONE_STEPS, LAYER_STEPS
 from pcdiff.app.judge import judge_items
 
 from .judged_models import Models, Sizes, cell, generate_rows, header, trained
-from .report import Section, write_sections
+from .report import Section, invocation, write_sections
 
 RULES = ("low_confidence", "random")
 PC_FRACS = (0.3, 0.5, 0.7)
@@ -164,7 +164,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     keep_heap_pages()
     torch.set_num_threads(args.threads)
-    command = " ".join(["python -m benchmarks.fair_generation", *(argv if argv is not None else sys.argv[1:])])
+    command = invocation("benchmarks.fair_generation", argv)
     run(pathlib.Path(args.work), pathlib.Path(args.out), samples, validation, args.quick, args.seed, command)
     return 0
 

@@ -11,15 +11,13 @@ at 50%, 90% and 100% masked; besides, the layer's held-out training objective.
 from __future__ import annotations
 
 import argparse
-import pathlib
-import sys
 import tempfile
 
 from pcdiff.app.controls import ControlSettings, control_table
 from pcdiff.app.demo import prepare_run
 from pcdiff.train import train_codd_layer
 
-from .report import Section, write_sections
+from .report import invocation, publish
 
 FRACTIONS = (0.5, 0.9, 1.0)
 
@@ -68,12 +66,8 @@ def main(argv: list[str] | None = None) -> int:
     if step_counts != sorted(set(step_counts)) or step_counts[0] < 1:
         parser.error(f"--steps must be increasing positive counts, got {args.steps}")
     rows = measure(step_counts, args.items, args.quick)
-    command = " ".join(["python -m benchmarks.layer_steps", *(sys.argv[1:] if argv is None else argv)])
-    body = markdown(rows, command, args.items, not args.quick)
-    print(body)
-    if args.out:
-        write_sections(pathlib.Path(args.out), [Section("layer-steps", "Gap closed against the layer's training "
-                                                                       "steps (issue 13)", body)])
+    body = markdown(rows, invocation("benchmarks.layer_steps", argv), args.items, not args.quick)
+    publish(body, args.out, "layer-steps", "Gap closed against the layer's training steps (issue 13)")
     return 0
 
 

@@ -7,6 +7,7 @@ Files are replaced atomically: a reader sees the old file or the new one, never 
 """
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -88,3 +89,15 @@ def save_figure(draw: Callable, path: Path, size=(11, 4.2)) -> None:
     draw(fig)
     fig.tight_layout()
     atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=110, format="png"))
+
+
+def invocation(module: str, argv: list[str] | None) -> str:
+    """The command line a benchmark was run with, for its report: ``python -m <module> <arguments>``."""
+    return " ".join([f"python -m {module}", *(sys.argv[1:] if argv is None else argv)])
+
+
+def publish(body: str, out: str | Path | None, key: str, title: str) -> None:
+    """Print a benchmark's markdown and, given ``out``, put it there as the section ``key``."""
+    print(body)
+    if out:
+        write_sections(Path(out), [Section(key, title, body)])
