@@ -211,5 +211,5 @@ def cmd_bench(options: list[str]) -> int:
     return subprocess.run([sys.executable, "-m", "benchmarks", *options], env=env).returncode
 
 
-COMMANDS = {"demo": cmd_demo, "train": cmd_train, "train-backbone": cmd_train_backbone, "sample": cmd_sample, "infill": cmd_infill, "eval": cmd_eval,
-            "convert": cmd_convert}
+COMMANDS = {"demo": cmd_demo, "train": cmd_train, "train-backbone": cmd_train_backbone, "sample": cmd_sample,
+            "infill": cmd_infill, "eval": cmd_eval, "convert": cmd_convert}
