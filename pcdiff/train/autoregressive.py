@@ -70,4 +70,5 @@ def train_autoregressive(model: TinyCausalTransformer, data: ItemData,
         raise ValueError(f"data items are {data.block_length} long, more than the model's block_length "
                          f"{model.block_length}")
     return train_model(model, data, config, lambda m, x0, generator: next_token_loss(m, x0),
-                       lambda heldout: {"heldout_loss": heldout_next_token_loss(model, heldout)}, "train autoregressive")
+                       lambda heldout: {"heldout_loss": heldout_next_token_loss(model, heldout)},
+                       "train autoregressive")
