@@ -67,7 +67,8 @@ def markdown(runs: dict[int, dict], info: dict) -> str:
         for label in first[name]["rows"]:
             rows = [r["sets"][name]["rows"][label] for r in runs.values()]
             cells = [mean_sd([row[c]["mean"] for row in rows]) for c in COLUMNS]
-            gain, closed = mean_sd([row["codd_gain"]["mean"] for row in rows]), mean_sd([row["gap_closed"] for row in rows])
+            gain = mean_sd([row["codd_gain"]["mean"] for row in rows])
+            closed = mean_sd([row["gap_closed"] for row in rows])
             lines.append(f"| {label} | " + " | ".join(cells) + f" | {gain} | {closed} |")
         lines.append("")
     return "\n".join(lines + ["Targets (issue 13), in distribution:", "", *targets(runs)]) + "\n"
