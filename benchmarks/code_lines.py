@@ -12,18 +12,16 @@ bracket that a later line closes). The issue's target: tokenizable at 4 steps â‰
 """
 from __future__ import annotations
 
-import argparse
 import pathlib
 import sys
 import time
 
 import torch
 
-from pcdiff.app.allocator import keep_heap_pages
 from pcdiff.app.judge import code_reference_rates, judge_code_lines
 
 from .fair_generation import RESULTS_HEADER, ratio_of
-from .judged_models import Sizes, cell, generate_rows, header, trained
+from .judged_models import Sizes, cell, generate_rows, header, judged_parser, ready, trained
 from .report import Section, invocation, write_sections
 
 MAX_LENGTH = 31                                            # + the end symbol: blocks of 32
@@ -94,23 +92,13 @@ def run(work: pathlib.Path, out: pathlib.Path | None, samples: int, quick: bool,
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m benchmarks.code_lines", description=__doc__.split("\n")[0])
-    p.add_argument("--quick", action="store_true", help="tiny models and samples: a smoke test, not a measurement")
-    p.add_argument("--samples", type=int, help="generated lines per cell (default 500; --quick 16)")
-    p.add_argument("--work", default="pcdiff-runs/code-lines", help="folder that keeps the trained models")
-    p.add_argument("--out", default="docs/results.md", help="markdown file whose section is replaced")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--threads", type=int, default=2)
-    args = p.parse_args(argv)
+    module = "benchmarks.code_lines"
+    args = judged_parser(module, __doc__, "pcdiff-runs/code-lines",
+                         "generated lines per cell (default 500; --quick 16)").parse_args(argv)
     samples = args.samples if args.samples is not None else (16 if args.quick else 500)
-    if samples < 1 or args.threads < 1 or args.seed < 0:
-        print("python -m benchmarks.code_lines: error: --samples and --threads must be >= 1, --seed >= 0",
-              file=sys.stderr)
+    if not ready(module, args, {"--samples": samples}):
         return 2
-    keep_heap_pages()
-    torch.set_num_threads(args.threads)
-    command = invocation("benchmarks.code_lines", argv)
-    run(pathlib.Path(args.work), pathlib.Path(args.out), samples, args.quick, args.seed, command)
+    run(pathlib.Path(args.work), pathlib.Path(args.out), samples, args.quick, args.seed, invocation(module, argv))
     return 0
 
 

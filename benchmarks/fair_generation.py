@@ -15,18 +15,16 @@ held-out data's own measure. The table goes to stdout and between markers into `
 """
 from __future__ import annotations
 
-import argparse
 import pathlib
 import sys
 import time
 
 import torch
 
-from pcdiff.app.allocator import keep_heap_pages
 from pcdiff.app.demo import BACKBONE_STEPS, LAYER_STEPS
 from pcdiff.app.judge import judge_items
 
-from .judged_models import Models, Sizes, cell, generate_rows, header, trained
+from .judged_models import Models, Sizes, cell, generate_rows, header, judged_parser, ready, trained
 from .report import Section, invocation, write_sections
 
 RULES = ("low_confidence", "random")
@@ -146,26 +144,18 @@ def run(work: pathlib.Path, out: pathlib.Path | None, samples: int, validation_s
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m benchmarks.fair_generation", description=__doc__.split("\n")[0])
-    p.add_argument("--quick", action="store_true", help="tiny models and samples: a smoke test, not a measurement")
-    p.add_argument("--samples", type=int, help="reported samples per cell (default 2000; --quick 40)")
-    p.add_argument("--validation-samples", type=int, help="samples per validation cell (default 1000; --quick 20)")
-    p.add_argument("--work", default="pcdiff-runs/fair-generation", help="folder that keeps the trained models")
-    p.add_argument("--out", default="docs/results.md", help="markdown file whose section is replaced")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--threads", type=int, default=2)
-    args = p.parse_args(argv)
+    module = "benchmarks.fair_generation"
+    parser = judged_parser(module, __doc__, "pcdiff-runs/fair-generation",
+                           "reported samples per cell (default 2000; --quick 40)")
+    parser.add_argument("--validation-samples", type=int, help="samples per validation cell (default 1000; --quick 20)")
+    args = parser.parse_args(argv)
     samples = args.samples if args.samples is not None else (40 if args.quick else 2000)
     validation = (args.validation_samples if args.validation_samples is not None
                   else (20 if args.quick else 1000))
-    if samples < 1 or validation < 1 or args.threads < 1 or args.seed < 0:
-        print("python -m benchmarks.fair_generation: error: --samples, --validation-samples and --threads must be "
-              ">= 1, --seed >= 0", file=sys.stderr)
+    if not ready(module, args, {"--samples": samples, "--validation-samples": validation}):
         return 2
-    keep_heap_pages()
-    torch.set_num_threads(args.threads)
-    command = invocation("benchmarks.fair_generation", argv)
-    run(pathlib.Path(args.work), pathlib.Path(args.out), samples, validation, args.quick, args.seed, command)
+    run(pathlib.Path(args.work), pathlib.Path(args.out), samples, validation, args.quick, args.seed,
+        invocation(module, argv))
     return 0
 
 

@@ -7,12 +7,15 @@ generated from nothing; table cells.
 """
 from __future__ import annotations
 
+import argparse
 import math
 import pathlib
+import sys
 from dataclasses import dataclass
 
 import torch
 
+from pcdiff.app.allocator import keep_heap_pages
 from pcdiff.app.demo import prepare_run, train_run
 from pcdiff.app.runs import data_spec, load_data
 from pcdiff.data import ItemData
@@ -20,7 +23,7 @@ from pcdiff.decode import generate
 from pcdiff.train import load_layer, save_layer, train_backbone, train_codd_layer
 from pcdiff.train.checkpoint import load_backbone, save_backbone
 
-__all__ = ["Sizes", "Models", "trained", "generate_rows", "cell", "header"]
+__all__ = ["Sizes", "Models", "trained", "generate_rows", "cell", "header", "judged_parser", "ready"]
 
 
 @dataclass(frozen=True)
@@ -126,3 +129,28 @@ def cell(judged: dict, key: str) -> str:
 
 def header(columns: list[str]) -> list[str]:
     return ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+
+
+def judged_parser(module: str, doc: str, work: str, samples_help: str) -> argparse.ArgumentParser:
+    """The options both judged-generation benchmarks take; a benchmark adds its own."""
+    p = argparse.ArgumentParser(prog=f"python -m {module}", description=doc.split("\n")[0])
+    p.add_argument("--quick", action="store_true", help="tiny models and samples: a smoke test, not a measurement")
+    p.add_argument("--samples", type=int, help=samples_help)
+    p.add_argument("--work", default=work, help="folder that keeps the trained models")
+    p.add_argument("--out", default="docs/results.md", help="markdown file whose section is replaced")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=2)
+    return p
+
+
+def ready(module: str, args: argparse.Namespace, counts: dict[str, int]) -> bool:
+    """True, with the process set up (heap pages kept, torch threads set), when every count (option →
+    value) and ``--threads`` are >= 1 and ``--seed`` >= 0; else one line on stderr and False."""
+    if min(counts.values()) < 1 or args.threads < 1 or args.seed < 0:
+        print(f"python -m {module}: error: {', '.join(counts)} and --threads must be >= 1, --seed >= 0",
+              file=sys.stderr)
+        return False
+    keep_heap_pages()
+    torch.set_num_threads(args.threads)
+    return True
+
