@@ -3,7 +3,7 @@ lines): a tiny backbone and a CoDD HMM layer trained for fixed step counts, as t
 :func:`pcdiff.app.demo.train_run` trains them (or, ``cache_backbone=False``, from the same
 :func:`pcdiff.app.demo.prepare_run` start without its cache of backbone outputs), kept in a work folder
 (a second run reuses them, a fresh run with the same seed trains the same models); whole blocks
-generated from nothing; table cells.
+generated from nothing; table cells; several seeds on one data split, summarized as mean ± sd.
 """
 from __future__ import annotations
 
@@ -17,13 +17,19 @@ import torch
 
 from pcdiff.app.allocator import keep_heap_pages
 from pcdiff.app.demo import prepare_run, train_run
+from pcdiff.app.pretrained import SHIPPED
 from pcdiff.app.runs import data_spec, load_data
 from pcdiff.data import ItemData
 from pcdiff.decode import generate
 from pcdiff.train import load_layer, save_layer, train_backbone, train_codd_layer
 from pcdiff.train.checkpoint import load_backbone, save_backbone
 
-__all__ = ["Sizes", "Models", "trained", "generate_rows", "cell", "header", "judged_parser", "ready"]
+__all__ = ["DATA_SEED", "Sizes", "Models", "trained", "generate_rows", "over_seeds", "standard_error", "cell",
+           "spread_text", "header", "judged_parser", "ready"]
+
+#: Every seed of a judged benchmark trains on this one data split (the shipped words backbone's), so
+#: that seeds vary the models' training and the draws, not the data.
+DATA_SEED = 0
 
 
 @dataclass(frozen=True)
@@ -47,7 +53,8 @@ class Sizes:
     @property
     def tag(self) -> str:
         cache = "" if self.cache_backbone else "-nocache"
-        backbone = "shipped" if self.shipped_backbone else self.backbone
+        # the shipped checkpoint's hash prefix: a newly shipped backbone never reuses models kept for the old
+        backbone = f"shipped{SHIPPED['words-mask'][:8]}" if self.shipped_backbone else self.backbone
         return f"b{backbone}-l{self.layer}-h{self.num_states}-d{self.dim}x{self.depth}{cache}"
 
 
@@ -60,12 +67,13 @@ class Models:
 
 def trained(dataset: str, work: pathlib.Path, sizes: Sizes, seed: int, max_length: int | None = None,
             log=print) -> Models:
-    """The models for ``dataset``: loaded from ``work/<dataset>-<sizes>-s<seed>/`` when saved there
-    before, else trained for ``sizes``' fixed step counts and saved."""
-    folder = pathlib.Path(work) / f"{dataset}-{sizes.tag}-s{seed}"
+    """The models for ``dataset`` on the split of :data:`DATA_SEED`, trained with ``seed``: loaded from
+    ``work/<dataset>-<sizes>-d<data seed>-s<seed>/`` when saved there before, else trained for
+    ``sizes``' fixed step counts and saved."""
+    folder = pathlib.Path(work) / f"{dataset}-{sizes.tag}-d{DATA_SEED}-s{seed}"
     backbone_file, layer_file = folder / "backbone.json", folder / "layer.json"
     if backbone_file.is_file() and layer_file.is_file():
-        data = load_data(data_spec(dataset, None, seed, max_length))
+        data = load_data(data_spec(dataset, None, DATA_SEED, max_length))
         log(f"  {dataset}: loaded the models from {folder}")
         return Models(data, load_backbone(backbone_file).eval(), load_layer(layer_file))
     backbone = "loading the shipped backbone, training" if sizes.shipped_backbone else \
@@ -75,7 +83,7 @@ def trained(dataset: str, work: pathlib.Path, sizes: Sizes, seed: int, max_lengt
         run = train_run(dataset, max_length=max_length, seed=seed, num_states=sizes.num_states,
                         backbone_steps=sizes.backbone, layer_steps=sizes.layer, backbone_dim=sizes.dim,
                         backbone_depth=sizes.depth, progress=False,
-                        backbone="shipped" if sizes.shipped_backbone else "train")
+                        backbone="shipped" if sizes.shipped_backbone else "train", data_seed=DATA_SEED)
         if sizes.shipped_backbone and "shipped" not in run.settings["backbone"]:
             raise ValueError(f"no backbone ships for {dataset} (seed {seed}, {sizes.dim}x{sizes.depth})")
     else:
@@ -92,7 +100,7 @@ def _train_uncached(dataset: str, max_length: int | None, seed: int, sizes: Size
     lines that cache is 180,000 backbone passes, several times the layer steps' own work), and
     held-out records are kept only at the end."""
     run = prepare_run(dataset, max_length=max_length, seed=seed, num_states=sizes.num_states,
-                      backbone_dim=sizes.dim, backbone_depth=sizes.depth)
+                      backbone_dim=sizes.dim, backbone_depth=sizes.depth, data_seed=DATA_SEED)
     train_backbone(run.backbone, run.data, steps=sizes.backbone, seed=seed, progress=False, eval_every=None)
     run.backbone.eval().requires_grad_(False)
     train_codd_layer(run.layer, run.backbone, run.data, steps=sizes.layer, seed=seed, progress=False,
@@ -116,15 +124,54 @@ def generate_rows(models: Models, steps: int, samples: int, seed: int, remasking
     return torch.cat(pieces)
 
 
+def over_seeds(runs: list[list[dict]], labels: tuple[str, ...]) -> list[dict]:
+    """Rows of one seed each (``runs[seed][row]``, alike in their ``labels`` columns) → one row per
+    cell: every other number as its mean over seeds, with ``<key>_sd``, their standard deviation, and
+    ``seeds``, their count. A single seed's rows come back as they are (binomial ``_se`` kept)."""
+    if len(runs) == 1:
+        return runs[0]
+    merged = []
+    for cells in zip(*runs, strict=True):
+        first = cells[0]
+        if any(c[k] != first[k] for c in cells for k in labels):
+            raise ValueError(f"the seeds' rows differ in {labels}: {[{k: c[k] for k in labels} for c in cells]}")
+        row = {k: first[k] for k in labels} | {"seeds": len(cells)}
+        for key, value in first.items():
+            if key in labels or key.endswith("_se") or not isinstance(value, (int, float)):
+                continue
+            values = [float(c[key]) for c in cells]             # a nan (no well-formed sample) stays nan
+            mean = sum(values) / len(values)
+            row[key], row[f"{key}_sd"] = mean, math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1))
+        merged.append(row)
+    return merged
+
+
+def standard_error(row: dict, key: str) -> float:
+    """The standard error of ``row[key]``: binomial for one seed, sd / √seeds for a mean over seeds."""
+    if "seeds" in row:
+        return row[f"{key}_sd"] / math.sqrt(row["seeds"])
+    return row[f"{key}_se"]
+
+
 def cell(judged: dict, key: str) -> str:
-    """``judged[key]`` for a table: a rate with ± its standard error where it has one, a count as is."""
+    """``judged[key]`` for a table: a rate with ± its standard error (one seed) or ± its sd over seeds
+    (a mean over seeds), a count as is (or its mean ± sd)."""
     value = judged[key]
     if isinstance(value, int):
         return str(value)
     if math.isnan(value):
         return "–"
-    error = judged.get(f"{key}_se")
-    return f"{value:.3f}" if error is None else f"{value:.3f} ± {error:.3f}"
+    digits = 1 if key.startswith("distinct") else 3
+    error = judged.get(f"{key}_se", judged.get(f"{key}_sd"))
+    return f"{value:.{digits}f}" if error is None else f"{value:.{digits}f} ± {error:.{digits}f}"
+
+
+def spread_text(seeds: list[int]) -> str:
+    """How a report's ± reads, for one seed or several."""
+    if len(seeds) == 1:
+        return f"seed {seeds[0]}; rates ± one binomial standard error"
+    return (f"seeds {', '.join(map(str, seeds))} on one data split (data seed {DATA_SEED}); each figure the mean "
+            "over seeds ± their standard deviation")
 
 
 def header(columns: list[str]) -> list[str]:
@@ -138,18 +185,24 @@ def judged_parser(module: str, doc: str, work: str, samples_help: str) -> argpar
     p.add_argument("--samples", type=int, help=samples_help)
     p.add_argument("--work", default=work, help="folder that keeps the trained models")
     p.add_argument("--out", default="docs/results.md", help="markdown file whose section is replaced")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seeds", default="0", help="comma list of seeds; with several, mean ± sd over them")
     p.add_argument("--threads", type=int, default=2)
     return p
 
 
 def ready(module: str, args: argparse.Namespace, counts: dict[str, int]) -> bool:
-    """True, with the process set up (heap pages kept, torch threads set), when every count (option →
-    value) and ``--threads`` are >= 1 and ``--seed`` >= 0; else one line on stderr and False."""
-    if min(counts.values()) < 1 or args.threads < 1 or args.seed < 0:
-        print(f"python -m {module}: error: {', '.join(counts)} and --threads must be >= 1, --seed >= 0",
-              file=sys.stderr)
+    """True, with the process set up (heap pages kept, torch threads set) and ``args.seeds`` parsed to
+    a list, when every count (option → value) and ``--threads`` are >= 1 and ``--seeds`` is a comma
+    list of distinct integers >= 0; else one line on stderr and False."""
+    try:
+        seeds = [int(s) for s in str(args.seeds).split(",")]
+    except ValueError:
+        seeds = []
+    if min(counts.values()) < 1 or args.threads < 1 or not seeds or min(seeds) < 0 or len(set(seeds)) < len(seeds):
+        print(f"python -m {module}: error: {', '.join(counts)} and --threads must be >= 1, --seeds a comma list "
+              f"of distinct integers >= 0 (got {args.seeds!r})", file=sys.stderr)
         return False
+    args.seeds = seeds
     keep_heap_pages()
     torch.set_num_threads(args.threads)
     return True

@@ -154,13 +154,16 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.known_truth", description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="tiny sizes (seconds; for tests)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--backbone-steps", type=int,
+                        help=f"the backbone's training steps (default {Sizes.backbone_steps})")
     parser.add_argument("--layer-steps", type=int, help=f"the layer's training steps (default {Sizes.layer_steps})")
     parser.add_argument("--layer-states", type=int, help=f"the layer's HMM states (default {Sizes.layer_states})")
     parser.add_argument("--adapter", choices=sorted(ADAPTERS), help="the layer's adapter (default static)")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     args = parser.parse_args(argv)
     sizes = QUICK if args.quick else Sizes()
-    changes = {"layer_steps": args.layer_steps, "layer_states": args.layer_states, "adapter": args.adapter}
+    changes = {"backbone_steps": args.backbone_steps, "layer_steps": args.layer_steps,
+               "layer_states": args.layer_states, "adapter": args.adapter}
     sizes = replace(sizes, **{key: value for key, value in changes.items() if value is not None})
     rows, info = run(sizes, args.seed, progress=not args.quiet)
     print(markdown(rows, sizes, args.seed, info))

@@ -21,3 +21,19 @@ def test_quick_run_writes_its_section(tmp_path):
 def test_bad_options_end_with_one_line_and_status_2(capsys):
     assert code_lines.main(["--threads", "0"]) == 2 and code_lines.main(["--samples", "0"]) == 2
     assert len(capsys.readouterr().err.strip().splitlines()) == 2              # one line each
+
+
+def test_over_seeds_means_and_sds_and_refuses_mismatched_rows():
+    import math
+    import pytest
+    from benchmarks.judged_models import over_seeds, standard_error
+    one = [{"steps": 2, "decoder": "CoDD", "valid": 0.2, "valid_se": 0.01, "distinct_valid": 3, "tag": "x"}]
+    two = [{"steps": 2, "decoder": "CoDD", "valid": 0.4, "valid_se": 0.01, "distinct_valid": 5, "tag": "x"}]
+    assert over_seeds([one], ("steps", "decoder")) is one                     # one seed: as it is
+    (row,) = over_seeds([one, two], ("steps", "decoder"))
+    assert math.isclose(row["valid"], 0.3) and math.isclose(row["valid_sd"], math.sqrt(0.02))
+    assert row["distinct_valid"] == 4.0 and "valid_se" not in row and "tag" not in row and row["seeds"] == 2
+    assert math.isclose(standard_error(row, "valid"), math.sqrt(0.02) / math.sqrt(2))
+    assert standard_error(one[0], "valid") == 0.01
+    with pytest.raises(ValueError, match="differ"):
+        over_seeds([one, [{**two[0], "steps": 3}]], ("steps", "decoder"))

@@ -26,9 +26,22 @@ def test_quick_run_writes_its_section_and_reuses_its_models(tmp_path, capsys):
     assert "loaded the models" in printed and "training the backbone" not in printed
 
 
+def test_two_seeds_report_mean_and_sd_and_the_gated_decoder_per_seed(tmp_path):
+    out = tmp_path / "results.md"
+    args = ["--quick", "--samples", "6", "--validation-samples", "3", "--work", str(tmp_path / "work"),
+            "--out", str(out), "--threads", "1", "--seeds", "0,1"]
+    assert fair_generation.main(args) == 0
+    text = out.read_text()
+    assert "seeds 0, 1 on one data split (data seed 0)" in text and "mean over seeds ± their standard deviation" in text
+    rows = [line for line in text.splitlines() if line.startswith("| 2 | random | CoDD, gated |")]
+    assert len(rows) == 1 and rows[0].count(" ± ") >= 6                  # every rate and count with its sd
+    assert sorted(p.name.split("-s")[-1] for p in (tmp_path / "work").iterdir()) == ["0", "1"]
+
+
 def test_bad_options_end_with_one_line_and_status_2(capsys):
-    assert fair_generation.main(["--samples", "0"]) == 2
-    assert len(capsys.readouterr().err.strip().splitlines()) == 1
+    for bad in (["--samples", "0"], ["--seeds", "0,0"], ["--seeds", "-1"], ["--seeds", "a"]):
+        assert fair_generation.main(bad) == 2
+    assert len(capsys.readouterr().err.strip().splitlines()) == 4          # one line each
 
 
 def test_ratio_of():

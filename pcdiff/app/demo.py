@@ -128,11 +128,11 @@ def train_run(dataset: str | None = "words", data_file: str | None = None, max_l
               structure: str = "hmm", adapter: str = "static", device: str | torch.device = "cpu",
               budget: float = 1.0, backbone_steps: int | None = None, layer_steps: int | None = None,
               backbone_dim: int = 128, backbone_depth: int = 4, progress: bool = True, noise: str = "mask",
-              backbone: str = "train") -> Run:
+              backbone: str = "train", data_seed: int | None = None) -> Run:
     """:func:`prepare_run` then :func:`train_prepared` (the step counts are checked first of all)."""
     training_steps(budget, backbone_steps, layer_steps)
     run = prepare_run(dataset, data_file, max_length, seed, num_states, structure, adapter, device,
-                      backbone_dim, backbone_depth, noise, backbone)
+                      backbone_dim, backbone_depth, noise, backbone, data_seed)
     return train_prepared(run, budget, backbone_steps, layer_steps, progress)
 
 
