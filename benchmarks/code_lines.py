@@ -29,7 +29,7 @@ from .report import Section, invocation, write_sections
 
 MAX_LENGTH = 31                                            # + the end symbol: blocks of 32
 STEPS = (2, 4, 8)
-FULL = Sizes(backbone=3000, layer=1000, num_states=64, dim=64, depth=2, cache_backbone=False)
+FULL = Sizes(backbone=2000, layer=600, num_states=64, dim=64, depth=2, cache_backbone=False)
 QUICK = Sizes(backbone=10, layer=3, num_states=8, dim=32, depth=1, cache_backbone=False)
 REPORT_SEED = 30_000
 COLUMNS = ["steps per block", "decoder", "tokenizable", "balanced", "real stdlib line", "novel", "well-formed",

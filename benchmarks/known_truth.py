@@ -124,10 +124,12 @@ def run(sizes: Sizes, seed: int, progress: bool) -> tuple[dict, dict]:
     return rows, info
 
 
-def within(row: dict) -> float:
-    """(CoDD − truth) / (one-step − truth): 0 = exact, 1 = no better than one-step."""
+def within(row: dict, method: str = "codd") -> float:
+    """(method − truth) / (one-step − truth): 0 = exact, 1 = no better than one-step. For "sequential"
+    it is where the backbone's own exact chain rule stands: a layer that corrects the factorization
+    and not the backbone's conditionals gets no closer to the truth than that."""
     truth = row["truth"]["mean"]
-    return (row["codd"]["mean"] - truth) / (row["one_step"]["mean"] - truth)
+    return (row[method]["mean"] - truth) / (row["one_step"]["mean"] - truth)
 
 
 def markdown(rows: dict, sizes: Sizes, seed: int, info: dict) -> str:
@@ -140,13 +142,15 @@ def markdown(rows: dict, sizes: Sizes, seed: int, info: dict) -> str:
              "The layer's held-out CoDD objective by step: "
              + ", ".join(f"{step}: {value:.4f}" for step, value in info["layer_curve"]) + ".", "",
              "Nats per masked token, mean ± 95% CI over held-out samples (truth: exact −log p(x_M | x_O)).", "",
-             "| masked fraction | truth | sequential (best order) | CoDD | one-step | CoDD within x% of truth→one-step |",
-             "|---|---|---|---|---|---|"]
+             "| masked fraction | truth | sequential (best order) | CoDD | one-step | sequential, % of the way "
+             "truth→one-step | CoDD, % of the way |", "|---|---|---|---|---|---|---|"]
     for fraction, row in rows.items():
         lines.append(f"| {fraction} | {pm(row['truth'])} | {pm(row['sequential'])} ({row['sequential']['order']}) | "
-                     f"{pm(row['codd'])} | {pm(row['one_step'])} | {100 * within(row):.1f}% |")
+                     f"{pm(row['codd'])} | {pm(row['one_step'])} | {100 * within(row, 'sequential'):.1f}% | "
+                     f"{100 * within(row):.1f}% |")
     lines += ["", f"At 50% masked CoDD is within {100 * within(rows['0.5']):.1f}% of the way from the true "
-                  f"conditional entropy to one-step (target: ≤ 25%)."]
+                  f"conditional entropy to one-step (target: ≤ 25%); the backbone's own sequential score is at "
+                  f"{100 * within(rows['0.5'], 'sequential'):.1f}%."]
     return "\n".join(lines) + "\n"
 
 

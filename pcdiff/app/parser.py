@@ -13,6 +13,7 @@ from ..codd.layer import STRUCTURES
 from ..codd.rules import REMASKING
 from ..data.puzzles import TASKS
 from ..decode.step import CODD_MODES
+from .pretrained import PRETRAIN_DEFAULTS
 
 __all__ = ["build_parser"]
 
@@ -98,12 +99,16 @@ def build_parser() -> argparse.ArgumentParser:
                                                "held-out NLL at one masked token, and write OUT.{json,safetensors} and "
                                                "OUT.training.json (the plateau check). Deterministic given --seed.")
     pretrain.add_argument("--out", required=True, help="checkpoint stem to write, e.g. pcdiff/pretrained/words-mask")
-    pretrain.add_argument("--dataset", choices=["words", "python", *TASKS], default="words", help="built-in data")
-    pretrain.add_argument("--steps", type=int, default=16000, help="optimizer steps (the schedule follows them)")
-    pretrain.add_argument("--noise", choices=NOISE_KINDS, default="mask", help="the backbone's noise")
-    pretrain.add_argument("--dropout", type=float, default=0.1, help="dropout of the transformer")
-    pretrain.add_argument("--eval-every", type=int, default=500, help="steps between the exact evaluations")
-    pretrain.add_argument("--seed", type=int, default=0, help="seed for data split and training")
+    recipe = PRETRAIN_DEFAULTS                                  # the shipped backbone's, one copy
+    pretrain.add_argument("--dataset", choices=["words", "python", *TASKS], default=recipe["dataset"],
+                          help="built-in data")
+    pretrain.add_argument("--steps", type=int, default=recipe["steps"],
+                          help="optimizer steps (the schedule follows them; default %(default)s)")
+    pretrain.add_argument("--noise", choices=NOISE_KINDS, default=recipe["noise"], help="the backbone's noise")
+    pretrain.add_argument("--dropout", type=float, default=recipe["dropout"], help="dropout of the transformer")
+    pretrain.add_argument("--eval-every", type=int, default=recipe["eval_every"],
+                          help="steps between the exact evaluations")
+    pretrain.add_argument("--seed", type=int, default=recipe["seed"], help="seed for data split and training")
     pretrain.add_argument("--quiet", action="store_true", help="no progress bar")
 
     sample = commands.add_parser("sample", help="generate items from a trained run")
