@@ -43,6 +43,7 @@ class Sizes:
     backbone_steps: int = 1500
     layer_states: int = 32
     layer_steps: int = 400
+    layer_lr: float = 1e-2
     adapter: str = "static"
 
 
@@ -113,7 +114,8 @@ def run(sizes: Sizes, seed: int, progress: bool) -> tuple[dict, dict]:
     layer = CoDDLayer.from_structure("hmm", LENGTH, data.vocab.size, num_states=sizes.layer_states, seed=seed,
                                      adapter=sizes.adapter,
                                      mask_id=data.vocab.mask_id, backbone_hidden_size=backbone.hidden_size)
-    layer_run = train_codd_layer(layer, backbone, data, steps=sizes.layer_steps, seed=seed, progress=progress,
+    layer_run = train_codd_layer(layer, backbone, data, steps=sizes.layer_steps, lr=sizes.layer_lr, seed=seed,
+                                 progress=progress,
                                  eval_every=max(1, sizes.layer_steps // 5))
     with torch.no_grad():
         rows = table(truth, backbone, layer, data.encode_heldout(), seed)
@@ -138,7 +140,7 @@ def markdown(rows: dict, sizes: Sizes, seed: int, info: dict) -> str:
              f"positions of {VOCAB} tokens; {sizes.train} training / {sizes.heldout} held-out samples; backbone "
              f"dim {sizes.backbone_dim} depth {sizes.backbone_depth}, {sizes.backbone_steps} steps (held-out "
              f"diffusion loss {info['backbone_heldout_loss']:.3f}); CoDD HMM layer {sizes.layer_states} states, "
-             f"{sizes.layer_steps} steps, adapter {sizes.adapter}; seed {seed}; {info['seconds']:.0f} s.", "",
+             f"{sizes.layer_steps} steps at lr {sizes.layer_lr:g}, adapter {sizes.adapter}; seed {seed}; {info['seconds']:.0f} s.", "",
              "The layer's held-out CoDD objective by step: "
              + ", ".join(f"{step}: {value:.4f}" for step, value in info["layer_curve"]) + ".", "",
              "Nats per masked token, mean ± 95% CI over held-out samples (truth: exact −log p(x_M | x_O)).", "",
@@ -161,12 +163,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--backbone-steps", type=int,
                         help=f"the backbone's training steps (default {Sizes.backbone_steps})")
     parser.add_argument("--layer-steps", type=int, help=f"the layer's training steps (default {Sizes.layer_steps})")
+    parser.add_argument("--layer-lr", type=float, help=f"the layer's Adam learning rate (default {Sizes.layer_lr:g})")
     parser.add_argument("--layer-states", type=int, help=f"the layer's HMM states (default {Sizes.layer_states})")
     parser.add_argument("--adapter", choices=sorted(ADAPTERS), help="the layer's adapter (default static)")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     args = parser.parse_args(argv)
     sizes = QUICK if args.quick else Sizes()
-    changes = {"backbone_steps": args.backbone_steps, "layer_steps": args.layer_steps,
+    changes = {"backbone_steps": args.backbone_steps, "layer_steps": args.layer_steps, "layer_lr": args.layer_lr,
                "layer_states": args.layer_states, "adapter": args.adapter}
     sizes = replace(sizes, **{key: value for key, value in changes.items() if value is not None})
     rows, info = run(sizes, args.seed, progress=not args.quiet)
