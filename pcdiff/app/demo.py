@@ -22,7 +22,7 @@ from ..codd.recipe import MAX_VALUES, layer_values
 from ..files import atomic_write_text
 from ..train import heldout_loss, train_backbone, train_codd_layer
 from .controls import ControlSettings, control_table
-from .evaluation import gap_closed, generation_table, infill_table, perplexity_table, sampling_overhead
+from .evaluation import generation_table, headline, infill_table, sampling_overhead
 from .pretrained import shipped_backbone
 from .report import markdown_tables, save_plots
 from .runs import Run, data_spec, load_data
@@ -150,34 +150,35 @@ def _scalars(summary: dict) -> dict:
 
 
 @torch.no_grad()
-def evaluate_run(run: Run, seed: int = 0, num_samples: int = 1200, heldout_items: int = 1000,
-                 progress: bool = True, controls: ControlSettings | None = None) -> dict:
+def evaluate_run(run: Run, seed: int = 0, num_samples: int = 1200, progress: bool = True,
+                 controls: ControlSettings | None = None) -> dict:
     """Every measurement of the demo, as the JSON-able results dict; ``controls`` sizes the controls
-    beside the likelihood figures (:mod:`.controls`; default :class:`ControlSettings` with ``seed``)."""
+    beside the likelihood figures (:mod:`.controls`; default :class:`ControlSettings` with ``seed``),
+    and the headline perplexity table is read off them (in-distribution items)."""
     data, backbone, layer = run.data, run.backbone, run.layer
     check_int("num_samples", num_samples, 1)
-    check_int("heldout_items", heldout_items, 1)
     if not data.heldout_items:
         raise ValueError(f"the data ({data.name}) has no held-out items to evaluate on")
     backbone.eval()
-    x0 = data.encode_heldout()[:heldout_items]
     started, cpu_started = time.perf_counter(), time.process_time()
-    perplexity = perplexity_table(backbone, layer, x0, seed=seed, progress=progress)
+    control = control_table(backbone, layer, data, run.settings["num_states"], controls or ControlSettings(seed=seed),
+                            progress=progress)
+    top = headline(control)
     length = data.block_length
     steps_list = sorted({1, 2, 3, 4, length})
     results = {
-        "perplexity": perplexity,
-        "gap_closed": gap_closed(perplexity),
+        "perplexity": top["perplexity"],
+        "gap_closed": top["gap_closed"],
+        "headline": {"set": top["set"], "items": top["items"]},
         "generation": generation_table(backbone, layer, data, steps_list, num_samples=num_samples, seed=seed,
                                        progress=progress),
         "infill": infill_table(backbone, layer, data, seed=seed),
         "timing": sampling_overhead(backbone, layer, data, steps=min(4, length), seed=seed,
                                     num_samples=min(500, num_samples)),
         "backbone_heldout_loss": heldout_loss(backbone, data.encode_heldout()),
-        "controls": control_table(backbone, layer, data, run.settings["num_states"],
-                                  controls or ControlSettings(seed=seed), progress=progress),
+        "controls": control,
         "settings": run.settings,
-        "evaluation": {"seed": seed, "num_samples": num_samples, "heldout_items": len(x0),
+        "evaluation": {"seed": seed, "num_samples": num_samples,
                        "seconds": time.perf_counter() - started, "cpu_seconds": time.process_time() - cpu_started,
                        "machine": platform.platform(),
                        "torch": torch.__version__, "threads": torch.get_num_threads()},

@@ -1,9 +1,10 @@
-"""The demo's measurements: perplexity vs masked fraction, generation quality, one-step infill.
+"""The demo's measurements: the headline perplexity vs masked fraction (read off the controls),
+generation quality, one-step infill.
 
-Three ways to score the masked tokens of a held-out item x0 given the rest:
+Three ways to score the masked tokens of an item x0 given the rest (:mod:`.scoring`):
   one_step    the backbone's factorized prediction, every masked token scored from one forward pass;
-  sequential  the chain rule with the backbone: reveal the masked tokens one at a time in random
-              order, scoring each from a fresh forward pass (the factorization barrier's floor);
+  sequential  the chain rule with the backbone: reveal the masked tokens one at a time, scoring each
+              from a fresh forward pass; the best of several orders is the factorization barrier's floor;
   codd        the CoDD layer's exact joint log-likelihood of all masked tokens at once.
 """
 from __future__ import annotations
@@ -19,7 +20,8 @@ from ..data import ItemData
 from ..decode import generate
 from ..train.noise import corrupt
 from .judge import judge_items
-from .scoring import backbone_scores, batches, fixed_masks
+from .controls import ONE_TOKEN
+from .scoring import batches, fixed_masks
 
 
 def _masks(x0: torch.Tensor, fraction: float, generator: torch.Generator) -> torch.Tensor:
@@ -27,37 +29,21 @@ def _masks(x0: torch.Tensor, fraction: float, generator: torch.Generator) -> tor
     return fixed_masks(x0, round(fraction * x0.shape[1]), generator)
 
 
-def masked_nll(backbone, layer, x0: torch.Tensor, fraction: float, seed: int = 0,
-               batch_size: int = 512) -> dict[str, float]:
-    """Per-masked-token NLL (nats) of one-step, sequential (one random order) and CoDD scoring at one
-    masked fraction."""
-    generator = torch.Generator().manual_seed(seed)
-    masked = _masks(x0, fraction, generator)
-    order_keys = torch.rand(x0.shape, generator=generator)
-    scores = backbone_scores(backbone, layer, x0, masked, {"random": order_keys}, batch_size, generator)
-    count = int(masked.sum())
-    return {("sequential" if k.startswith("sequential") else k): float(v.double().sum()) / count
-            for k, v in scores.items()}
-
-
-def perplexity_table(backbone, layer, x0, fractions=(0.25, 0.5, 0.75, 1.0), seed: int = 0,
-                     progress: bool = True) -> dict[str, dict[str, float]]:
-    """``{"one_step"|"sequential"|"codd": {fraction: perplexity}}`` and the gap closed by CoDD."""
-    table: dict[str, dict[str, float]] = {"one_step": {}, "sequential": {}, "codd": {}}
-    for fraction in tqdm(fractions, desc="perplexity", disable=not progress):
-        nll = masked_nll(backbone, layer, x0, fraction, seed=seed)
-        for method, value in nll.items():
-            table[method][str(fraction)] = math.exp(value)
-    return table
-
-
-def gap_closed(perplexity: dict[str, dict[str, float]]) -> dict[str, float]:
-    """``(NLL_one_step − NLL_codd) / (NLL_one_step − NLL_sequential)`` per fraction."""
-    out = {}
-    for frac in perplexity["one_step"]:
-        one, seq, codd = (math.log(perplexity[k][frac]) for k in ("one_step", "sequential", "codd"))
-        out[frac] = (one - codd) / (one - seq) if abs(one - seq) > 1e-12 else float("nan")
-    return out
+def headline(controls: dict, item_set: str = "in_distribution") -> dict:
+    """The demo's headline, read off its controls (:func:`pcdiff.app.controls.control_table`) for one
+    item set, so that it carries their protocol (exact mask counts, several draws per item, the best
+    sequential order as the floor): ``{"set", "items", "perplexity": {"one_step"|"sequential"|"codd":
+    {fraction: exp(mean NLL per masked token)}}, "gap_closed": {fraction: (one-step − CoDD) / (one-step
+    − floor)}}`` over the masked fractions (the one-token row has no factorization gap and is left out)."""
+    if item_set not in controls["sets"]:
+        raise ValueError(f"item_set must be one of {sorted(controls['sets'])}, got {item_set!r}")
+    table = controls["sets"][item_set]
+    rows = {label: row for label, row in table["rows"].items() if label != ONE_TOKEN}
+    columns = {"one_step": "one_step", "sequential": "sequential_best", "codd": "codd"}
+    perplexity = {name: {label: math.exp(row[key]["mean"]) for label, row in rows.items()}
+                  for name, key in columns.items()}
+    gaps = {label: math.nan if row["gap_closed"] is None else row["gap_closed"] for label, row in rows.items()}
+    return {"set": item_set, "items": table["items"], "perplexity": perplexity, "gap_closed": gaps}
 
 
 @torch.no_grad()

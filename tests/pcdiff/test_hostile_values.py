@@ -8,7 +8,7 @@ import torch
 
 from helpers.stubs import MASK, V, StubBackbone, contextual
 from pcdiff import BlockDecoder, CoDDLayer, LayerTrainingConfig, generate, load_hf_backbone
-from pcdiff.app.evaluation import masked_nll
+from pcdiff.app.scoring import backbone_scores, fixed_masks
 from pcdiff.data import load_text_file
 
 
@@ -69,7 +69,8 @@ def test_factorized_decoding_refuses_a_row_with_every_token_banned():
 def test_evaluation_refuses_nan_logits_instead_of_reporting_them():
     x0 = torch.randint(0, V, (3, 4))
     with pytest.raises(ValueError, match="the backbone's logits"):
-        masked_nll(NaNBackbone(4), None, x0, 0.5)
+        backbone_scores(NaNBackbone(4), None, x0, fixed_masks(x0, 2, torch.Generator().manual_seed(0)),
+                        {"random": torch.rand(x0.shape)})
 
 
 def test_a_nan_parameter_is_not_reported_as_probability_zero():
