@@ -1,6 +1,7 @@
 """The demo's likelihood figures and their controls over several seeds: mean ± sd (issue 13).
 
-``python -m benchmarks.demo_seeds [--seeds 0,1,2] [--layer-steps N] [--out docs/results.md] [--quick]``
+``python -m benchmarks.demo_seeds [--seeds 0,1,2] [--layer-steps N] [--adapter A] [--num-states K]
+[--out docs/results.md] [--quick]``
 
 Every seed runs the demo's own pipeline (:func:`pcdiff.app.demo.prepare_run` →
 :func:`~pcdiff.app.demo.train_prepared` → the controls of :func:`pcdiff.app.controls.control_table`)
@@ -22,7 +23,8 @@ import time
 import torch
 
 from pcdiff.app.controls import ControlSettings, control_table
-from pcdiff.app.demo import LAYER_STEPS, prepare_run, train_prepared
+from pcdiff.app.demo import LAYER_LR, LAYER_STEPS, prepare_run, train_prepared
+from pcdiff.codd.adapters import ADAPTERS
 
 from .report import invocation, publish
 
@@ -30,10 +32,11 @@ COLUMNS = ("one_step", "sequential_best", "codd", "hmm_em", "circuit_alone")
 FRACTIONS = (0.25, 0.5, 0.75, 0.9, 1.0)
 
 
-def one_seed(seed: int, layer_steps: int, items: int, quick: bool) -> dict:
+def one_seed(seed: int, layer_steps: int, items: int, quick: bool, adapter: str = "static",
+             num_states: int = 128) -> dict:
     """The controls of one seed's run (the demo's sizes, or tiny ones with ``quick``)."""
-    sizes = dict(num_states=8, backbone_dim=16, backbone_depth=1) if quick else {}
-    run = prepare_run("words", seed=seed, data_seed=0, backbone="shipped", **sizes)
+    sizes = dict(num_states=8, backbone_dim=16, backbone_depth=1) if quick else dict(num_states=num_states)
+    run = prepare_run("words", seed=seed, data_seed=0, backbone="shipped", adapter=adapter, **sizes)
     train_prepared(run, backbone_steps=20 if quick else None, layer_steps=layer_steps, progress=False)
     settings = ControlSettings(items=items, seed=seed, fractions=FRACTIONS, fit_epochs=1 if quick else 3)
     table = control_table(run.backbone, run.layer, run.data, run.settings["num_states"], settings, progress=False)
@@ -56,8 +59,9 @@ def markdown(runs: dict[int, dict], info: dict) -> str:
               else f"a backbone trained per seed ({backbone['steps']} steps: no shipped one matches)")
     lines = [f"Command: `{info['command']}`{' (--quick: smoke-test sizes, not a measurement)' if info['quick'] else ''}"
              f"; {info['seconds']:.0f} s on {torch.get_num_threads()} torch threads.", "",
-             f"Seeds {', '.join(map(str, runs))} on one split (data seed 0), {source}; the CoDD HMM layer trained "
-             f"{info['layer_steps']} steps per seed; {info['items']} items per set and masked count. Nats per masked "
+             f"Seeds {', '.join(map(str, runs))} on one split (data seed 0), {source}; the CoDD HMM layer "
+             f"({info['num_states']} states, {info['adapter']} adapter) trained {info['layer_steps']} steps at learning rate "
+             f"{LAYER_LR:g} per seed; {info['items']} items per set and masked count. Nats per masked "
              "token, mean over seeds ± their standard deviation.", ""]
     first = next(iter(runs.values()))["sets"]
     for name in first:
@@ -99,6 +103,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seeds", default="0,1,2", help="comma list of seeds")
     parser.add_argument("--layer-steps", type=int, default=LAYER_STEPS,
                         help=f"layer training steps per seed (default: the demo's, {LAYER_STEPS})")
+    parser.add_argument("--adapter", choices=sorted(ADAPTERS), default="static",
+                        help="the layer's adapter (default: the demo's, static)")
+    parser.add_argument("--num-states", type=int, default=128, help="the layer's latent states (default: the demo's)")
     parser.add_argument("--items", type=int, default=300, help="items per set and masked count")
     parser.add_argument("--out", help="markdown file to put the section in (e.g. docs/results.md)")
     parser.add_argument("--quick", action="store_true", help="tiny sizes (seconds; for tests)")
@@ -106,11 +113,17 @@ def main(argv: list[str] | None = None) -> int:
     seeds = [int(s) for s in args.seeds.split(",")]
     started, runs = time.perf_counter(), {}
     for seed in seeds:
-        runs[seed] = one_seed(seed, args.layer_steps, args.items, args.quick)
+        runs[seed] = one_seed(seed, args.layer_steps, args.items, args.quick, args.adapter, args.num_states)
         print(f"seed {seed}: done ({time.perf_counter() - started:.0f} s)", flush=True)
     info = dict(command=invocation("benchmarks.demo_seeds", argv), quick=args.quick,
-                seconds=time.perf_counter() - started, layer_steps=args.layer_steps, items=args.items)
-    publish(markdown(runs, info), args.out, "demo-seeds", "The demo over three seeds, with its controls (issue 13)")
+                seconds=time.perf_counter() - started, layer_steps=args.layer_steps, items=args.items,
+                adapter=args.adapter, num_states=args.num_states)
+    # the demo's own layer keeps the section the docs cite; any other layer gets a section of its own
+    demo_layer = (args.adapter, args.num_states) == ("static", 128)
+    key, title = ("demo-seeds", "The demo over three seeds, with its controls (issue 13)") if demo_layer else (
+        f"demo-seeds-{args.adapter}-{args.num_states}",
+        f"The demo's controls with a {args.adapter} adapter and {args.num_states} states")
+    publish(markdown(runs, info), args.out, key, title)
     return 0
 
 

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import torch
 
 from pcdiff.app.allocator import keep_heap_pages
-from pcdiff.app.demo import prepare_run, train_run
+from pcdiff.app.demo import LAYER_LR, prepare_run, train_run
 from pcdiff.app.pretrained import SHIPPED
 from pcdiff.app.runs import data_spec, load_data
 from pcdiff.data import ItemData
@@ -34,10 +34,12 @@ DATA_SEED = 0
 
 @dataclass(frozen=True)
 class Sizes:
-    """Training steps of the backbone and of the layer, the HMM's states, the backbone's width and depth."""
+    """Training steps of the backbone and of the layer, the HMM's states, the backbone's width and depth,
+    the layer's learning rate."""
     backbone: int
     layer: int
     num_states: int
+    layer_lr: float = LAYER_LR
     dim: int = 128
     depth: int = 4
     cache_backbone: bool = True         # False: the frozen backbone runs on each layer batch (see trained)
@@ -55,7 +57,7 @@ class Sizes:
         cache = "" if self.cache_backbone else "-nocache"
         # the shipped checkpoint's hash prefix: a newly shipped backbone never reuses models kept for the old
         backbone = f"shipped{SHIPPED['words-mask'][:8]}" if self.shipped_backbone else self.backbone
-        return f"b{backbone}-l{self.layer}-h{self.num_states}-d{self.dim}x{self.depth}{cache}"
+        return f"b{backbone}-l{self.layer}-lr{self.layer_lr:g}-h{self.num_states}-d{self.dim}x{self.depth}{cache}"
 
 
 @dataclass
@@ -83,7 +85,8 @@ def trained(dataset: str, work: pathlib.Path, sizes: Sizes, seed: int, max_lengt
         run = train_run(dataset, max_length=max_length, seed=seed, num_states=sizes.num_states,
                         backbone_steps=sizes.backbone, layer_steps=sizes.layer, backbone_dim=sizes.dim,
                         backbone_depth=sizes.depth, progress=False,
-                        backbone="shipped" if sizes.shipped_backbone else "train", data_seed=DATA_SEED)
+                        backbone="shipped" if sizes.shipped_backbone else "train", data_seed=DATA_SEED,
+                        layer_lr=sizes.layer_lr)
         if sizes.shipped_backbone and "shipped" not in run.settings["backbone"]:
             raise ValueError(f"no backbone ships for {dataset} (seed {seed}, {sizes.dim}x{sizes.depth})")
     else:
@@ -103,8 +106,8 @@ def _train_uncached(dataset: str, max_length: int | None, seed: int, sizes: Size
                       backbone_dim=sizes.dim, backbone_depth=sizes.depth, data_seed=DATA_SEED)
     train_backbone(run.backbone, run.data, steps=sizes.backbone, seed=seed, progress=False, eval_every=None)
     run.backbone.eval().requires_grad_(False)
-    train_codd_layer(run.layer, run.backbone, run.data, steps=sizes.layer, seed=seed, progress=False,
-                     eval_every=None, cache_backbone=False)
+    train_codd_layer(run.layer, run.backbone, run.data, steps=sizes.layer, lr=sizes.layer_lr, seed=seed,
+                     progress=False, eval_every=None, cache_backbone=False)
     return run
 
 

@@ -1,9 +1,9 @@
 """How much of the factorization gap the CoDD layer closes as it trains longer, on the shipped backbone.
 
-``python -m benchmarks.layer_steps [--steps 500,1000,2000,4000] [--items 150] [--out docs/results.md]``
+``python -m benchmarks.layer_steps [--steps 1000,2000,4000,8000] [--lr 0.03] [--items 150] [--out docs/results.md]``
 
-One layer (the demo's: HMM, 128 states, seed 0) trains on the frozen shipped backbone, resumed from its
-own checkpoint at each step count (one run, measured on the way). At each count, the demo's controls
+One layer (the demo's: HMM, 128 states, seed 0) trains at a constant learning rate on the frozen
+shipped backbone, resumed from its own checkpoint at each step count (one run, measured on the way). At each count, the demo's controls
 on in-distribution items: CoDD's gain over one-step at one masked token (≈ 0 unless the layer repairs
 the backbone's conditionals) and gap closed, (one-step − CoDD) / (one-step − best sequential order),
 at 50%, 90% and 100% masked; besides, the layer's held-out training objective.
@@ -14,7 +14,7 @@ import argparse
 import tempfile
 
 from pcdiff.app.controls import ControlSettings, control_table
-from pcdiff.app.demo import prepare_run
+from pcdiff.app.demo import LAYER_LR, prepare_run
 from pcdiff.train import train_codd_layer
 
 from .report import invocation, publish
@@ -22,7 +22,7 @@ from .report import invocation, publish
 FRACTIONS = (0.5, 0.9, 1.0)
 
 
-def measure(step_counts: list[int], items: int, quick: bool) -> list[dict]:
+def measure(step_counts: list[int], items: int, quick: bool, lr: float = LAYER_LR) -> list[dict]:
     sizes = dict(num_states=8, backbone_dim=16, backbone_depth=1) if quick else {}
     run = prepare_run("words", seed=0, backbone="shipped", **sizes)
     run.backbone.eval().requires_grad_(False)
@@ -30,7 +30,7 @@ def measure(step_counts: list[int], items: int, quick: bool) -> list[dict]:
     rows = []
     with tempfile.TemporaryDirectory() as checkpoints:
         for steps in step_counts:
-            summary = train_codd_layer(run.layer, run.backbone, run.data, steps=steps, seed=0, progress=False,
+            summary = train_codd_layer(run.layer, run.backbone, run.data, steps=steps, lr=lr, seed=0, progress=False,
                                        checkpoint_dir=checkpoints, resume=True, eval_every=max(1, steps // 4))
             table = control_table(run.backbone, run.layer, run.data, run.settings["num_states"], settings,
                                   progress=False)
@@ -42,10 +42,10 @@ def measure(step_counts: list[int], items: int, quick: bool) -> list[dict]:
     return rows
 
 
-def markdown(rows: list[dict], command: str, items: int, shipped: bool) -> str:
+def markdown(rows: list[dict], command: str, items: int, shipped: bool, lr: float) -> str:
     lines = [f"Command: `{command}`" + ("" if shipped else " (no shipped backbone matched: a smoke test)") + "; "
-             f"seed 0, the demo's layer (HMM, 128 states) on the shipped backbone, {items} in-distribution items per "
-             "masked count.", "",
+             f"seed 0, the demo's layer (HMM, 128 states) at learning rate {lr:g} on the shipped backbone, {items} "
+             "in-distribution items per masked count.", "",
              "| layer steps | held-out objective, CoDD (factorized) | CoDD gain at one masked token | gap closed at "
              + " | gap closed at ".join(f"{f}" for f in FRACTIONS) + " |", "|" + "---|" * (3 + len(FRACTIONS))]
     for r in rows:
@@ -57,7 +57,9 @@ def markdown(rows: list[dict], command: str, items: int, shipped: bool) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.layer_steps", description=__doc__.splitlines()[0])
-    parser.add_argument("--steps", default="500,1000,2000,4000", help="comma list of increasing step counts")
+    parser.add_argument("--steps", default="1000,2000,4000,8000", help="comma list of increasing step counts")
+    parser.add_argument("--lr", type=float, default=LAYER_LR, help=f"the layer's learning rate (default: the demo's, "
+                                                                   f"{LAYER_LR})")
     parser.add_argument("--items", type=int, default=150, help="in-distribution items per masked count")
     parser.add_argument("--out", help="markdown file to put the section in (e.g. docs/results.md)")
     parser.add_argument("--quick", action="store_true", help="tiny sizes (seconds; for tests)")
@@ -65,8 +67,8 @@ def main(argv: list[str] | None = None) -> int:
     step_counts = [int(s) for s in args.steps.split(",")]
     if step_counts != sorted(set(step_counts)) or step_counts[0] < 1:
         parser.error(f"--steps must be increasing positive counts, got {args.steps}")
-    rows = measure(step_counts, args.items, args.quick)
-    body = markdown(rows, invocation("benchmarks.layer_steps", argv), args.items, not args.quick)
+    rows = measure(step_counts, args.items, args.quick, args.lr)
+    body = markdown(rows, invocation("benchmarks.layer_steps", argv), args.items, not args.quick, args.lr)
     publish(body, args.out, "layer-steps", "Gap closed against the layer's training steps (issue 13)")
     return 0
 

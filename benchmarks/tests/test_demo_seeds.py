@@ -15,6 +15,15 @@ def test_quick_run_writes_one_table_per_item_set_and_the_targets(tmp_path, capsy
     assert "gain at one masked token" in text
 
 
+def test_another_layer_gets_a_section_of_its_own(tmp_path):
+    out = tmp_path / "results.md"
+    assert demo_seeds.main(["--quick", "--seeds", "0", "--layer-steps", "2", "--items", "4", "--adapter",
+                            "latent_evidence", "--out", str(out)]) == 0
+    text = out.read_text()
+    assert "<!-- pcdiff-bench:demo-seeds-latent_evidence-128:begin -->" in text
+    assert "<!-- pcdiff-bench:demo-seeds:begin -->" not in text and "latent_evidence adapter" in text
+
+
 def test_mean_sd_leaves_a_figure_with_a_missing_seed_out():
     assert demo_seeds.mean_sd([1.0, 3.0]) == "2.000 ± 1.414"
     assert demo_seeds.mean_sd([1.0, None]) == "–"

@@ -142,7 +142,7 @@ def _block_length(backbone, max_length: int | None) -> int:
 def train_hf(args, directory: pathlib.Path, out: pathlib.Path, device, progress: bool) -> pathlib.Path:
     """Train a CoDD layer on the frozen model in ``directory`` into the new run folder ``out``."""
     from ..train.distributed import launched
-    from .demo import check_layer_size, training_steps
+    from .demo import check_layer_size, layer_learning_rate, training_steps
     if launched():
         raise ValueError("--backbone hf:DIR trains in one process: run it without torchrun")
     directory = directory.resolve()
@@ -164,13 +164,13 @@ def train_hf(args, directory: pathlib.Path, out: pathlib.Path, device, progress:
                                      data=data.encode_train() if args.structure == "tree" else None,
                                      mask_id=backbone.mask_id, device=device, top_k=top_k)
     view = CanvasAfterContext(backbone, _context_id(tokenizer)) if _is_canvas(backbone) else backbone
-    steps = training_steps(args.budget, None, args.layer_steps)[1]
-    summary = train_codd_layer(layer, view, data, steps=steps, seed=args.seed, progress=progress)
+    steps, lr = training_steps(args.budget, None, args.layer_steps)[1], layer_learning_rate(args.layer_lr)
+    summary = train_codd_layer(layer, view, data, steps=steps, lr=lr, seed=args.seed, progress=progress)
     settings = {"pcdiff_version": __version__, "hf": {"path": str(directory), "weights_sha256": sha,
                                                       "noise": backbone.noise, "block_length": length},
                 "data": spec, "dataset": data.name, "seed": args.seed, "structure": args.structure,
                 "num_states": args.num_states, "adapter": args.adapter, "top_k": top_k,
-                "layer": {"parameters": sum(p.numel() for p in layer.parameters()), "steps": steps,
+                "layer": {"parameters": sum(p.numel() for p in layer.parameters()), "steps": steps, "lr": lr,
                           "train_loss": summary.get("train_loss")}}
 
     def write(folder: pathlib.Path) -> None:

@@ -48,6 +48,9 @@ def _model_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--backbone-steps", type=int, help="train the backbone here, this many steps (replaces the "
                                                           "budget; implies --retrain-backbone)")
     group.add_argument("--layer-steps", type=int, help="train the layer this many steps (replaces the budget)")
+    group.add_argument("--layer-lr", type=float,
+                       help="the layer's Adam learning rate (default: the demo's LAYER_LR, chosen on the words' "
+                            "held-out objective: docs/results.md)")
     group.add_argument("--noise", choices=NOISE_KINDS, default="mask",
                        help="the backbone's noise: mask (absorbing, the default) or uniform (noisy positions hold "
                             "random tokens; docs/backbones.md)")
