@@ -62,8 +62,8 @@ def markdown(rows: list[dict], ceiling: dict, info: dict) -> str:
     sizes = info["sizes"]
     lines = [f"Command: `{info['command']}`{' (--quick: smoke-test sizes, not a measurement)' if info['quick'] else ''}"
              f"; took {info['seconds']:.0f} s on {torch.get_num_threads()} torch threads.", "",
-             f"Data: {info['data']}. The {sizes.backbone_text}, CoDD HMM layer with "
-             f"{sizes.num_states} states, {sizes.layer} steps (the frozen backbone run on each layer batch, no cache), "
+             f"Data: {info['data']}. The {sizes.backbone_text}, {sizes.layer_text} "
+             "(the frozen backbone run on each layer batch, no cache), "
              f"{spread_text(info['seeds'])}; {info['samples']} lines per cell, "
              "low-confidence remasking. Tokenizable: Python's `tokenize."
              "generate_tokens` on the line alone raises no TokenError / IndentationError / SyntaxError and yields no "

@@ -108,7 +108,7 @@ def markdown(rows: list[dict], means: dict, chosen: list[float], info: dict) -> 
     lines = [f"Command: `{info['command']}`{' (--quick: smoke-test sizes, not a measurement)' if info['quick'] else ''}"
              f"; took {info['seconds']:.0f} s on {torch.get_num_threads()} torch threads.", "",
              f"Data: {info['data']}. The {info['sizes'].backbone_text}, "
-             f"CoDD HMM layer with {info['sizes'].num_states} states, {info['sizes'].layer} steps; "
+             f"{info['sizes'].layer_text}; "
              f"{spread_text(info['seeds'])}. {info['samples']} samples per cell; valid = a word of the list, "
              "novel = valid and a held-out type (never trained on); TV = total variation to the training distribution "
              f"(training words weighted by frequency); a perfect sampler of it scores {rows[0]['tv_floor']:.3f} with "

@@ -53,6 +53,11 @@ class Sizes:
         return f"{made} ({self.dim}×{self.depth})"
 
     @property
+    def layer_text(self) -> str:
+        """How the layer was trained, for a report."""
+        return f"CoDD HMM layer with {self.num_states} states, {self.layer} steps at learning rate {self.layer_lr:g}"
+
+    @property
     def tag(self) -> str:
         cache = "" if self.cache_backbone else "-nocache"
         # the shipped checkpoint's hash prefix: a newly shipped backbone never reuses models kept for the old
