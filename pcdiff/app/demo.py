@@ -179,7 +179,7 @@ def evaluate_run(run: Run, seed: int = 0, num_samples: int = 1200, progress: boo
     results = {
         "perplexity": top["perplexity"],
         "gap_closed": top["gap_closed"],
-        "headline": {"set": top["set"], "items": top["items"]},
+        "headline": {"set": top["set"], "items": top["items"], "red_flags": top["red_flags"]},
         "generation": generation_table(backbone, layer, data, steps_list, num_samples=num_samples, seed=seed,
                                        progress=progress),
         "infill": infill_table(backbone, layer, data, seed=seed),

@@ -34,7 +34,9 @@ def headline(controls: dict, item_set: str = "in_distribution") -> dict:
     item set, so that it carries their protocol (exact mask counts, several draws per item, the best
     sequential order as the floor): ``{"set", "items", "perplexity": {"one_step"|"sequential"|"codd":
     {fraction: exp(mean NLL per masked token)}}, "gap_closed": {fraction: (one-step − CoDD) / (one-step
-    − floor)}}`` over the masked fractions (the one-token row has no factorization gap and is left out)."""
+    − floor)}, "red_flags": [sentences]}`` over the masked fractions (the one-token row has no
+    factorization gap and is left out). The red flags say where the controls make a headline figure
+    mean something else than the factorization gap closed (:func:`red_flags`)."""
     if item_set not in controls["sets"]:
         raise ValueError(f"item_set must be one of {sorted(controls['sets'])}, got {item_set!r}")
     table = controls["sets"][item_set]
@@ -43,7 +45,26 @@ def headline(controls: dict, item_set: str = "in_distribution") -> dict:
     perplexity = {name: {label: math.exp(row[key]["mean"]) for label, row in rows.items()}
                   for name, key in columns.items()}
     gaps = {label: math.nan if row["gap_closed"] is None else row["gap_closed"] for label, row in rows.items()}
-    return {"set": item_set, "items": table["items"], "perplexity": perplexity, "gap_closed": gaps}
+    return {"set": item_set, "items": table["items"], "perplexity": perplexity, "gap_closed": gaps,
+            "red_flags": red_flags(controls["codd_gain_one_token"][item_set], gaps)}
+
+
+def red_flags(one_token_gain: dict, gap_closed: dict) -> list[str]:
+    """Sentences for the report where a headline figure is not what it seems: CoDD better than one-step
+    at one masked token, beyond its 95% interval (no factorization gap there, so the layer is
+    repairing the backbone's conditionals), and gap closed above 1 (CoDD below the sequential floor)."""
+    flags = []
+    mean, ci95 = one_token_gain["mean"], one_token_gain["ci95"]
+    if mean - ci95 > 0:
+        flags.append(f"CoDD beats one-step by {mean:.3f} ± {ci95:.3f} nats at one masked token, where there is no "
+                     "factorization gap: the layer repairs the backbone's conditionals (an unconverged backbone, "
+                     "or a layer fitting the training items), and that repair is part of every CoDD figure above.")
+    below = [label for label, value in gap_closed.items() if value > 1]
+    if below:
+        flags.append(f"CoDD lies below the sequential floor at masked fraction {', '.join(below)} (gap closed "
+                     "above 1): the layer models these items better than the backbone's own chain rule, which a "
+                     "factorization gap alone cannot explain.")
+    return flags
 
 
 @torch.no_grad()

@@ -24,6 +24,7 @@ def markdown_tables(results: dict) -> str:
     for frac in ppl["one_step"]:
         lines.append(f"| {frac} | {_fmt(ppl['one_step'][frac])} | {_fmt(ppl['sequential'][frac])} | "
                      f"{_fmt(ppl['codd'][frac])} | {_fmt(results['gap_closed'][frac])} |")
+    lines += [f"\n**Red flag:** {flag}" for flag in top.get("red_flags", [])]
     lines += ["", *controls_tables(results["controls"])]
     gen = results["generation"]
     lines += ["", "## Unconditional generation (valid = real items)", "",

@@ -8,6 +8,7 @@ import torch
 
 import structures
 from pcdiff.app.controls import ControlSettings, control_table, item_sets
+from pcdiff.app.evaluation import red_flags
 from pcdiff.app.report import controls_tables
 from pcdiff.app.scoring import backbone_scores, circuit_scores, fixed_masks, left_to_right, mean_ci
 from tests.helpers.brute import all_assignments, evaluate
@@ -99,3 +100,13 @@ def test_control_table_has_every_control_and_the_report_prints_it(tiny_run):
     text = "\n".join(controls_tables(controls))
     assert "CoDD's gain over one-step at one masked token" in text and "### unseen types" in text
     assert text.count("| 1 token (1) |") == 2
+
+
+def test_red_flags_name_a_repairing_layer_and_a_figure_below_the_floor():
+    quiet = red_flags({"mean": 0.01, "ci95": 0.02}, {"0.5": 0.7, "0.9": 0.4})
+    assert quiet == []
+    repair, below = red_flags({"mean": 0.10, "ci95": 0.02}, {"0.25": 2.5, "0.5": 1.1, "0.9": 0.8})
+    assert "0.100 ± 0.020" in repair and "repairs the backbone's conditionals" in repair
+    assert "masked fraction 0.25, 0.5 " in below and "0.9" not in below
+    # a gain inside its interval is no flag, however large the mean
+    assert red_flags({"mean": 0.05, "ci95": 0.06}, {}) == []
