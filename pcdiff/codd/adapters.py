@@ -37,7 +37,7 @@ import structures
 from .checks import check_finite
 
 __all__ = ["AdapterOutput", "Adapter", "StaticAdapter", "LatentEvidenceAdapter", "LowRankAdapter",
-           "ADAPTERS", "register_adapter", "make_adapter"]
+           "CouplingStrengthAdapter", "ADAPTERS", "register_adapter", "make_adapter"]
 
 
 @dataclass
@@ -170,10 +170,48 @@ class LowRankAdapter(Adapter):
         return AdapterOutput(log_params=structures.LogParams(sums, base.inputs))
 
 
+class CouplingStrengthAdapter(Adapter):
+    """Per-sample strength of the circuit's coupling: every sum table tempered by a factor read off the
+    block's pooled hidden state h̄_b (mean over positions),
+
+        α_{b,t} = exp(clamp(w_t · h̄_b / D + c_t, ±MAX_LOG_STRENGTH)),
+        log W'_t[b] = log_softmax(α_{b,t} · log W_t).
+
+    α → 0 makes every row uniform over its nonzero entries (for an HMM: independent positions, each a
+    mixture of the emissions), α = 1 is the circuit, α > 1 sharpens it. Why: one static circuit learns
+    the coupling a blank block needs, and counts it a second time where the backbone's logits already
+    carry most of the block (docs/results.md, known truth); the pooled hidden state tells how much of
+    the block is masked. Emission tables are left alone. w, c start at 0: the identity. Structural
+    zeros stay zero (α > 0).
+    """
+
+    MAX_LOG_STRENGTH = 8.0
+
+    def __init__(self, model, hidden_size):
+        super().__init__(model, hidden_size)
+        tables = len(model.log_params().sums)
+        self.weight = nn.Parameter(torch.zeros(hidden_size, tables))
+        self.bias = nn.Parameter(torch.zeros(tables))
+
+    def forward(self, model, hidden) -> AdapterOutput:
+        hidden = self.check_hidden(hidden)
+        pooled = hidden.mean(dim=1).to(self.weight.dtype)                              # [B, D]
+        log_strength = (pooled @ self.weight / self.hidden_size + self.bias).clamp(
+            -self.MAX_LOG_STRENGTH, self.MAX_LOG_STRENGTH)                             # [B, T]
+        base = model.log_params()
+        sums = []
+        for t, table in enumerate(base.sums):
+            strength = log_strength[:, t].exp().to(table.dtype)[:, None, None]        # [B, 1, 1]
+            # -inf entries stay -inf (strength > 0), so the product needs no guard
+            sums.append(torch.log_softmax(strength * table, dim=-1))                  # [B, K, C]
+        return AdapterOutput(log_params=structures.LogParams(sums, base.inputs))
+
+
 ADAPTERS: dict[str, Callable[..., Adapter]] = {
     "static": StaticAdapter,
     "latent_evidence": LatentEvidenceAdapter,
     "low_rank": LowRankAdapter,
+    "coupling": CouplingStrengthAdapter,
 }
 
 

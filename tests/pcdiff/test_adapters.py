@@ -17,9 +17,9 @@ from helpers.strategies import circuits, seeds
 from helpers.blocks import coupled_circuits, log_prob_table, random_block, reference_evidence
 
 D = 5
-NAMES = ["static", "latent_evidence", "low_rank"]
+NAMES = ["static", "latent_evidence", "low_rank", "coupling"]
 VARIANTS = {"static": {}, "latent_evidence": {}, "latent_evidence/per_position": {"per_position": True},
-            "low_rank": {"rank": 2}}
+            "low_rank": {"rank": 2}, "coupling": {}}
 
 
 def build(variant, model):
@@ -80,7 +80,7 @@ def test_adapters_start_as_the_static_circuit(variant, name):
 
 # ----------------------------------------------------------------------------- exactness when non-identity
 @settings(max_examples=25, deadline=None)
-@given(circuits(), st.sampled_from(["latent_evidence", "latent_evidence/per_position", "low_rank"]), seeds)
+@given(circuits(), st.sampled_from(["latent_evidence", "latent_evidence/per_position", "low_rank", "coupling"]), seeds)
 def test_randomized_adapters_keep_p_hat_exact(circuit, variant, seed):
     rng = np.random.default_rng(seed)
     model = structures.compile(circuit, dtype=torch.float64)
@@ -112,7 +112,7 @@ def test_randomized_adapters_keep_p_hat_exact(circuit, variant, seed):
         np.testing.assert_allclose(marg[b], reference, atol=1e-9)
 
 
-@pytest.mark.parametrize("variant", ["latent_evidence", "low_rank"])
+@pytest.mark.parametrize("variant", ["latent_evidence", "low_rank", "coupling"])
 def test_samples_follow_p_hat_with_randomized_adapters(variant):
     circuit = coupled_circuits()["hmm"]
     model = structures.compile(circuit, dtype=torch.float64)
@@ -160,7 +160,7 @@ def test_low_rank_tables_stay_normalized_and_keep_structural_zeros():
     assert torch.isneginf(transition[:, 0, 2]).all() and torch.isneginf(transition[:, 1, 0]).all()
 
 
-@pytest.mark.parametrize("name", ["latent_evidence", "low_rank"])
+@pytest.mark.parametrize("name", ["latent_evidence", "low_rank", "coupling"])
 def test_adapters_learn_from_the_start(name):
     model = structures.compile(structures.hmm(4, 3, 5))
     adapter = make_adapter(name, model, D)
@@ -169,6 +169,27 @@ def test_adapters_learn_from_the_start(name):
     (-dist.log_prob(dist.sample()).sum()).backward()
     grads = [p.grad for p in adapter.parameters() if p.grad is not None]
     assert grads and any(g.abs().sum() > 0 for g in grads)
+
+
+def test_coupling_strength_zero_makes_an_hmm_independent_positions():
+    """α → 0: uniform rows over the nonzero entries (structural zeros kept), so the HMM's positions
+    decouple; α = e^2 sharpens each row toward its largest entry."""
+    weights = np.array([[0.7, 0.3, 0.0], [0.1, 0.1, 0.8], [0.2, 0.5, 0.3]])
+    model = structures.compile(structures.hmm(3, 3, 2, transition=weights), dtype=torch.float64)
+    adapter = make_adapter("coupling", model, D)
+    with torch.no_grad():
+        adapter.bias.fill_(-adapter.MAX_LOG_STRENGTH)
+    sums = adapter(model, torch.randn(2, 3, D, dtype=torch.float64)).log_params.sums
+    transition = next(s for s in sums if s.shape[-2:] == (3, 3))
+    torch.testing.assert_close(transition[:, 0, :2].exp(), torch.full((2, 2), 0.5, dtype=torch.float64), atol=1e-3,
+                               rtol=0)
+    assert torch.isneginf(transition[:, 0, 2]).all()
+    with torch.no_grad():
+        adapter.bias.fill_(2.0)
+    sharp = next(s for s in adapter(model, torch.randn(1, 3, D, dtype=torch.float64)).log_params.sums
+                 if s.shape[-2:] == (3, 3))
+    expected = torch.log_softmax(np.exp(2.0) * torch.tensor(weights).log(), -1)
+    torch.testing.assert_close(sharp[0], expected)
 
 
 def test_latent_evidence_addresses_each_positions_input_nodes():
