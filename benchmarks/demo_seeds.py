@@ -60,8 +60,8 @@ def markdown(runs: dict[int, dict], info: dict) -> str:
     lines = [f"Command: `{info['command']}`{' (--quick: smoke-test sizes, not a measurement)' if info['quick'] else ''}"
              f"; {info['seconds']:.0f} s on {torch.get_num_threads()} torch threads.", "",
              f"Seeds {', '.join(map(str, runs))} on one split (data seed 0), {source}; the CoDD HMM layer "
-             f"({info['num_states']} states, {info['adapter']} adapter) trained {info['layer_steps']} steps at learning rate "
-             f"{LAYER_LR:g} per seed; {info['items']} items per set and masked count. Nats per masked "
+             f"({info['num_states']} states, {info['adapter']} adapter) trained {info['layer_steps']} steps at "
+             f"learning rate {LAYER_LR:g} per seed; {info['items']} items per set and masked count. Nats per masked "
              "token, mean over seeds ± their standard deviation.", ""]
     first = next(iter(runs.values()))["sets"]
     for name in first:

@@ -3,8 +3,9 @@
 ``python -m benchmarks.layer_steps [--steps 1000,2000,4000,8000] [--lr 0.03] [--items 150] [--out docs/results.md]``
 
 One layer (the demo's: HMM, 128 states, seed 0) trains at a constant learning rate on the frozen
-shipped backbone, resumed from its own checkpoint at each step count (one run, measured on the way). At each count, the demo's controls
-on in-distribution items: CoDD's gain over one-step at one masked token (≈ 0 unless the layer repairs
+shipped backbone, resumed from its own checkpoint at each step count (one run, measured on the way;
+the same figures as separate runs of each length). At each count, the demo's controls on
+in-distribution items: CoDD's gain over one-step at one masked token (≈ 0 unless the layer repairs
 the backbone's conditionals) and gap closed, (one-step − CoDD) / (one-step − best sequential order),
 at 50%, 90% and 100% masked; besides, the layer's held-out training objective.
 """
