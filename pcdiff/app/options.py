@@ -89,6 +89,9 @@ def check_options(args) -> None:
         check_int("--steps", args.steps, 1)
         check_int("--eval-every", args.eval_every, 1)
         check_number("--dropout", args.dropout, strict=False)
+        check_number("--lr", args.lr)
+        if args.init is not None and not pathlib.Path(args.init + ".json").is_file():
+            raise ValueError(f"--init {args.init}: no checkpoint {args.init}.json")
         if args.dropout >= 1:
             raise ValueError(f"--dropout must be below 1, got {args.dropout}")
     if args.command in ("demo", "eval"):

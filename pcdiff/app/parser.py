@@ -112,6 +112,10 @@ def build_parser() -> argparse.ArgumentParser:
     pretrain.add_argument("--eval-every", type=int, default=recipe["eval_every"],
                           help="steps between the exact evaluations")
     pretrain.add_argument("--seed", type=int, default=recipe["seed"], help="seed for data split and training")
+    pretrain.add_argument("--lr", type=float, default=recipe["lr"],
+                          help="peak learning rate (warmup, then cosine decay to 10%%; default %(default)s)")
+    pretrain.add_argument("--init", help="checkpoint stem to continue (written by train-backbone, same data, size "
+                                         "and noise); --steps more steps on their own schedule")
     pretrain.add_argument("--quiet", action="store_true", help="no progress bar")
 
     sample = commands.add_parser("sample", help="generate items from a trained run")

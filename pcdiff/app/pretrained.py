@@ -41,13 +41,15 @@ SHIPPED: dict[str, str] = {
 
 #: What `pcdiff train-backbone` trains by default (the shipped words backbone's recipe).
 PRETRAIN_DEFAULTS = dict(dataset="words", seed=0, steps=32000, noise="mask", dim=128, depth=4, dropout=0.1,
-                         batch_size=128, lr=3e-3, eval_every=500, eval_items=500)
+                         batch_size=128, lr=3e-3, eval_every=500, eval_items=500, init=None)
 
 
 def train_shipped_backbone(out: str | pathlib.Path, progress: bool = True, **settings) -> dict:
     """Train a tiny backbone for ``steps`` steps (:func:`~pcdiff.train.plateau.train_to_plateau`) and
     save it as ``out.{json,safetensors}`` plus ``out.training.json``. Deterministic given the settings
-    (:data:`PRETRAIN_DEFAULTS` fills the rest). Returns the training record."""
+    (:data:`PRETRAIN_DEFAULTS` fills the rest). ``init``: the stem of a checkpoint this one continues
+    (written by this function, same size and noise); its steps count in the record's ``total_steps``,
+    and the new steps run their own schedule. Returns the training record."""
     unknown = set(settings) - set(PRETRAIN_DEFAULTS)
     if unknown:
         raise ValueError(f"unknown settings {sorted(unknown)}; known: {sorted(PRETRAIN_DEFAULTS)}")
@@ -60,6 +62,7 @@ def train_shipped_backbone(out: str | pathlib.Path, progress: bool = True, **set
     mask_id = data.vocab.mask_id if s["noise"] == "mask" else None
     backbone = TinyDiffusionTransformer(data.vocab.size, mask_id, data.block_length, dim=s["dim"], depth=s["depth"],
                                         dropout=s["dropout"], noise=s["noise"])
+    parent = None if s["init"] is None else _continue_from(backbone, pathlib.Path(s["init"]), s)
     config = BackboneTrainingConfig(steps=s["steps"], batch_size=s["batch_size"], lr=s["lr"], seed=s["seed"],
                                     eval_every=s["eval_every"], progress=progress)
     summary = train_to_plateau(backbone, data, config, eval_items=s["eval_items"])
@@ -70,9 +73,28 @@ def train_shipped_backbone(out: str | pathlib.Path, progress: bool = True, **set
               "sha256": checkpoint_record(path)["sha256"], "plateau": summary["plateau"],
               "plateau_tolerance": PLATEAU_TOLERANCE,
               "plateau_reached": all(v < PLATEAU_TOLERANCE for v in summary["plateau"].values()),
-              "history": summary["history"]}
+              "total_steps": s["steps"] + (0 if parent is None else parent["total_steps"]),
+              **({} if parent is None else {"init": parent}), "history": summary["history"]}
     atomic_write_text(out.with_name(out.name + ".training.json"), json.dumps(record, indent=1))
     return record
+
+
+def _continue_from(backbone, stem: pathlib.Path, settings: dict) -> dict:
+    """Load the checkpoint at ``stem`` into ``backbone`` (its data, size and noise must be this run's);
+    return what the record keeps of it: its SHA-256 and total steps."""
+    record_file = stem.with_name(stem.name + ".training.json")
+    if not record_file.is_file():
+        raise ValueError(f"init {stem}: no training record {record_file.name} beside it (only a checkpoint "
+                         "written by `pcdiff train-backbone` can be continued)")
+    record = json.loads(record_file.read_text())
+    parent = record["settings"]
+    differ = [k for k in ("dataset", "seed", "noise", "dim", "depth") if parent.get(k) != settings[k]]
+    if differ:
+        raise ValueError(f"init {stem}: trained with {', '.join(f'{k} = {parent.get(k)!r}' for k in differ)}, "
+                         f"this run has {', '.join(f'{k} = {settings[k]!r}' for k in differ)}")
+    backbone.load_state_dict(load_backbone(stem).state_dict())
+    return {"checkpoint": stem.name, "sha256": checkpoint_record(stem)["sha256"],
+            "total_steps": record.get("total_steps", parent["steps"])}
 
 
 def shipped_backbone(spec: dict, block_length: int, noise: str, dim: int, depth: int):
@@ -90,7 +112,8 @@ def shipped_backbone(spec: dict, block_length: int, noise: str, dim: int, depth:
         if checkpoint_record(stem)["sha256"] != sha256:
             raise CheckpointError(f"{stem}: the shipped backbone's record does not carry the pinned SHA-256 "
                                   f"{sha256}; the package's files were changed")
-        summary = {"shipped": name, "sha256": sha256, "steps": s["steps"], "dropout": s["dropout"],
+        summary = {"shipped": name, "sha256": sha256, "steps": record.get("total_steps", s["steps"]),
+                   "dropout": s["dropout"],
                    **{key: value for key, value in record["history"][-1].items() if key != "seconds"},
                    "plateau": record["plateau"], "plateau_reached": record["plateau_reached"]}
         return load_backbone(stem), summary

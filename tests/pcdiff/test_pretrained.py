@@ -92,6 +92,22 @@ def test_a_shipped_backbone_whose_hash_is_not_the_pinned_one_is_refused(shipped_
         prepare_run("words", seed=0, backbone="shipped", num_states=4, backbone_dim=16, backbone_depth=1)
 
 
+def test_a_continued_checkpoint_starts_from_its_parent_and_counts_its_steps(shipped_dir, tmp_path):
+    folder, parent = shipped_dir
+    stem = str(folder / "words-small")
+    child = pretrained.train_shipped_backbone(tmp_path / "child", progress=False, **{**SMALL, "lr": 1e-3}, init=stem)
+    assert child["init"] == {"checkpoint": "words-small", "sha256": parent["sha256"], "total_steps": 4}
+    assert child["total_steps"] == 8 and child["sha256"] != parent["sha256"]
+    # no training steps at all would leave the parent's weights: the first evaluation starts from them
+    start = pretrained.train_shipped_backbone(tmp_path / "zero-lr", progress=False,
+                                              **{**SMALL, "steps": 2, "eval_every": 1, "lr": 1e-12}, init=stem)
+    assert start["history"][0]["heldout_1tok"] == pytest.approx(parent["history"][-1]["heldout_1tok"], abs=1e-6)
+    with pytest.raises(ValueError, match="dim = 16"):
+        pretrained.train_shipped_backbone(tmp_path / "wide", progress=False, **{**SMALL, "dim": 32}, init=stem)
+    with pytest.raises(ValueError, match="no training record"):
+        pretrained.train_shipped_backbone(tmp_path / "lost", progress=False, **SMALL, init=str(tmp_path / "none"))
+
+
 def test_unknown_settings_are_refused_by_name(tmp_path):
     with pytest.raises(ValueError, match="unknown settings \\['layers'\\]"):
         pretrained.train_shipped_backbone(tmp_path / "x", layers=3)
@@ -103,5 +119,7 @@ def test_the_command_line_names_bad_pretraining_and_split_options(capsys):
     assert "--steps" in capsys.readouterr().err
     assert main(["train-backbone", "--out", "x", "--dropout", "1.5"]) == 2
     assert "--dropout" in capsys.readouterr().err
+    assert main(["train-backbone", "--out", "x", "--init", "no/such/stem"]) == 2
+    assert "--init no/such/stem" in capsys.readouterr().err
     assert main(["demo", "--data-seed", "-1"]) == 2
     assert "--data-seed" in capsys.readouterr().err
