@@ -36,7 +36,7 @@ SHIPPED_DIR = pathlib.Path(__file__).resolve().parent.parent / "pretrained"
 
 #: The shipped checkpoints: name -> the SHA-256 their tensors must hash to.
 SHIPPED: dict[str, str] = {
-    "words-mask": "2246e2a5423266a6f669ea490d93fa054a5461510c277a461e09186bdce2c6d0",
+    "words-mask": "092770dba57b1ca690a25aa20a51b2d969890aea2f5ef0bb14974723f43bb0e5",
 }
 
 #: What `pcdiff train-backbone` trains by default (the shipped words backbone's recipe).
@@ -112,9 +112,10 @@ def shipped_backbone(spec: dict, block_length: int, noise: str, dim: int, depth:
         if checkpoint_record(stem)["sha256"] != sha256:
             raise CheckpointError(f"{stem}: the shipped backbone's record does not carry the pinned SHA-256 "
                                   f"{sha256}; the package's files were changed")
+        last = {key: value for key, value in record["history"][-1].items() if key not in ("seconds", "steps")}
+        # a continued checkpoint's history counts its own steps; "steps" is the total from scratch
         summary = {"shipped": name, "sha256": sha256, "steps": record.get("total_steps", s["steps"]),
-                   "dropout": s["dropout"],
-                   **{key: value for key, value in record["history"][-1].items() if key != "seconds"},
+                   "dropout": s["dropout"], **last,
                    "plateau": record["plateau"], "plateau_reached": record["plateau_reached"]}
         return load_backbone(stem), summary
     return None
