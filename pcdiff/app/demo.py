@@ -31,9 +31,10 @@ from .runs import Run, data_spec, load_data
 #: backbone (which the demo loads instead of training BACKBONE_STEPS; see :mod:`.pretrained`). Runs
 #: are bounded by steps, never by seconds, so one seed gives one model whatever the machine's speed.
 #: The layer's 4,000 steps at learning rate 0.03 were chosen on the layer's own held-out objective on
-#: the 32,000-step backbone shipped before the current one (seed 0): 1.620 nats at 2,000 steps and lr 0.01 (the library default), 1.592
-#: at 2,000 and lr 0.03, 1.529 at 4,000 and lr 0.03, then worse again (1.557 at 8,000, fitting its
-#: cached maskings); lr 0.1 gave 1.666 at 2,000 steps (docs/results.md).
+#: the 32,000-step backbone shipped before the current one (seed 0): 1.620 nats at 2,000 steps and
+#: lr 0.01 (the library default), 1.592 at 2,000 and lr 0.03, 1.529 at 4,000 and lr 0.03, then worse
+#: again (1.557 at 8,000, fitting its cached maskings); lr 0.1 gave 1.666 at 2,000 steps. On the
+#: current backbone 8,000 steps score better (1.531); not re-chosen yet (docs/results.md).
 BACKBONE_STEPS = 800
 LAYER_STEPS = 4000
 LAYER_LR = 0.03

@@ -25,7 +25,7 @@ import torch
 from ..arguments import check_int
 from ..backbones import TinyDiffusionTransformer
 from ..files import atomic_write_text
-from ..train.checkpoint import CheckpointError, checkpoint_record, load_backbone, save_backbone
+from ..train.checkpoint import CheckpointError, checkpoint_record, load_backbone, read_json, save_backbone
 from ..train.config import BackboneTrainingConfig
 from ..train.plateau import PLATEAU_TOLERANCE, train_to_plateau
 from .runs import data_spec, load_data
@@ -86,8 +86,10 @@ def _continue_from(backbone, stem: pathlib.Path, settings: dict) -> dict:
     if not record_file.is_file():
         raise ValueError(f"init {stem}: no training record {record_file.name} beside it (only a checkpoint "
                          "written by `pcdiff train-backbone` can be continued)")
-    record = json.loads(record_file.read_text())
-    parent = record["settings"]
+    record = read_json(record_file, "training record")
+    parent = record.get("settings") if isinstance(record, dict) else None
+    if not isinstance(parent, dict) or not isinstance(parent.get("steps"), int):
+        raise CheckpointError(f"{record_file}: a training record needs a 'settings' object with integer 'steps'")
     differ = [k for k in ("dataset", "seed", "noise", "dim", "depth") if parent.get(k) != settings[k]]
     if differ:
         raise ValueError(f"init {stem}: trained with {', '.join(f'{k} = {parent.get(k)!r}' for k in differ)}, "

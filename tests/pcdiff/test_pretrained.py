@@ -104,6 +104,10 @@ def test_a_continued_checkpoint_starts_from_its_parent_and_counts_its_steps(ship
     assert start["history"][0]["heldout_1tok"] == pytest.approx(parent["history"][-1]["heldout_1tok"], abs=1e-6)
     with pytest.raises(ValueError, match="dim = 16"):
         pretrained.train_shipped_backbone(tmp_path / "wide", progress=False, **{**SMALL, "dim": 32}, init=stem)
+    broken = tmp_path / "broken"
+    (tmp_path / "broken.training.json").write_text('{"settings": []}')
+    with pytest.raises(CheckpointError, match="'settings' object"):
+        pretrained.train_shipped_backbone(tmp_path / "b2", progress=False, **SMALL, init=str(broken))
     with pytest.raises(ValueError, match="no training record"):
         pretrained.train_shipped_backbone(tmp_path / "lost", progress=False, **SMALL, init=str(tmp_path / "none"))
 
