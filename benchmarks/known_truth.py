@@ -24,6 +24,7 @@ import torch
 import structures
 from pcdiff.app.scoring import backbone_scores, circuit_scores, fixed_masks, left_to_right, mean_ci
 from pcdiff.backbones import TinyDiffusionTransformer
+from pcdiff.backbones.noise import corrupt
 from pcdiff.codd import ADAPTERS, CoDDLayer
 from pcdiff.data import ItemData, Vocabulary
 from pcdiff.train import train_backbone, train_codd_layer
@@ -45,6 +46,7 @@ class Sizes:
     layer_steps: int = 400
     layer_lr: float = 1e-2
     adapter: str = "static"
+    em_init_epochs: int = 0             # EM epochs fitting the layer's circuit alone before its training
 
 
 QUICK = Sizes(train=400, heldout=40, backbone_dim=16, backbone_depth=1, backbone_steps=20,
@@ -95,11 +97,21 @@ def table(truth, backbone, layer, x0: torch.Tensor, seed: int) -> dict[str, dict
         orders = {"left_to_right": left_to_right(x0), "random": torch.rand(x0.shape, generator=generator)}
         scores = backbone_scores(backbone, layer, x0, masked, orders)
         scores["truth"] = circuit_scores(truth, x0, masked)
+        scores["circuit_alone"] = circuit_scores(layer.circuit, x0, masked)       # the layer's circuit, no backbone
         row = {name: mean_ci(value.double() / count) for name, value in scores.items()}
         best = min(("sequential:left_to_right", "sequential:random"), key=lambda k: row[k]["mean"])
         row["sequential"] = {**row[best], "order": best.removeprefix("sequential:")}
+        row["backbone_weight"] = mean_backbone_weight(backbone, layer, x0, masked)
         out[str(fraction)] = row
     return out
+
+
+def mean_backbone_weight(backbone, layer, x0: torch.Tensor, masked: torch.Tensor) -> float | None:
+    """The mean of the exponent β the layer's adapter puts on the backbone over these blocks (None
+    when the adapter sets none): how far the trained product trusts the backbone at this fraction."""
+    hidden = backbone(corrupt(x0, masked, backbone)).hidden if layer.needs_hidden else None
+    weight = layer.adapter(layer.circuit, hidden).backbone_weight
+    return None if weight is None else float(weight.double().mean())
 
 
 def run(sizes: Sizes, seed: int, progress: bool) -> tuple[dict, dict]:
@@ -115,7 +127,7 @@ def run(sizes: Sizes, seed: int, progress: bool) -> tuple[dict, dict]:
                                      adapter=sizes.adapter,
                                      mask_id=data.vocab.mask_id, backbone_hidden_size=backbone.hidden_size)
     layer_run = train_codd_layer(layer, backbone, data, steps=sizes.layer_steps, lr=sizes.layer_lr, seed=seed,
-                                 progress=progress,
+                                 progress=progress, em_init_epochs=sizes.em_init_epochs,
                                  eval_every=max(1, sizes.layer_steps // 5))
     with torch.no_grad():
         rows = table(truth, backbone, layer, data.encode_heldout(), seed)
@@ -140,16 +152,23 @@ def markdown(rows: dict, sizes: Sizes, seed: int, info: dict) -> str:
              f"positions of {VOCAB} tokens; {sizes.train} training / {sizes.heldout} held-out samples; backbone "
              f"dim {sizes.backbone_dim} depth {sizes.backbone_depth}, {sizes.backbone_steps} steps (held-out "
              f"diffusion loss {info['backbone_heldout_loss']:.3f}); CoDD HMM layer {sizes.layer_states} states, "
-             f"{sizes.layer_steps} steps at lr {sizes.layer_lr:g}, adapter {sizes.adapter}; seed {seed}; {info['seconds']:.0f} s.", "",
+             f"{sizes.layer_steps} steps at lr {sizes.layer_lr:g}, adapter {sizes.adapter}"
+             + (f", circuit first fit alone by {sizes.em_init_epochs} EM epochs" if sizes.em_init_epochs else "")
+             + f"; seed {seed}; {info['seconds']:.0f} s.", "",
              "The layer's held-out CoDD objective by step: "
              + ", ".join(f"{step}: {value:.4f}" for step, value in info["layer_curve"]) + ".", "",
              "Nats per masked token, mean ± 95% CI over held-out samples (truth: exact −log p(x_M | x_O)).", "",
-             "| masked fraction | truth | sequential (best order) | CoDD | one-step | sequential, % of the way "
-             "truth→one-step | CoDD, % of the way |", "|---|---|---|---|---|---|---|"]
+             "| masked fraction | truth | sequential (best order) | CoDD | one-step | the layer's circuit alone "
+             "| sequential, % of the way truth→one-step | CoDD, % of the way |", "|---|---|---|---|---|---|---|---|"]
     for fraction, row in rows.items():
         lines.append(f"| {fraction} | {pm(row['truth'])} | {pm(row['sequential'])} ({row['sequential']['order']}) | "
-                     f"{pm(row['codd'])} | {pm(row['one_step'])} | {100 * within(row, 'sequential'):.1f}% | "
+                     f"{pm(row['codd'])} | {pm(row['one_step'])} | {pm(row['circuit_alone'])} | "
+                     f"{100 * within(row, 'sequential'):.1f}% | "
                      f"{100 * within(row):.1f}% |")
+    weights = {fraction: row["backbone_weight"] for fraction, row in rows.items()}
+    if all(value is not None for value in weights.values()):
+        lines += ["", "The exponent β the layer puts on the backbone (p̂ ∝ C · Π q_i^β), mean over the blocks: "
+                  + ", ".join(f"{fraction}: {value:.3f}" for fraction, value in weights.items()) + "."]
     lines += ["", f"At 50% masked CoDD is within {100 * within(rows['0.5']):.1f}% of the way from the true "
                   f"conditional entropy to one-step (target: ≤ 25%); the backbone's own sequential score is at "
                   f"{100 * within(rows['0.5'], 'sequential'):.1f}%."]
@@ -166,11 +185,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--layer-lr", type=float, help=f"the layer's Adam learning rate (default {Sizes.layer_lr:g})")
     parser.add_argument("--layer-states", type=int, help=f"the layer's HMM states (default {Sizes.layer_states})")
     parser.add_argument("--adapter", choices=sorted(ADAPTERS), help="the layer's adapter (default static)")
+    parser.add_argument("--em-init-epochs", type=int,
+                        help="EM epochs fitting the layer's circuit alone before its training (default 0: none)")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     args = parser.parse_args(argv)
     sizes = QUICK if args.quick else Sizes()
     changes = {"backbone_steps": args.backbone_steps, "layer_steps": args.layer_steps, "layer_lr": args.layer_lr,
-               "layer_states": args.layer_states, "adapter": args.adapter}
+               "layer_states": args.layer_states, "adapter": args.adapter, "em_init_epochs": args.em_init_epochs}
     sizes = replace(sizes, **{key: value for key, value in changes.items() if value is not None})
     rows, info = run(sizes, args.seed, progress=not args.quiet)
     print(markdown(rows, sizes, args.seed, info))

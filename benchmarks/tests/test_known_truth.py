@@ -45,3 +45,11 @@ def test_quick_run_prints_the_table(capsys):
     for fraction in known_truth.FRACTIONS:
         assert f"| {fraction} | " in out
     assert "CoDD is within" in out and "truth" in out
+    assert "The exponent β" not in out                   # the static layer puts no weight on the backbone
+
+
+def test_quick_run_with_a_learned_backbone_weight_reports_it(capsys):
+    assert known_truth.main(["--quick", "--quiet", "--adapter", "backbone_weight", "--em-init-epochs", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "first fit alone by 1 EM epochs" in out and "The exponent β" in out
+    assert out.count("| 0.5 | ") == 1 and "circuit alone" in out

@@ -6,7 +6,12 @@ hidden states of the block, in one of the two forms every compiled circuit accep
 
 * ``node_potentials`` [B, num_input_nodes]: log-potentials multiplied into the input nodes (the
   latent states of each position, ``model.input_nodes_by_var``);
-* ``log_params``: a :class:`structures.LogParams` whose sum tables may be per sample [B, K, C].
+* ``log_params``: a :class:`structures.LogParams` whose sum tables may be per sample [B, K, C];
+
+and a third that weighs the two experts of the product instead of changing the circuit:
+
+* ``backbone_weight`` [B] (or a scalar) > 0: the exponent β on the backbone's per-token distributions,
+  p̂ ∝ C · Π_i q_i^β (1 = the paper's product, → 0 = the circuit alone).
 
 The protocol (write your own by following it)::
 
@@ -37,7 +42,7 @@ import structures
 from .checks import check_finite
 
 __all__ = ["AdapterOutput", "Adapter", "StaticAdapter", "LatentEvidenceAdapter", "LowRankAdapter",
-           "CouplingStrengthAdapter", "ADAPTERS", "register_adapter", "make_adapter"]
+           "CouplingStrengthAdapter", "BackboneWeightAdapter", "ADAPTERS", "register_adapter", "make_adapter"]
 
 
 @dataclass
@@ -45,6 +50,7 @@ class AdapterOutput:
     """What an adapter adds to the circuit for one batch (None = nothing)."""
     log_params: structures.LogParams | None = None
     node_potentials: torch.Tensor | None = None      # [B, num_input_nodes]
+    backbone_weight: torch.Tensor | None = None      # [B] or a scalar, > 0
 
 
 class Adapter(nn.Module):
@@ -207,11 +213,45 @@ class CouplingStrengthAdapter(Adapter):
         return AdapterOutput(log_params=structures.LogParams(sums, base.inputs))
 
 
+class BackboneWeightAdapter(Adapter):
+    """A learned trust in the backbone: the exponent β on its per-token distributions,
+
+        p̂ ∝ C · Π_i q_i^β,   log β_b = clamp(w · h̄_b / D + c, ±MAX_LOG_WEIGHT)
+
+    from the block's pooled hidden state h̄_b (mean over positions); with ``per_sample=False`` one β
+    for every block (c alone; no hidden states read). Why: the product counts a dependency twice
+    when both experts carry it. Where the circuit already holds the joint (known truth: the data's
+    own HMM family) β → 0 leaves the circuit alone; where the backbone's conditionals are the better
+    expert β stays near 1 or sharpens them (β > 1, the paper's τ < 1, learned instead of tuned).
+    The circuit is not changed. w, c start at 0: the identity.
+    """
+
+    MAX_LOG_WEIGHT = 8.0
+
+    def __init__(self, model, hidden_size=None, per_sample: bool = True):
+        self.needs_hidden = bool(per_sample)             # before the base class checks hidden_size
+        super().__init__(model, hidden_size)
+        self.per_sample = self.needs_hidden
+        self.weight = nn.Parameter(torch.zeros(hidden_size if per_sample else 1))
+        self.bias = nn.Parameter(torch.zeros(()))
+
+    def forward(self, model, hidden=None) -> AdapterOutput:
+        if self.per_sample:
+            hidden = self.check_hidden(hidden)
+            pooled = hidden.mean(dim=1).to(self.weight.dtype)                         # [B, D]
+            log_weight = pooled @ self.weight / self.hidden_size + self.bias          # [B]
+        else:
+            log_weight = self.bias                                                     # one β for every block
+        log_weight = log_weight.clamp(-self.MAX_LOG_WEIGHT, self.MAX_LOG_WEIGHT)
+        return AdapterOutput(backbone_weight=log_weight.exp().to(model.dtype))
+
+
 ADAPTERS: dict[str, Callable[..., Adapter]] = {
     "static": StaticAdapter,
     "latent_evidence": LatentEvidenceAdapter,
     "low_rank": LowRankAdapter,
     "coupling": CouplingStrengthAdapter,
+    "backbone_weight": BackboneWeightAdapter,
 }
 
 

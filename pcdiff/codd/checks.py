@@ -55,15 +55,17 @@ def check_value(value: torch.Tensor, tokens: torch.Tensor, masked: torch.Tensor,
                              "distribution with force_include=value to score it")
 
 
-def temperature_tensor(temperature, batch: int, device, dtype, validate: bool) -> torch.Tensor:
+def temperature_tensor(temperature, batch: int, device, dtype, validate: bool,
+                       name: str = "temperature") -> torch.Tensor:
+    """A positive per-row scale of the logits (``name`` says which, in errors) as a [batch] tensor."""
     t = torch.as_tensor(temperature, device=device, dtype=dtype)
     if t.dim() == 0:
         t = t.expand(batch)
     if validate:
         if t.shape != (batch,):
-            raise ValueError(f"temperature must be a float or a [{batch}] tensor, got shape {tuple(t.shape)}")
+            raise ValueError(f"{name} must be a float or a [{batch}] tensor, got shape {tuple(t.shape)}")
         if not bool((torch.isfinite(t) & (t > 0)).all()):
-            raise ValueError(f"temperature must be finite and > 0, got {temperature!r}")
+            raise ValueError(f"{name} must be finite and > 0, got {temperature!r}")
     return t
 
 

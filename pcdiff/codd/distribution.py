@@ -49,6 +49,9 @@ class CoDDBlockDistribution(Distribution):
             id, or any token of a uniform-noise backbone).
         masked: [B, L] bool, True = still to be predicted (to decide), whatever the backbone's noise.
         temperature: T > 0, a float or a [B] tensor; divides the logits (not the circuit).
+        backbone_weight: β > 0, a float or a [B] tensor: the exponent on the backbone's per-token
+            distributions in the product, p̂ ∝ C · Π_i q_i^β (an adapter's learned trust in the
+            backbone; 1 = the paper's product). Equal to dividing T by β; :meth:`factorized` ignores it.
         log_params, node_potentials: an adapter's output (see :mod:`pcdiff.codd.adapters`), passed to
             every circuit query.
         validate_args: check every argument once, here (and every ``log_prob`` value); the
@@ -70,7 +73,7 @@ class CoDDBlockDistribution(Distribution):
     arg_constraints: dict = {}   # checked by hand: the constraints couple shapes across arguments
 
     def __init__(self, model, logits, tokens, masked, temperature=1.0, log_params=None, node_potentials=None,
-                 validate_args=True, mask_id: int | None = None, top_k: int | None = None,
+                 validate_args=True, backbone_weight=1.0, mask_id: int | None = None, top_k: int | None = None,
                  force_include: torch.Tensor | None = None):
         if validate_args:
             check_arguments(model, logits, tokens, masked, mask_id)
@@ -87,13 +90,17 @@ class CoDDBlockDistribution(Distribution):
         self.given_tokens = tokens.to(device)
         self.tokens = torch.where(self.masked, torch.zeros_like(self.given_tokens), self.given_tokens)  # 0 at masked
         self.temperature = temperature_tensor(temperature, batch, device, dtype, validate_args)
+        self.backbone_weight = temperature_tensor(backbone_weight, batch, device, dtype, validate_args,
+                                                  name="backbone_weight")
+        # q^β renormalized per position is softmax(logits · β / T): the leaves see T / β
+        evidence_temperature = self.temperature / self.backbone_weight
         self.mask_id = mask_id
         self.log_params = log_params
         self.node_potentials = node_potentials
         if self.top_k is None:
-            self.evidence = soft_evidence(self.logits.to(dtype), self.masked, self.temperature, mask_id)  # [B, L, V]
+            self.evidence = soft_evidence(self.logits.to(dtype), self.masked, evidence_temperature, mask_id)  # [B, L, V]
         else:                                                                                   # [B, L, k]
-            self.evidence = candidate_evidence(self.logits.to(dtype), self.tokens, self.masked, self.temperature,
+            self.evidence = candidate_evidence(self.logits.to(dtype), self.tokens, self.masked, evidence_temperature,
                                                self.top_k, mask_id, None if force_include is None
                                                else force_include.to(device).long())
         self._log_z: torch.Tensor | None = None

@@ -106,6 +106,7 @@ class CoDDLayer(nn.Module):
         return CoDDBlockDistribution(
             self.circuit, logits, tokens, masked, self.temperature if temperature is None else temperature,
             log_params=out.log_params, node_potentials=out.node_potentials, validate_args=validate_args,
+            backbone_weight=1.0 if out.backbone_weight is None else out.backbone_weight,
             mask_id=self.mask_id, top_k=self.top_k if top_k is None else top_k,
             force_include=force_include)
 

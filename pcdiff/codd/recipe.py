@@ -14,7 +14,8 @@ from __future__ import annotations
 import math
 
 from ..arguments import check_int, is_int
-from .adapters import ADAPTERS, CouplingStrengthAdapter, LatentEvidenceAdapter, LowRankAdapter, StaticAdapter
+from .adapters import (ADAPTERS, BackboneWeightAdapter, CouplingStrengthAdapter, LatentEvidenceAdapter, LowRankAdapter,
+                       StaticAdapter)
 from .evidence import check_top_k
 
 __all__ = ["STRUCTURES", "MAX_VALUES", "MAX_NODES", "layer_values", "describe_size", "check_size", "check_config"]
@@ -36,6 +37,7 @@ ADAPTER_SETTINGS = {
     LowRankAdapter: {"rank": lambda v: is_int(v) and v >= 1,
                      "tables": lambda v: v is None or (isinstance(v, list) and all(is_int(t) and t >= 0 for t in v))},
     CouplingStrengthAdapter: {},
+    BackboneWeightAdapter: {"per_sample": lambda v: isinstance(v, bool)},
 }
 
 

@@ -57,6 +57,8 @@ class LayerTrainingConfig:
     rows, CoDD and factorized) runs every ``eval_every`` steps and at the end; checkpoints go to
     ``checkpoint_dir`` every ``checkpoint_every`` (default ``eval_every``) steps and at the end;
     ``resume`` continues the newest one there (same step counter, optimizer and RNG states).
+    ``em_init_epochs`` > 0 first fits the circuit alone to the training rows by that many epochs of
+    mini-batch EM (a warm start; skipped when resuming).
     """
     steps: int
     batch_size: int = 128
@@ -75,9 +77,11 @@ class LayerTrainingConfig:
     checkpoint_every: int | None = None
     resume: bool = False
     progress: bool = True
+    em_init_epochs: int = 0
 
     def __post_init__(self):
         check_int("steps", self.steps, 0)
+        check_int("em_init_epochs", self.em_init_epochs, 0)
         check_int("batch_size", self.batch_size, 1)
         check_int("cache_maskings", self.cache_maskings, 1)
         check_int("eval_every", self.eval_every, 1, optional=True)
@@ -108,7 +112,7 @@ class LayerTrainingConfig:
     def run_settings(self, num_train: int) -> dict:
         """What a resumed run must share with the checkpoint it continues (JSON-able)."""
         keep = ("seed", "batch_size", "lr", "freeze_backbone", "cache_backbone", "cache_maskings", "cache_dtype",
-                "adapter_lr", "backbone_lr", "grad_clip")
+                "adapter_lr", "backbone_lr", "grad_clip", "em_init_epochs")
         settings = {k: v for k, v in asdict(self).items() if k in keep}
         settings["cache_dtype"] = str(self.cache_dtype).removeprefix("torch.")
         return {**settings, "num_train": num_train}

@@ -8,6 +8,8 @@ import warnings
 
 import torch
 
+import structures
+
 from ..backbones.protocol import Backbone
 from ..codd.layer import CoDDLayer
 from ..data import ItemData
@@ -59,6 +61,8 @@ def train_codd_layer(layer: CoDDLayer, backbone: Backbone, data: ItemData, confi
         config.run_settings(len(train)))
     resumed = checkpoints.resume() if config.resume else None
     start = 0 if resumed is None else resumed.step
+    if resumed is None and config.em_init_epochs:
+        _em_warm_start(layer, data, config)
     if resumed is not None and resumed.torch_rng is not None:
         torch_rng = resumed.torch_rng
 
@@ -79,6 +83,20 @@ def train_codd_layer(layer: CoDDLayer, backbone: Backbone, data: ItemData, confi
                           desc="train CoDD layer")
         backbone.eval()
     return {**final, "history": monitor.history, "world_size": world.size}
+
+
+def _em_warm_start(layer: CoDDLayer, data: ItemData, config: LayerTrainingConfig) -> None:
+    """Fit the layer's circuit alone to the training rows (drawn by frequency when the data are
+    weighted, as many draws as rows) by mini-batch EM, before any gradient step. Why: Adam from a
+    random circuit learns an HMM's coupling slowly; EM finds the data's own joint in a few epochs,
+    and the product then only has to learn how the backbone's evidence combines with it."""
+    generator = torch.Generator().manual_seed(config.seed + 3)
+    rows = data.sample_train_batch(len(data.encode_train()), generator) if data.train_weights is not None \
+        else data.encode_train()
+    with torch.enable_grad():
+        structures.fit(layer.circuit, rows.to(layer.circuit.device), epochs=config.em_init_epochs,
+                       batch_size=config.batch_size, method="em", seed=config.seed + 3,
+                       progress=config.progress and current_world().is_main)
 
 
 def _optimizer(layer: CoDDLayer, backbone: Backbone, config: LayerTrainingConfig) -> torch.optim.Optimizer:

@@ -17,9 +17,11 @@ from helpers.strategies import circuits, seeds
 from helpers.blocks import coupled_circuits, log_prob_table, random_block, reference_evidence
 
 D = 5
-NAMES = ["static", "latent_evidence", "low_rank", "coupling"]
+NAMES = ["static", "latent_evidence", "low_rank", "coupling", "backbone_weight"]
 VARIANTS = {"static": {}, "latent_evidence": {}, "latent_evidence/per_position": {"per_position": True},
-            "low_rank": {"rank": 2}, "coupling": {}}
+            "low_rank": {"rank": 2}, "coupling": {}, "backbone_weight": {},
+            "backbone_weight/global": {"per_sample": False}}
+RANDOMIZED = [v for v in VARIANTS if v != "static"]
 
 
 def build(variant, model):
@@ -34,9 +36,19 @@ def randomize(adapter, rng):
 
 
 def block_dist(model, adapter, logits, tokens, masked, t, hidden):
-    out = adapter(model, hidden)
-    return CoDDBlockDistribution(model, logits, tokens, masked, t, log_params=out.log_params,
-                                 node_potentials=out.node_potentials)
+    return CoDDBlockDistribution(model, logits, tokens, masked, t, **_arguments(adapter(model, hidden)))
+
+
+def _arguments(out: AdapterOutput) -> dict:
+    weight = 1.0 if out.backbone_weight is None else out.backbone_weight
+    return {"log_params": out.log_params, "node_potentials": out.node_potentials, "backbone_weight": weight}
+
+
+def _weight(out: AdapterOutput, rows: int) -> np.ndarray:
+    """[rows] β of each row (1 without one): the brute force raises the backbone's q to it."""
+    if out.backbone_weight is None:
+        return np.ones(rows)
+    return out.backbone_weight.detach().expand(rows).numpy()
 
 
 def brute_values(circuit, model, xs, out: AdapterOutput, b: int) -> np.ndarray:
@@ -80,7 +92,7 @@ def test_adapters_start_as_the_static_circuit(variant, name):
 
 # ----------------------------------------------------------------------------- exactness when non-identity
 @settings(max_examples=25, deadline=None)
-@given(circuits(), st.sampled_from(["latent_evidence", "latent_evidence/per_position", "low_rank", "coupling"]), seeds)
+@given(circuits(), st.sampled_from(RANDOMIZED), seeds)
 def test_randomized_adapters_keep_p_hat_exact(circuit, variant, seed):
     rng = np.random.default_rng(seed)
     model = structures.compile(circuit, dtype=torch.float64)
@@ -89,9 +101,9 @@ def test_randomized_adapters_keep_p_hat_exact(circuit, variant, seed):
     logits, tokens, masked, t = random_block(rng, circuit, 2, "normal")
     hidden = torch.from_numpy(rng.normal(size=(2, circuit.num_vars, D)))
     out = adapter(model, hidden)
-    dist = CoDDBlockDistribution(model, logits, tokens, masked, t, log_params=out.log_params,
-                                 node_potentials=out.node_potentials)
-    e = reference_evidence(logits.numpy(), masked.numpy(), t.numpy())
+    dist = CoDDBlockDistribution(model, logits, tokens, masked, t, **_arguments(out))
+    # q^β renormalized is the softmax at T / β: the brute force's evidence at that temperature
+    e = reference_evidence(logits.numpy(), masked.numpy(), t.numpy() / _weight(out, 2))
     xs = all_assignments(circuit)
     completions, expected = [], []
     for b in range(2):
@@ -112,7 +124,7 @@ def test_randomized_adapters_keep_p_hat_exact(circuit, variant, seed):
         np.testing.assert_allclose(marg[b], reference, atol=1e-9)
 
 
-@pytest.mark.parametrize("variant", ["latent_evidence", "low_rank", "coupling"])
+@pytest.mark.parametrize("variant", ["latent_evidence", "low_rank", "coupling", "backbone_weight"])
 def test_samples_follow_p_hat_with_randomized_adapters(variant):
     circuit = coupled_circuits()["hmm"]
     model = structures.compile(circuit, dtype=torch.float64)
@@ -143,7 +155,8 @@ def _expanded(out: AdapterOutput, n: int) -> dict:
     if lp is not None:
         lp = structures.LogParams([s.expand(n, -1, -1) if s.dim() == 3 else s for s in lp.sums], lp.inputs)
     pot = None if out.node_potentials is None else out.node_potentials.expand(n, -1)
-    return {"log_params": lp, "node_potentials": pot}
+    weight = 1.0 if out.backbone_weight is None else out.backbone_weight.expand(n)
+    return {"log_params": lp, "node_potentials": pot, "backbone_weight": weight}
 
 
 # ----------------------------------------------------------------------------- details
@@ -160,10 +173,10 @@ def test_low_rank_tables_stay_normalized_and_keep_structural_zeros():
     assert torch.isneginf(transition[:, 0, 2]).all() and torch.isneginf(transition[:, 1, 0]).all()
 
 
-@pytest.mark.parametrize("name", ["latent_evidence", "low_rank", "coupling"])
-def test_adapters_learn_from_the_start(name):
+@pytest.mark.parametrize("variant", RANDOMIZED)
+def test_adapters_learn_from_the_start(variant):
     model = structures.compile(structures.hmm(4, 3, 5))
-    adapter = make_adapter(name, model, D)
+    adapter = make_adapter(variant.split("/")[0], model, D, **VARIANTS[variant])
     logits, tokens, masked, t = random_block(np.random.default_rng(0), model, 3, "normal")
     dist = block_dist(model, adapter, logits.float(), tokens, masked, t.float(), torch.randn(3, 4, D))
     (-dist.log_prob(dist.sample()).sum()).backward()
@@ -190,6 +203,28 @@ def test_coupling_strength_zero_makes_an_hmm_independent_positions():
                  if s.shape[-2:] == (3, 3))
     expected = torch.log_softmax(np.exp(2.0) * torch.tensor(weights).log(), -1)
     torch.testing.assert_close(sharp[0], expected)
+
+
+def test_backbone_weight_limits_are_the_circuit_alone_and_a_sharper_backbone():
+    """β → 0 (log β = −8): p̂ is the circuit's own conditional of the masked positions given the
+    decided ones; β = 2 is the product at half the temperature. One β for every row without hidden."""
+    model = structures.compile(coupled_circuits()["hmm"], dtype=torch.float64)
+    logits, tokens, masked, t = random_block(np.random.default_rng(3), model, 2, "normal")
+    adapter = make_adapter("backbone_weight", model, per_sample=False)
+    assert not adapter.needs_hidden
+    with torch.no_grad():
+        adapter.bias.fill_(-adapter.MAX_LOG_WEIGHT)
+    alone = block_dist(model, adapter, logits, tokens, masked, t, None)
+    flat = CoDDBlockDistribution(model, torch.zeros_like(logits), tokens, masked, t)   # uniform q: C alone
+    value = flat.sample((5,), generator=torch.Generator().manual_seed(0))
+    torch.testing.assert_close(alone.log_prob(value), flat.log_prob(value), atol=2e-3, rtol=0)
+    with torch.no_grad():
+        adapter.bias.fill_(np.log(2.0))
+    sharper = block_dist(model, adapter, logits, tokens, masked, t, None)
+    torch.testing.assert_close(sharper.log_prob(value),
+                               CoDDBlockDistribution(model, logits, tokens, masked, t / 2).log_prob(value))
+    torch.testing.assert_close(sharper.factorized().logits, CoDDBlockDistribution(model, logits, tokens, masked,
+                                                                                  t).factorized().logits)
 
 
 def test_latent_evidence_addresses_each_positions_input_nodes():
@@ -238,3 +273,7 @@ def test_adapter_errors_are_clear():
     with pytest.raises(TypeError, match="CompiledCircuit"):
         make_adapter("static", structures.hmm(3, 2, 4))
     assert copy.deepcopy(make_adapter("low_rank", model, D)).rank == 4
+    with pytest.raises(ValueError, match=r"backbone_weight must be finite and > 0"):
+        CoDDBlockDistribution(structures.compile(structures.hmm(3, 2, 4)), torch.randn(1, 3, 4),
+                              torch.zeros(1, 3, dtype=torch.long), torch.ones(1, 3, dtype=torch.bool),
+                              backbone_weight=0.0)

@@ -32,7 +32,7 @@ def block_inputs(batch, length, vocab, dim=4, seed=0):
 
 # ----------------------------------------------------------------------------- the layer
 @pytest.mark.parametrize("structure, data", [("hmm", None), ("chain", None), ("tree", None), ("tree", "data")])
-@pytest.mark.parametrize("adapter", ["static", "latent_evidence", "low_rank"])
+@pytest.mark.parametrize("adapter", ["static", "latent_evidence", "low_rank", "coupling", "backbone_weight"])
 def test_from_structure_gives_a_working_layer(structure, data, adapter):
     if data is not None:
         rng = np.random.default_rng(0)
@@ -171,6 +171,25 @@ def test_training_checks_its_arguments(words):
         evaluate_nll(layer, backbone, words.encode_heldout(), 0.0)
     result = train_codd_layer(layer, backbone, words, steps=2, batch_size=4, progress=False)   # two blocks of 3
     assert result["steps"] == 2 and np.isfinite(result["heldout"]["codd"])
+
+
+def test_em_warm_start_fits_the_circuit_alone_before_training(words):
+    """em_init_epochs: the circuit alone gets likelier on the training rows before any gradient step;
+    the same seed gives the same circuit; 0 leaves it as built."""
+    backbone = tiny_backbone(words)
+    train = words.encode_train()
+    fitted = []
+    for epochs in (0, 3, 3):
+        layer = CoDDLayer.from_structure("hmm", 6, words.vocab.size, num_states=3, seed=0, mask_id=words.vocab.mask_id)
+        built = layer.circuit.log_prob(train).mean().item()
+        train_codd_layer(layer, backbone, words, steps=0, em_init_epochs=epochs, eval_every=None, eval_items=0,
+                         progress=False)
+        fitted.append(layer.circuit.log_prob(train).mean().item())
+        if epochs == 0:
+            assert fitted[-1] == built
+    assert fitted[1] > fitted[0] + 0.1 and fitted[1] == fitted[2]
+    with pytest.raises(ValueError, match="em_init_epochs"):
+        LayerTrainingConfig(steps=1, em_init_epochs=-1)
 
 
 def test_a_trained_layer_beats_the_factorized_backbone_on_words():
