@@ -1,7 +1,7 @@
 """The demo's likelihood figures and their controls over several seeds: mean ± sd (issue 13).
 
 ``python -m benchmarks.demo_seeds [--seeds 0,1,2] [--layer-steps N] [--adapter A] [--num-states K]
-[--out docs/results.md] [--quick]``
+[--em-init-epochs E] [--out docs/results.md] [--quick]``
 
 Every seed runs the demo's own pipeline (:func:`pcdiff.app.demo.prepare_run` →
 :func:`~pcdiff.app.demo.train_prepared` → the controls of :func:`pcdiff.app.controls.control_table`)
@@ -33,11 +33,12 @@ FRACTIONS = (0.25, 0.5, 0.75, 0.9, 1.0)
 
 
 def one_seed(seed: int, layer_steps: int, items: int, quick: bool, adapter: str = "static",
-             num_states: int = 128) -> dict:
+             num_states: int = 128, em_init_epochs: int = 0) -> dict:
     """The controls of one seed's run (the demo's sizes, or tiny ones with ``quick``)."""
     sizes = dict(num_states=8, backbone_dim=16, backbone_depth=1) if quick else dict(num_states=num_states)
     run = prepare_run("words", seed=seed, data_seed=0, backbone="shipped", adapter=adapter, **sizes)
-    train_prepared(run, backbone_steps=20 if quick else None, layer_steps=layer_steps, progress=False)
+    train_prepared(run, backbone_steps=20 if quick else None, layer_steps=layer_steps, progress=False,
+                   em_init_epochs=em_init_epochs)
     settings = ControlSettings(items=items, seed=seed, fractions=FRACTIONS, fit_epochs=1 if quick else 3)
     table = control_table(run.backbone, run.layer, run.data, run.settings["num_states"], settings, progress=False)
     return {"backbone": run.settings["backbone"], "sets": table["sets"]}
@@ -61,7 +62,9 @@ def markdown(runs: dict[int, dict], info: dict) -> str:
              f"; {info['seconds']:.0f} s on {torch.get_num_threads()} torch threads.", "",
              f"Seeds {', '.join(map(str, runs))} on one split (data seed 0), {source}; the CoDD HMM layer "
              f"({info['num_states']} states, {info['adapter']} adapter) trained {info['layer_steps']} steps at "
-             f"learning rate {LAYER_LR:g} per seed; {info['items']} items per set and masked count. Nats per masked "
+             f"learning rate {LAYER_LR:g} per seed"
+             + (f", its circuit first fit alone by {info['em_init_epochs']} EM epochs" if info['em_init_epochs'] else "")
+             + f"; {info['items']} items per set and masked count. Nats per masked "
              "token, mean over seeds ± their standard deviation.", ""]
     first = next(iter(runs.values()))["sets"]
     for name in first:
@@ -110,6 +113,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--adapter", choices=sorted(ADAPTERS), default="static",
                         help="the layer's adapter (default: the demo's, static)")
     parser.add_argument("--num-states", type=int, default=128, help="the layer's latent states (default: the demo's)")
+    parser.add_argument("--em-init-epochs", type=int, default=0,
+                        help="EM epochs fitting the layer's circuit alone before its training (default 0: none)")
     parser.add_argument("--items", type=int, default=300, help="items per set and masked count")
     parser.add_argument("--out", help="markdown file to put the section in (e.g. docs/results.md)")
     parser.add_argument("--quick", action="store_true", help="tiny sizes (seconds; for tests)")
@@ -117,16 +122,19 @@ def main(argv: list[str] | None = None) -> int:
     seeds = [int(s) for s in args.seeds.split(",")]
     started, runs = time.perf_counter(), {}
     for seed in seeds:
-        runs[seed] = one_seed(seed, args.layer_steps, args.items, args.quick, args.adapter, args.num_states)
+        runs[seed] = one_seed(seed, args.layer_steps, args.items, args.quick, args.adapter, args.num_states,
+                              args.em_init_epochs)
         print(f"seed {seed}: done ({time.perf_counter() - started:.0f} s)", flush=True)
     info = dict(command=invocation("benchmarks.demo_seeds", argv), quick=args.quick,
                 seconds=time.perf_counter() - started, layer_steps=args.layer_steps, items=args.items,
-                adapter=args.adapter, num_states=args.num_states)
+                adapter=args.adapter, num_states=args.num_states, em_init_epochs=args.em_init_epochs)
     # the demo's own layer keeps the section the docs cite; any other layer gets a section of its own
-    demo_layer = (args.adapter, args.num_states) == ("static", 128)
+    demo_layer = (args.adapter, args.num_states, args.em_init_epochs) == ("static", 128, 0)
+    warm = f"-em{args.em_init_epochs}" if args.em_init_epochs else ""
     key, title = ("demo-seeds", "The demo over three seeds, with its controls (issue 13)") if demo_layer else (
-        f"demo-seeds-{args.adapter}-{args.num_states}",
-        f"The demo's controls with a {args.adapter} adapter and {args.num_states} states")
+        f"demo-seeds-{args.adapter}-{args.num_states}{warm}",
+        f"The demo's controls with a {args.adapter} adapter and {args.num_states} states"
+        + (f", EM warm start ({args.em_init_epochs} epochs)" if warm else ""))
     publish(markdown(runs, info), args.out, key, title)
     return 0
 

@@ -55,7 +55,7 @@ def _prepare(args, device):
 def _train(args, run, progress: bool):
     from .demo import train_prepared
     return train_prepared(run, budget=args.budget, backbone_steps=args.backbone_steps, layer_steps=args.layer_steps,
-                          progress=progress, layer_lr=args.layer_lr)
+                          progress=progress, layer_lr=args.layer_lr, em_init_epochs=args.em_init_epochs)
 
 
 def _controls(args):

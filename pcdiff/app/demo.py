@@ -105,10 +105,11 @@ def check_layer_size(structure: str, length: int, vocab: int, num_states: int, a
 
 
 def train_prepared(run: Run, budget: float = 1.0, backbone_steps: int | None = None, layer_steps: int | None = None,
-                   progress: bool = True, layer_lr: float | None = None) -> Run:
+                   progress: bool = True, layer_lr: float | None = None, em_init_epochs: int = 0) -> Run:
     """Train ``run``'s backbone (unless it is a shipped, trained one), then its layer (backbone
-    frozen, Adam at ``layer_lr``, default :data:`LAYER_LR`), each for its step count:
-    ``backbone_steps`` and ``layer_steps``, or the defaults scaled by ``budget``."""
+    frozen, Adam at ``layer_lr``, default :data:`LAYER_LR`; its circuit first fit alone by
+    ``em_init_epochs`` EM epochs), each for its step count: ``backbone_steps`` and ``layer_steps``,
+    or the defaults scaled by ``budget``."""
     backbone_steps, layer_steps = training_steps(budget, backbone_steps, layer_steps)
     layer_lr = layer_learning_rate(layer_lr)
     data, backbone, layer, seed = run.data, run.backbone, run.layer, run.settings["seed"]
@@ -117,14 +118,14 @@ def train_prepared(run: Run, budget: float = 1.0, backbone_steps: int | None = N
         train_backbone(backbone, data, steps=backbone_steps, seed=seed, progress=progress)
     backbone.eval().requires_grad_(False)
     layer_summary = train_codd_layer(layer, backbone, data, steps=layer_steps, lr=layer_lr, seed=seed,
-                                     progress=progress)
+                                     progress=progress, em_init_epochs=em_init_epochs)
     run.settings.update({
         "budget": budget,
         "backbone": {"parameters": backbone.num_parameters(), "config": backbone.config,
                      **_scalars(backbone_summary),
                      **({"plateau": shipped["plateau"]} if "shipped" in shipped else {})},
         "layer": {"parameters": sum(p.numel() for p in layer.parameters()), "lr": layer_lr,
-                  **_scalars(layer_summary)},
+                  "em_init_epochs": em_init_epochs, **_scalars(layer_summary)},
     })
     return run
 
@@ -134,12 +135,13 @@ def train_run(dataset: str | None = "words", data_file: str | None = None, max_l
               structure: str = "hmm", adapter: str = "static", device: str | torch.device = "cpu",
               budget: float = 1.0, backbone_steps: int | None = None, layer_steps: int | None = None,
               backbone_dim: int = 128, backbone_depth: int = 4, progress: bool = True, noise: str = "mask",
-              backbone: str = "train", data_seed: int | None = None, layer_lr: float | None = None) -> Run:
+              backbone: str = "train", data_seed: int | None = None, layer_lr: float | None = None,
+              em_init_epochs: int = 0) -> Run:
     """:func:`prepare_run` then :func:`train_prepared` (the step counts are checked first of all)."""
     training_steps(budget, backbone_steps, layer_steps)
     run = prepare_run(dataset, data_file, max_length, seed, num_states, structure, adapter, device,
                       backbone_dim, backbone_depth, noise, backbone, data_seed)
-    return train_prepared(run, budget, backbone_steps, layer_steps, progress, layer_lr)
+    return train_prepared(run, budget, backbone_steps, layer_steps, progress, layer_lr, em_init_epochs)
 
 
 def layer_learning_rate(layer_lr: float | None) -> float:

@@ -51,6 +51,9 @@ def _model_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--layer-lr", type=float,
                        help="the layer's Adam learning rate (default: the demo's LAYER_LR, chosen on the words' "
                             "held-out objective: docs/results.md)")
+    group.add_argument("--em-init-epochs", type=int, default=0,
+                       help="fit the layer's circuit alone to the training data by this many EM epochs before "
+                            "training the product (a warm start; default 0: none)")
     group.add_argument("--noise", choices=NOISE_KINDS, default="mask",
                        help="the backbone's noise: mask (absorbing, the default) or uniform (noisy positions hold "
                             "random tokens; docs/backbones.md)")
