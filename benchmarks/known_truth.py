@@ -46,6 +46,7 @@ class Sizes:
     layer_steps: int = 400
     layer_lr: float = 1e-2
     adapter: str = "static"
+    adapter_lr: float | None = None     # None: the trainer's default, layer_lr / 10
     em_init_epochs: int = 0             # EM epochs fitting the layer's circuit alone before its training
 
 
@@ -127,7 +128,7 @@ def run(sizes: Sizes, seed: int, progress: bool) -> tuple[dict, dict]:
                                      adapter=sizes.adapter,
                                      mask_id=data.vocab.mask_id, backbone_hidden_size=backbone.hidden_size)
     layer_run = train_codd_layer(layer, backbone, data, steps=sizes.layer_steps, lr=sizes.layer_lr, seed=seed,
-                                 progress=progress, em_init_epochs=sizes.em_init_epochs,
+                                 progress=progress, em_init_epochs=sizes.em_init_epochs, adapter_lr=sizes.adapter_lr,
                                  eval_every=max(1, sizes.layer_steps // 5))
     with torch.no_grad():
         rows = table(truth, backbone, layer, data.encode_heldout(), seed)
@@ -153,6 +154,7 @@ def markdown(rows: dict, sizes: Sizes, seed: int, info: dict) -> str:
              f"dim {sizes.backbone_dim} depth {sizes.backbone_depth}, {sizes.backbone_steps} steps (held-out "
              f"diffusion loss {info['backbone_heldout_loss']:.3f}); CoDD HMM layer {sizes.layer_states} states, "
              f"{sizes.layer_steps} steps at lr {sizes.layer_lr:g}, adapter {sizes.adapter}"
+             + (f" at lr {sizes.adapter_lr:g}" if sizes.adapter_lr is not None else "")
              + (f", circuit first fit alone by {sizes.em_init_epochs} EM epochs" if sizes.em_init_epochs else "")
              + f"; seed {seed}; {info['seconds']:.0f} s.", "",
              "The layer's held-out CoDD objective by step: "
@@ -185,13 +187,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--layer-lr", type=float, help=f"the layer's Adam learning rate (default {Sizes.layer_lr:g})")
     parser.add_argument("--layer-states", type=int, help=f"the layer's HMM states (default {Sizes.layer_states})")
     parser.add_argument("--adapter", choices=sorted(ADAPTERS), help="the layer's adapter (default static)")
+    parser.add_argument("--adapter-lr", type=float,
+                        help="the adapter's Adam learning rate (default: the layer's lr / 10)")
     parser.add_argument("--em-init-epochs", type=int,
                         help="EM epochs fitting the layer's circuit alone before its training (default 0: none)")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     args = parser.parse_args(argv)
     sizes = QUICK if args.quick else Sizes()
     changes = {"backbone_steps": args.backbone_steps, "layer_steps": args.layer_steps, "layer_lr": args.layer_lr,
-               "layer_states": args.layer_states, "adapter": args.adapter, "em_init_epochs": args.em_init_epochs}
+               "layer_states": args.layer_states, "adapter": args.adapter, "em_init_epochs": args.em_init_epochs,
+               "adapter_lr": args.adapter_lr}
     sizes = replace(sizes, **{key: value for key, value in changes.items() if value is not None})
     rows, info = run(sizes, args.seed, progress=not args.quiet)
     print(markdown(rows, sizes, args.seed, info))

@@ -24,6 +24,9 @@ from .resume import TrainingCheckpoints
 
 __all__ = ["train_codd_layer"]
 
+#: Rows per mini-batch EM step of the warm start (see _em_warm_start).
+EM_INIT_BATCH = 1024
+
 #: Rank r > 0 seeds its dropout stream with seed + r · this (rank 0's is the single-process stream).
 RANK_SEED_STRIDE = 7919
 
@@ -89,13 +92,15 @@ def _em_warm_start(layer: CoDDLayer, data: ItemData, config: LayerTrainingConfig
     """Fit the layer's circuit alone to the training rows (drawn by frequency when the data are
     weighted, as many draws as rows) by mini-batch EM, before any gradient step. Why: Adam from a
     random circuit learns an HMM's coupling slowly; EM finds the data's own joint in a few epochs,
-    and the product then only has to learn how the backbone's evidence combines with it."""
+    and the product then only has to learn how the backbone's evidence combines with it. The EM
+    batch is large on purpose: stepwise EM (step 0.5) on batches of 128 stalls at a noisy fixed point
+    (known truth, seed 0: 1.230 nats at half masked against 1.205 with batches of 1,000; truth 1.202)."""
     generator = torch.Generator().manual_seed(config.seed + 3)
     rows = data.sample_train_batch(len(data.encode_train()), generator) if data.train_weights is not None \
         else data.encode_train()
     with torch.enable_grad():
         structures.fit(layer.circuit, rows.to(layer.circuit.device), epochs=config.em_init_epochs,
-                       batch_size=config.batch_size, method="em", seed=config.seed + 3,
+                       batch_size=EM_INIT_BATCH, method="em", seed=config.seed + 3,
                        progress=config.progress and current_world().is_main)
 
 
