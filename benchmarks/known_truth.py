@@ -1,6 +1,6 @@
 """Ground truth known exactly: one-step, sequential and CoDD NLL against the true conditional entropy.
 
-``python -m benchmarks.known_truth [--quick] [--seed S]``
+``python -m benchmarks.known_truth [--quick] [--seeds 0,1,2] [--adapter A] [--em-init-epochs E] [--out FILE]``
 
 The data are samples of a reference distribution whose conditionals are exact: a random HMM built
 with ``structures.hmm`` (sticky, peaked transitions and peaked emissions, so a token is evidence
@@ -15,8 +15,10 @@ H(X_M | X_O) (± its sampling error). "CoDD within x%" is (CoDD − truth) / (on
 from __future__ import annotations
 
 import argparse
+import statistics
 import time
 from dataclasses import dataclass, replace
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -28,6 +30,8 @@ from pcdiff.backbones.noise import corrupt
 from pcdiff.codd import ADAPTERS, CoDDLayer
 from pcdiff.data import ItemData, Vocabulary
 from pcdiff.train import train_backbone, train_codd_layer
+
+from .report import Section, invocation, write_sections
 
 LENGTH, VOCAB = 16, 6
 FRACTIONS = (0.25, 0.5, 0.75, 1.0)
@@ -177,10 +181,28 @@ def markdown(rows: dict, sizes: Sizes, seed: int, info: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def over_seeds(results: dict[int, dict], command: str) -> str:
+    """Mean ± sd over seeds of each column and of "CoDD, % of the way", per masked fraction."""
+    ms = lambda values: f"{statistics.fmean(values):.4f} ± {statistics.stdev(values) if len(values) > 1 else 0:.4f}"  # noqa: E731
+    pct = lambda values: f"{100 * statistics.fmean(values):.1f}% ± {100 * (statistics.stdev(values) if len(values) > 1 else 0):.1f}"  # noqa: E731
+    columns = ("truth", "sequential", "codd", "one_step", "circuit_alone")
+    lines = [f"Over seeds {', '.join(map(str, results))} (`{command}`): nats per masked token, mean over seeds ± their "
+             "standard deviation.", "",
+             "| masked fraction | truth | sequential (best order) | CoDD | one-step | the layer's circuit alone "
+             "| sequential, % of the way | CoDD, % of the way |", "|---|---|---|---|---|---|---|---|"]
+    for fraction in next(iter(results.values())):
+        rows = [result[fraction] for result in results.values()]
+        cells = [ms([row[c]["mean"] for row in rows]) for c in columns]
+        lines.append(f"| {fraction} | " + " | ".join(cells) + f" | {pct([within(r, 'sequential') for r in rows])} | "
+                     f"{pct([within(r) for r in rows])} |")
+    return "\n".join(lines) + "\n"
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.known_truth", description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="tiny sizes (seconds; for tests)")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seeds", default="0", help="comma list of seeds (several: a mean ± sd table too)")
+    parser.add_argument("--out", help="markdown file to put the report in as a section of its own")
     parser.add_argument("--backbone-steps", type=int,
                         help=f"the backbone's training steps (default {Sizes.backbone_steps})")
     parser.add_argument("--layer-steps", type=int, help=f"the layer's training steps (default {Sizes.layer_steps})")
@@ -198,8 +220,20 @@ def main(argv: list[str] | None = None) -> int:
                "layer_states": args.layer_states, "adapter": args.adapter, "em_init_epochs": args.em_init_epochs,
                "adapter_lr": args.adapter_lr}
     sizes = replace(sizes, **{key: value for key, value in changes.items() if value is not None})
-    rows, info = run(sizes, args.seed, progress=not args.quiet)
-    print(markdown(rows, sizes, args.seed, info))
+    seeds = [int(seed) for seed in args.seeds.split(",")]
+    results, reports = {}, []
+    for seed in seeds:
+        results[seed], info = run(sizes, seed, progress=not args.quiet)
+        reports.append(markdown(results[seed], sizes, seed, info))
+        print(reports[-1], flush=True)
+    summary = [over_seeds(results, invocation("benchmarks.known_truth", argv))] if len(seeds) > 1 else []
+    print(*summary)
+    if args.out:     # the per-seed reports were printed as they came; the file gets the summary first
+        tag = f"{sizes.adapter}-{sizes.layer_states}" + (f"-em{sizes.em_init_epochs}" if sizes.em_init_epochs else "")
+        write_sections(Path(args.out), [Section(f"known-truth-{tag}", f"Known truth over seeds: {sizes.adapter} "
+                                                f"adapter, {sizes.layer_states} states"
+                                                + (", EM warm start" if sizes.em_init_epochs else ""),
+                                                "\n".join(summary + reports))])
     return 0
 
 

@@ -48,8 +48,13 @@ def test_quick_run_prints_the_table(capsys):
     assert "The exponent β" not in out                   # the static layer puts no weight on the backbone
 
 
-def test_quick_run_with_a_learned_backbone_weight_reports_it(capsys):
-    assert known_truth.main(["--quick", "--quiet", "--adapter", "backbone_weight", "--em-init-epochs", "1"]) == 0
+def test_quick_run_with_a_learned_backbone_weight_reports_it(capsys, tmp_path):
+    report = tmp_path / "results.md"
+    assert known_truth.main(["--quick", "--quiet", "--adapter", "backbone_weight", "--em-init-epochs", "1",
+                             "--seeds", "0,1", "--out", str(report)]) == 0
     out = capsys.readouterr().out
+    written = report.read_text()
+    assert "known-truth-backbone_weight-4-em1:begin" in written and "Over seeds 0, 1 (" in written
+    assert written.count("The exponent β") == 2
     assert "first fit alone by 1 EM epochs" in out and "The exponent β" in out
-    assert out.count("| 0.5 | ") == 1 and "circuit alone" in out
+    assert out.count("| 0.5 | ") == 3 and "circuit alone" in out      # two seeds and their summary
