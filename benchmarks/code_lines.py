@@ -17,6 +17,7 @@ from __future__ import annotations
 import pathlib
 import sys
 import time
+from dataclasses import replace
 
 import torch
 
@@ -78,9 +79,9 @@ def markdown(rows: list[dict], ceiling: dict, info: dict) -> str:
 
 
 def run(work: pathlib.Path, out: pathlib.Path | None, samples: int, quick: bool, seeds: list[int], command: str,
-        log=print) -> str:
+        log=print, adapter: str = "static") -> str:
     start = time.perf_counter()
-    sizes = QUICK if quick else FULL
+    sizes = replace(QUICK if quick else FULL, adapter=adapter)
     runs = []
     for seed in seeds:
         log(f"seed {seed}:")
@@ -93,7 +94,7 @@ def run(work: pathlib.Path, out: pathlib.Path | None, samples: int, quick: bool,
     body = markdown(rows, ceiling, info)
     log("\n" + body)
     if out is not None:
-        write_sections(out, [Section("code-lines", "Python lines: generation judged by tokenize (issue 13)", body)],
+        write_sections(out, [Section(*sizes.section("code-lines", "Python lines: generation judged by tokenize (issue 13)"), body)],
                        header=RESULTS_HEADER)
         log(f"wrote {out}")
     return body
@@ -106,7 +107,8 @@ def main(argv: list[str] | None = None) -> int:
     samples = args.samples if args.samples is not None else (16 if args.quick else 500)
     if not ready(module, args, {"--samples": samples}):
         return 2
-    run(pathlib.Path(args.work), pathlib.Path(args.out), samples, args.quick, args.seeds, invocation(module, argv))
+    run(pathlib.Path(args.work), pathlib.Path(args.out), samples, args.quick, args.seeds, invocation(module, argv),
+        adapter=args.adapter)
     return 0
 
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 import pathlib
 import sys
 import time
+from dataclasses import replace
 
 import torch
 
@@ -128,9 +129,9 @@ def markdown(rows: list[dict], means: dict, chosen: list[float], info: dict) -> 
 
 
 def run(work: pathlib.Path, out: pathlib.Path | None, samples: int, validation_samples: int, quick: bool,
-        seeds: list[int], command: str, log=print) -> str:
+        seeds: list[int], command: str, log=print, adapter: str = "static") -> str:
     start = time.perf_counter()
-    sizes = QUICK if quick else FULL
+    sizes = replace(QUICK if quick else FULL, adapter=adapter)
     runs, chosen, validation = [], [], []
     for seed in seeds:
         log(f"seed {seed}:")
@@ -148,7 +149,7 @@ def run(work: pathlib.Path, out: pathlib.Path | None, samples: int, validation_s
     body = markdown(rows, means, chosen, info)
     log("\n" + body)
     if out is not None:
-        write_sections(out, [Section("fair-generation", "Words: generation judged fairly (issue 13)", body)],
+        write_sections(out, [Section(*sizes.section("fair-generation", "Words: generation judged fairly (issue 13)"), body)],
                        header=RESULTS_HEADER)
         log(f"wrote {out}")
     return body
@@ -166,7 +167,7 @@ def main(argv: list[str] | None = None) -> int:
     if not ready(module, args, {"--samples": samples, "--validation-samples": validation}):
         return 2
     run(pathlib.Path(args.work), pathlib.Path(args.out), samples, validation, args.quick, args.seeds,
-        invocation(module, argv))
+        invocation(module, argv), adapter=args.adapter)
     return 0
 
 

@@ -20,6 +20,7 @@ from pcdiff.app.demo import LAYER_LR, prepare_run, train_run
 from pcdiff.app.pretrained import SHIPPED
 from pcdiff.app.runs import data_spec, load_data
 from pcdiff.data import ItemData
+from pcdiff.codd.adapters import ADAPTERS
 from pcdiff.decode import generate
 from pcdiff.train import load_layer, save_layer, train_backbone, train_codd_layer
 from pcdiff.train.checkpoint import load_backbone, save_backbone
@@ -35,7 +36,7 @@ DATA_SEED = 0
 @dataclass(frozen=True)
 class Sizes:
     """Training steps of the backbone and of the layer, the HMM's states, the backbone's width and depth,
-    the layer's learning rate."""
+    the layer's learning rate and adapter."""
     backbone: int
     layer: int
     num_states: int
@@ -44,6 +45,7 @@ class Sizes:
     depth: int = 4
     cache_backbone: bool = True         # False: the frozen backbone runs on each layer batch (see trained)
     shipped_backbone: bool = False      # True: the backbone shipped for this split (pcdiff.app.pretrained), not trained
+    adapter: str = "static"
 
     @property
     def backbone_text(self) -> str:
@@ -55,14 +57,21 @@ class Sizes:
     @property
     def layer_text(self) -> str:
         """How the layer was trained, for a report."""
-        return f"CoDD HMM layer with {self.num_states} states, {self.layer} steps at learning rate {self.layer_lr:g}"
+        adapter = "" if self.adapter == "static" else f", {self.adapter} adapter"
+        return (f"CoDD HMM layer with {self.num_states} states{adapter}, {self.layer} steps at learning rate "
+                f"{self.layer_lr:g}")
+
+    def section(self, key: str, title: str) -> tuple[str, str]:
+        """A report's section key and title: the static layer's own, another adapter's apart."""
+        return (key, title) if self.adapter == "static" else (f"{key}-{self.adapter}", f"{title}: {self.adapter} adapter")
 
     @property
     def tag(self) -> str:
         cache = "" if self.cache_backbone else "-nocache"
         # the shipped checkpoint's hash prefix: a newly shipped backbone never reuses models kept for the old
         backbone = f"shipped{SHIPPED['words-mask'][:8]}" if self.shipped_backbone else self.backbone
-        return f"b{backbone}-l{self.layer}-lr{self.layer_lr:g}-h{self.num_states}-d{self.dim}x{self.depth}{cache}"
+        adapter = "" if self.adapter == "static" else f"-{self.adapter}"
+        return f"b{backbone}-l{self.layer}-lr{self.layer_lr:g}-h{self.num_states}{adapter}-d{self.dim}x{self.depth}{cache}"
 
 
 @dataclass
@@ -91,7 +100,7 @@ def trained(dataset: str, work: pathlib.Path, sizes: Sizes, seed: int, max_lengt
                         backbone_steps=sizes.backbone, layer_steps=sizes.layer, backbone_dim=sizes.dim,
                         backbone_depth=sizes.depth, progress=False,
                         backbone="shipped" if sizes.shipped_backbone else "train", data_seed=DATA_SEED,
-                        layer_lr=sizes.layer_lr)
+                        layer_lr=sizes.layer_lr, adapter=sizes.adapter)
         if sizes.shipped_backbone and "shipped" not in run.settings["backbone"]:
             raise ValueError(f"no backbone ships for {dataset} (seed {seed}, {sizes.dim}x{sizes.depth})")
     else:
@@ -108,7 +117,7 @@ def _train_uncached(dataset: str, max_length: int | None, seed: int, sizes: Size
     lines that cache is 180,000 backbone passes, several times the layer steps' own work), and
     held-out records are kept only at the end."""
     run = prepare_run(dataset, max_length=max_length, seed=seed, num_states=sizes.num_states,
-                      backbone_dim=sizes.dim, backbone_depth=sizes.depth, data_seed=DATA_SEED)
+                      backbone_dim=sizes.dim, backbone_depth=sizes.depth, data_seed=DATA_SEED, adapter=sizes.adapter)
     train_backbone(run.backbone, run.data, steps=sizes.backbone, seed=seed, progress=False, eval_every=None)
     run.backbone.eval().requires_grad_(False)
     train_codd_layer(run.layer, run.backbone, run.data, steps=sizes.layer, lr=sizes.layer_lr, seed=seed,
@@ -195,6 +204,8 @@ def judged_parser(module: str, doc: str, work: str, samples_help: str) -> argpar
     p.add_argument("--out", default="docs/results.md", help="markdown file whose section is replaced")
     p.add_argument("--seeds", default="0", help="comma list of seeds; with several, mean ± sd over them")
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--adapter", choices=sorted(ADAPTERS), default="static",
+                   help="the layer's adapter (default: the demo's, static; another gets a section of its own)")
     return p
 
 

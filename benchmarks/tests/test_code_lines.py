@@ -16,6 +16,12 @@ def test_quick_run_writes_its_section(tmp_path):
         for decoder in ("factorized", "CoDD"):
             assert f"| {steps} | {decoder} | " in text
     assert "- 4 steps per block: tokenizable CoDD" in text
+    # another adapter: its own models and a section of its own beside the static layer's
+    assert code_lines.main(args + ["--adapter", "backbone_weight"]) == 0
+    text = out.read_text()
+    assert text.count(begin) == 1 and text.count(markers("code-lines-backbone_weight")[0]) == 1
+    assert "backbone_weight adapter" in text
+    assert len(list((tmp_path / "work").iterdir())) == 2
 
 
 def test_bad_options_end_with_one_line_and_status_2(capsys):
