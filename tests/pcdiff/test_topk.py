@@ -73,11 +73,14 @@ def test_topk_layer_is_brute_force_of_the_restricted_product(circuit, kind, seed
 @exact
 @given(circuits(), st.sampled_from(LOGIT_KINDS), seeds)
 def test_top_k_equal_to_the_vocabulary_is_the_full_layer(circuit, kind, seed):
-    logits, tokens, masked, t = random_block(np.random.default_rng(seed), circuit, 3, kind)
+    rng = np.random.default_rng(seed)
+    logits, tokens, masked, t = random_block(rng, circuit, 3, kind)
+    weight = torch.from_numpy(rng.uniform(0.2, 3.0, 3))            # a learned trust in the backbone, per row
     model = structures.compile(circuit, dtype=torch.float64)
-    full = CoDDBlockDistribution(model, logits, tokens, masked, temperature=t, mask_id=circuit.vocab_size)
+    full = CoDDBlockDistribution(model, logits, tokens, masked, temperature=t, mask_id=circuit.vocab_size,
+                                 backbone_weight=weight)
     every = CoDDBlockDistribution(model, logits, tokens, masked, temperature=t, mask_id=circuit.vocab_size,
-                                  top_k=circuit.vocab_size)
+                                  top_k=circuit.vocab_size, backbone_weight=weight)
     try:
         log_z = full.log_normalizer
     except ValueError:
