@@ -86,6 +86,15 @@ def test_train_then_sample_round_trip(run, capsys, codd):
         _completions(capsys, str(run), "--prompt", "ca", "--num", "3", "--codd", codd, "--seed", "5")
 
 
+def test_a_learned_backbone_weight_and_an_em_warm_start_train_and_sample(model_dir, words, tmp_path, capsys):
+    out = tmp_path / "run"
+    assert train(model_dir, words, out, "--adapter", "backbone_weight", "--em-init-epochs", "1") == 0
+    settings = json.loads((out / "run.json").read_text())
+    assert settings["adapter"] == "backbone_weight" and settings["layer"]["em_init_epochs"] == 1
+    lines = _completions(capsys, str(out), "--num", "3", "--steps", "2", "--codd", "joint")
+    assert len(lines) == 3 and all(set(line) <= set(LETTERS) for line in lines)
+
+
 def test_a_changed_model_is_refused(model_dir, words, tmp_path, capsys):
     changed = tmp_path / "model"
     kind = "gemma" if "gemma" in model_dir.name else "bert"
