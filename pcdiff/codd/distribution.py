@@ -73,8 +73,8 @@ class CoDDBlockDistribution(Distribution):
     arg_constraints: dict = {}   # checked by hand: the constraints couple shapes across arguments
 
     def __init__(self, model, logits, tokens, masked, temperature=1.0, log_params=None, node_potentials=None,
-                 validate_args=True, backbone_weight=1.0, mask_id: int | None = None, top_k: int | None = None,
-                 force_include: torch.Tensor | None = None):
+                 validate_args=True, mask_id: int | None = None, top_k: int | None = None,
+                 force_include: torch.Tensor | None = None, backbone_weight=1.0):
         if validate_args:
             check_arguments(model, logits, tokens, masked, mask_id)
             check_node_potentials(model, node_potentials, tokens.shape[0])
