@@ -229,10 +229,13 @@ def main(argv: list[str] | None = None) -> int:
     summary = [over_seeds(results, invocation("benchmarks.known_truth", argv))] if len(seeds) > 1 else []
     print(*summary)
     if args.out:     # the per-seed reports were printed as they came; the file gets the summary first
-        tag = f"{sizes.adapter}-{sizes.layer_states}" + (f"-em{sizes.em_init_epochs}" if sizes.em_init_epochs else "")
+        longer = sizes.backbone_steps != Sizes.backbone_steps       # a backbone of its own: a section of its own
+        tag = f"{sizes.adapter}-{sizes.layer_states}" + (f"-em{sizes.em_init_epochs}" if sizes.em_init_epochs else "") \
+            + (f"-b{sizes.backbone_steps}" if longer else "")
         write_sections(Path(args.out), [Section(f"known-truth-{tag}", f"Known truth over seeds: {sizes.adapter} "
                                                 f"adapter, {sizes.layer_states} states"
-                                                + (", EM warm start" if sizes.em_init_epochs else ""),
+                                                + (", EM warm start" if sizes.em_init_epochs else "")
+                                                + (f", backbone {sizes.backbone_steps:,} steps" if longer else ""),
                                                 "\n".join(summary + reports))])
     return 0
 
