@@ -215,7 +215,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="EM epochs fitting the layer's circuit alone before its training (default 0: none)")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     args = parser.parse_args(argv)
-    sizes = QUICK if args.quick else Sizes()
+    sizes = base = QUICK if args.quick else Sizes()
     changes = {"backbone_steps": args.backbone_steps, "layer_steps": args.layer_steps, "layer_lr": args.layer_lr,
                "layer_states": args.layer_states, "adapter": args.adapter, "em_init_epochs": args.em_init_epochs,
                "adapter_lr": args.adapter_lr}
@@ -229,7 +229,7 @@ def main(argv: list[str] | None = None) -> int:
     summary = [over_seeds(results, invocation("benchmarks.known_truth", argv))] if len(seeds) > 1 else []
     print(*summary)
     if args.out:     # the per-seed reports were printed as they came; the file gets the summary first
-        longer = sizes.backbone_steps != Sizes.backbone_steps       # a backbone of its own: a section of its own
+        longer = sizes.backbone_steps != base.backbone_steps        # a backbone of its own: a section of its own
         tag = f"{sizes.adapter}-{sizes.layer_states}" + (f"-em{sizes.em_init_epochs}" if sizes.em_init_epochs else "") \
             + (f"-b{sizes.backbone_steps}" if longer else "")
         write_sections(Path(args.out), [Section(f"known-truth-{tag}", f"Known truth over seeds: {sizes.adapter} "
