@@ -232,7 +232,7 @@ class BackboneWeightAdapter(Adapter):
         self.needs_hidden = bool(per_sample)             # before the base class checks hidden_size
         super().__init__(model, hidden_size)
         self.per_sample = self.needs_hidden
-        self.weight = nn.Parameter(torch.zeros(hidden_size if per_sample else 1))
+        self.weight = nn.Parameter(torch.zeros(hidden_size)) if self.per_sample else None
         self.bias = nn.Parameter(torch.zeros(()))
 
     def forward(self, model, hidden=None) -> AdapterOutput:
