@@ -198,6 +198,17 @@ def over_seeds(results: dict[int, dict], command: str) -> str:
     return "\n".join(lines) + "\n"
 
 
+def report_section(sizes: Sizes, base: Sizes, body: str) -> Section:
+    """The run's own section: keyed by its adapter, states, EM warm start and (when not ``base``'s)
+    backbone length, so that runs of different layers or backbones sit side by side."""
+    longer = sizes.backbone_steps != base.backbone_steps
+    warm = f"-em{sizes.em_init_epochs}" if sizes.em_init_epochs else ""
+    backbone = f"-b{sizes.backbone_steps}" if longer else ""
+    title = (f"Known truth over seeds: {sizes.adapter} adapter, {sizes.layer_states} states"
+             + (", EM warm start" if warm else "") + (f", backbone {sizes.backbone_steps:,} steps" if longer else ""))
+    return Section(f"known-truth-{sizes.adapter}-{sizes.layer_states}{warm}{backbone}", title, body)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.known_truth", description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="tiny sizes (seconds; for tests)")
@@ -229,14 +240,7 @@ def main(argv: list[str] | None = None) -> int:
     summary = [over_seeds(results, invocation("benchmarks.known_truth", argv))] if len(seeds) > 1 else []
     print(*summary)
     if args.out:     # the per-seed reports were printed as they came; the file gets the summary first
-        longer = sizes.backbone_steps != base.backbone_steps        # a backbone of its own: a section of its own
-        tag = f"{sizes.adapter}-{sizes.layer_states}" + (f"-em{sizes.em_init_epochs}" if sizes.em_init_epochs else "") \
-            + (f"-b{sizes.backbone_steps}" if longer else "")
-        write_sections(Path(args.out), [Section(f"known-truth-{tag}", f"Known truth over seeds: {sizes.adapter} "
-                                                f"adapter, {sizes.layer_states} states"
-                                                + (", EM warm start" if sizes.em_init_epochs else "")
-                                                + (f", backbone {sizes.backbone_steps:,} steps" if longer else ""),
-                                                "\n".join(summary + reports))])
+        write_sections(Path(args.out), [report_section(sizes, base, "\n".join(summary + reports))])
     return 0
 
 
