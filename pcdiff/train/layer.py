@@ -65,7 +65,7 @@ def train_codd_layer(layer: CoDDLayer, backbone: Backbone, data: ItemData, confi
     resumed = checkpoints.resume() if config.resume else None
     start = 0 if resumed is None else resumed.step
     if resumed is None and config.em_init_epochs:
-        _em_warm_start(layer, data, config)
+        _em_warm_start(layer, data, train, config)
     if resumed is not None and resumed.torch_rng is not None:
         torch_rng = resumed.torch_rng
 
@@ -88,16 +88,15 @@ def train_codd_layer(layer: CoDDLayer, backbone: Backbone, data: ItemData, confi
     return {**final, "history": monitor.history, "world_size": world.size}
 
 
-def _em_warm_start(layer: CoDDLayer, data: ItemData, config: LayerTrainingConfig) -> None:
-    """Fit the layer's circuit alone to the training rows (drawn by frequency when the data are
-    weighted, as many draws as rows) by mini-batch EM, before any gradient step. Why: Adam from a
+def _em_warm_start(layer: CoDDLayer, data: ItemData, train: torch.Tensor, config: LayerTrainingConfig) -> None:
+    """Fit the layer's circuit alone to the training rows ``train`` (drawn by frequency when the data
+    are weighted, as many draws as rows) by mini-batch EM, before any gradient step. Why: Adam from a
     random circuit learns an HMM's coupling slowly; EM finds the data's own joint in a few epochs,
     and the product then only has to learn how the backbone's evidence combines with it. The EM
     batch is large on purpose: stepwise EM (step 0.5) on batches of 128 stalls at a noisy fixed point
     (known truth, seed 0: 1.230 nats at half masked against 1.205 with batches of 1,000; truth 1.202)."""
     generator = torch.Generator().manual_seed(config.seed + 3)
-    rows = data.sample_train_batch(len(data.encode_train()), generator) if data.train_weights is not None \
-        else data.encode_train()
+    rows = data.sample_train_batch(len(train), generator) if data.train_weights is not None else train
     with torch.enable_grad():
         structures.fit(layer.circuit, rows.to(layer.circuit.device), epochs=config.em_init_epochs,
                        batch_size=EM_INIT_BATCH, method="em", seed=config.seed + 3,
