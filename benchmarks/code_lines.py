@@ -4,7 +4,7 @@ nobody here wrote, the interpreter's own :mod:`tokenize`, and by bracket / quote
 Data: distinct short lines of the standard library's source (:func:`pcdiff.data.sources.load_python_lines`,
 at most 31 characters: blocks of 32 with the end symbol). A tiny backbone and a learned CoDD HMM layer,
 trained for fixed step counts (:mod:`benchmarks.judged_models`), generate whole lines from nothing at
-2, 4 and 8 steps per block (low-confidence remasking), factorized vs CoDD. Each cell is judged by
+2, 4, 8 and 32 (one token per step) steps per block (low-confidence remasking), factorized vs CoDD. Each cell is judged by
 :func:`pcdiff.app.judge.judge_code_lines`: the tokenizable-line rate (the exact rule is
 :func:`pcdiff.app.judge.tokenizes`), the balance rate, the rate of real stdlib lines and of novel ones,
 each ± its standard error; the held-out lines' own rates are the ceiling (a real line may open a
@@ -22,6 +22,7 @@ from dataclasses import replace
 import torch
 
 from pcdiff.app.judge import code_reference_rates, judge_code_lines
+from pcdiff.train import heldout_objective
 
 from .fair_generation import RESULTS_HEADER, ratio_of
 from .judged_models import (Sizes, cell, generate_rows, header, judged_parser, over_seeds, ready, spread_text,
@@ -29,10 +30,11 @@ from .judged_models import (Sizes, cell, generate_rows, header, judged_parser, o
 from .report import Section, invocation, write_sections
 
 MAX_LENGTH = 31                                            # + the end symbol: blocks of 32
-STEPS = (2, 4, 8)
+STEPS = (2, 4, 8, 32)                                      # 32: one token per step
 FULL = Sizes(backbone=2000, layer=600, num_states=64, dim=64, depth=2, cache_backbone=False)
 QUICK = Sizes(backbone=10, layer=3, num_states=8, dim=32, depth=1, cache_backbone=False)
 REPORT_SEED = 30_000
+HELDOUT_LINES = 2000                                       # as LayerTrainingConfig.eval_items
 COLUMNS = ["steps per block", "decoder", "tokenizable", "balanced", "real stdlib line", "novel", "well-formed",
            "distinct tokenizable"]
 KEYS = ("tokenizable", "balanced", "valid", "novel", "well_formed", "distinct_tokenizable")
@@ -71,6 +73,9 @@ def markdown(rows: list[dict], ceiling: dict, info: dict) -> str:
              "ERRORTOKEN (a line that opens a bracket fails: EOF in a multi-line statement). Balanced: brackets "
              "matched in order and strings closed, outside comments. A malformed or empty block fails both. Real = "
              "a line of the standard library; novel = real and not a training line.", "",
+             f"The layer's held-out objective (its training objective on {HELDOUT_LINES:,} unseen lines with fixed "
+             f"noise, nats per token; its size was chosen on this, `python -m benchmarks.code_layer_sizes`): CoDD "
+             f"{cell(info['heldout'], 'codd')}, factorized backbone {cell(info['heldout'], 'factorized')}.", "",
              f"The held-out lines themselves: tokenizable {cell(ceiling, 'tokenizable')}, balanced "
              f"{cell(ceiling, 'balanced')} ({ceiling['num']} lines).", "", *header(COLUMNS)]
     for r in rows:
@@ -82,15 +87,19 @@ def run(work: pathlib.Path, out: pathlib.Path | None, samples: int, quick: bool,
         log=print, adapter: str = "static") -> str:
     start = time.perf_counter()
     sizes = replace(QUICK if quick else FULL, adapter=adapter)
-    runs = []
+    runs, objectives = [], []
     for seed in seeds:
         log(f"seed {seed}:")
         models = trained("python", work, sizes, seed, max_length=MAX_LENGTH, log=log)
+        # the layer's training objective on unseen lines, as its training evaluates it (what its size is chosen on)
+        objectives.append(heldout_objective(models.layer, models.backbone, models.data.encode_heldout()[:HELDOUT_LINES],
+                                            seed=seed + 2))
         runs.append(measure(models, samples, seed, log))
     ceiling = {**code_reference_rates(models.data.heldout_items), "num": len(models.data.heldout_items)}
     rows = over_seeds(runs, ("steps", "decoder"))
     info = dict(command=command, quick=quick, seconds=time.perf_counter() - start, data=repr(models.data),
-                sizes=sizes, seeds=seeds, samples=samples)
+                sizes=sizes, seeds=seeds, samples=samples,
+                heldout=over_seeds([[o] for o in objectives], ()) [0])
     body = markdown(rows, ceiling, info)
     log("\n" + body)
     if out is not None:

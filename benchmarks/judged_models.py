@@ -25,7 +25,7 @@ from pcdiff.decode import generate
 from pcdiff.train import load_layer, save_layer, train_backbone, train_codd_layer
 from pcdiff.train.checkpoint import load_backbone, save_backbone
 
-__all__ = ["DATA_SEED", "Sizes", "Models", "trained", "generate_rows", "over_seeds", "standard_error", "cell",
+__all__ = ["DATA_SEED", "Sizes", "Models", "trained", "trained_backbone", "generate_rows", "over_seeds", "standard_error", "cell",
            "spread_text", "header", "judged_parser", "ready"]
 
 #: Every seed of a judged benchmark trains on this one data split (the shipped words backbone's), so
@@ -104,25 +104,42 @@ def trained(dataset: str, work: pathlib.Path, sizes: Sizes, seed: int, max_lengt
         if sizes.shipped_backbone and "shipped" not in run.settings["backbone"]:
             raise ValueError(f"no backbone ships for {dataset} (seed {seed}, {sizes.dim}x{sizes.depth})")
     else:
-        run = _train_uncached(dataset, max_length, seed, sizes)
+        run = _train_uncached(dataset, work, max_length, seed, sizes, log)
     folder.mkdir(parents=True, exist_ok=True)
     save_backbone(run.backbone, folder / "backbone")
     save_layer(run.layer, folder / "layer")
     return Models(run.data, run.backbone.eval(), run.layer)
 
 
-def _train_uncached(dataset: str, max_length: int | None, seed: int, sizes: Sizes):
+def trained_backbone(dataset: str, work: pathlib.Path, sizes: Sizes, seed: int, max_length: int | None = None,
+                     log=print) -> torch.nn.Module:
+    """The frozen backbone that :func:`trained` couples its layer to when ``sizes.cache_backbone`` is
+    False: loaded from ``work/<dataset>-backbone-<steps, size>-d<data seed>-s<seed>/`` when saved there
+    before, else trained for ``sizes.backbone`` steps from :func:`pcdiff.app.demo.prepare_run`'s start
+    and saved. It depends on neither the layer's size nor its adapter, so every layer shares it."""
+    folder = pathlib.Path(work) / f"{dataset}-backbone-b{sizes.backbone}-d{sizes.dim}x{sizes.depth}-d{DATA_SEED}-s{seed}"
+    if (folder / "backbone.json").is_file():
+        return load_backbone(folder / "backbone.json").eval().requires_grad_(False)
+    log(f"  {dataset}: training the backbone ({sizes.backbone} steps)")
+    run = prepare_run(dataset, max_length=max_length, seed=seed, num_states=sizes.num_states, backbone_dim=sizes.dim,
+                      backbone_depth=sizes.depth, data_seed=DATA_SEED)
+    train_backbone(run.backbone, run.data, steps=sizes.backbone, seed=seed, progress=False, eval_every=None)
+    folder.mkdir(parents=True, exist_ok=True)
+    save_backbone(run.backbone, folder / "backbone")
+    return run.backbone.eval().requires_grad_(False)
+
+
+def _train_uncached(dataset: str, work: pathlib.Path, max_length: int | None, seed: int, sizes: Sizes, log) -> Models:
     """train_run's models from the same start, except that the frozen backbone runs on each layer
     batch instead of being cached first for 4 maskings of every training item (for 45,000 code
     lines that cache is 180,000 backbone passes, several times the layer steps' own work), and
     held-out records are kept only at the end."""
     run = prepare_run(dataset, max_length=max_length, seed=seed, num_states=sizes.num_states,
                       backbone_dim=sizes.dim, backbone_depth=sizes.depth, data_seed=DATA_SEED, adapter=sizes.adapter)
-    train_backbone(run.backbone, run.data, steps=sizes.backbone, seed=seed, progress=False, eval_every=None)
-    run.backbone.eval().requires_grad_(False)
-    train_codd_layer(run.layer, run.backbone, run.data, steps=sizes.layer, lr=sizes.layer_lr, seed=seed,
+    backbone = trained_backbone(dataset, work, sizes, seed, max_length, log)
+    train_codd_layer(run.layer, backbone, run.data, steps=sizes.layer, lr=sizes.layer_lr, seed=seed,
                      progress=False, eval_every=None, cache_backbone=False)
-    return run
+    return Models(run.data, backbone, run.layer)
 
 
 @torch.no_grad()

@@ -1,5 +1,9 @@
 """The code-lines benchmark (``python -m benchmarks.code_lines --quick``) runs end to end at tiny sizes:
-blocks of 32, both decoders at 2, 4, 8 steps, the held-out lines' own rates, its section written."""
+blocks of 32, both decoders at every step count, the layer's held-out objective and the held-out lines'
+own rates, its section written; layers of another adapter couple to the same saved backbone."""
+import torch
+from safetensors.torch import load_file
+
 from benchmarks import code_lines
 from benchmarks.report import markers
 
@@ -12,6 +16,7 @@ def test_quick_run_writes_its_section(tmp_path):
     begin, end = markers("code-lines")
     assert text.count(begin) == 1 and text.count(end) == 1
     assert "block_length=32" in text and "The held-out lines themselves: tokenizable" in text
+    assert "The layer's held-out objective" in text and "factorized backbone" in text
     for steps in code_lines.STEPS:
         for decoder in ("factorized", "CoDD"):
             assert f"| {steps} | {decoder} | " in text
@@ -21,7 +26,12 @@ def test_quick_run_writes_its_section(tmp_path):
     text = out.read_text()
     assert text.count(begin) == 1 and text.count(markers("code-lines-backbone_weight")[0]) == 1
     assert "backbone_weight adapter" in text
-    assert len(list((tmp_path / "work").iterdir())) == 2
+    folders = sorted(p.name for p in (tmp_path / "work").iterdir())
+    assert len(folders) == 3 and sum("-backbone-" in name for name in folders) == 1
+    # both layers were trained on one backbone, the shared one
+    weights = [load_file(p) for p in sorted((tmp_path / "work").glob("*/backbone.safetensors"))]
+    assert len(weights) == 3
+    assert all(w.keys() == weights[0].keys() and all(torch.equal(w[k], weights[0][k]) for k in w) for w in weights)
 
 
 def test_bad_options_end_with_one_line_and_status_2(capsys):

@@ -35,7 +35,8 @@ def test_two_seeds_report_mean_and_sd_and_the_gated_decoder_per_seed(tmp_path):
     assert "seeds 0, 1 on one data split (data seed 0)" in text and "mean over seeds ± their standard deviation" in text
     rows = [line for line in text.splitlines() if line.startswith("| 2 | random | CoDD, gated |")]
     assert len(rows) == 1 and rows[0].count(" ± ") >= 6                  # every rate and count with its sd
-    assert sorted(p.name.split("-s")[-1] for p in (tmp_path / "work").iterdir()) == ["0", "1"]
+    models = [p.name for p in (tmp_path / "work").iterdir() if "-backbone-" not in p.name]    # not the shared backbones
+    assert sorted(name.split("-s")[-1] for name in models) == ["0", "1"]
 
 
 def test_bad_options_end_with_one_line_and_status_2(capsys):

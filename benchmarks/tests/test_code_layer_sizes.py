@@ -1,0 +1,23 @@
+"""``python -m benchmarks.code_layer_sizes``: one row per state count and step count, on the code-lines
+backbone kept in the work folder; the layer's size is chosen without generating a line."""
+import pytest
+
+from benchmarks import code_layer_sizes
+
+
+def test_quick_run_writes_one_row_per_size_and_step_count(tmp_path):
+    out, work = tmp_path / "results.md", tmp_path / "work"
+    assert code_layer_sizes.main(["--quick", "--states", "4,8", "--steps", "1,3", "--work", str(work),
+                                  "--out", str(out)]) == 0
+    text = out.read_text()
+    assert "<!-- pcdiff-bench:code-layer-sizes:begin -->" in text
+    for states in (4, 8):
+        for steps in (1, 3):
+            assert f"\n| {states} | {steps} |" in text
+    assert [p.name for p in work.iterdir()] == ["python-backbone-b10-d32x1-d0-s0"]      # the backbone alone, kept
+
+
+@pytest.mark.parametrize("option", [["--steps", "3,1"], ["--states", "0"], ["--states", "a"], ["--threads", "0"]])
+def test_bad_options_stop_with_a_usage_error(option):
+    with pytest.raises(SystemExit):
+        code_layer_sizes.main(["--quick", *option])
