@@ -20,7 +20,7 @@ def test_quick_run_writes_its_section(tmp_path):
     for steps in code_lines.STEPS:
         for decoder in ("factorized", "CoDD"):
             assert f"| {steps} | {decoder} | " in text
-    assert "- 4 steps per block: tokenizable CoDD" in text
+    assert "- 4 steps per block: tokenizable CoDD" in text and "- control, one token per step" in text
     # another adapter: its own models and a section of its own beside the static layer's
     assert code_lines.main(args + ["--adapter", "backbone_weight"]) == 0
     text = out.read_text()
