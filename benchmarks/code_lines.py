@@ -4,7 +4,8 @@ nobody here wrote, the interpreter's own :mod:`tokenize`, and by bracket / quote
 Data: distinct short lines of the standard library's source (:func:`pcdiff.data.sources.load_python_lines`,
 at most 31 characters: blocks of 32 with the end symbol). A tiny backbone and a learned CoDD HMM layer,
 trained for fixed step counts (:mod:`benchmarks.judged_models`), generate whole lines from nothing at
-2, 4, 8 and 32 (one token per step) steps per block (low-confidence remasking), factorized vs CoDD. Each cell is judged by
+2, 4, 8 and 32 (one token per step) steps per block with low-confidence remasking, and one token per step in a
+random order (the control: no two tokens are drawn together), factorized vs CoDD. Each cell is judged by
 :func:`pcdiff.app.judge.judge_code_lines`: the tokenizable-line rate (the exact rule is
 :func:`pcdiff.app.judge.tokenizes`), the balance rate, the rate of real stdlib lines and of novel ones,
 each ± its standard error; the held-out lines' own rates are the ceiling (a real line may open a
@@ -30,7 +31,9 @@ from .judged_models import (Sizes, cell, generate_rows, header, judged_parser, o
 from .report import Section, invocation, write_sections
 
 MAX_LENGTH = 31                                            # + the end symbol: blocks of 32
-STEPS = (2, 4, 8, 32)                                      # 32: one token per step
+ONE_PER_STEP = MAX_LENGTH + 1
+CELLS = ((2, "low_confidence"), (4, "low_confidence"), (8, "low_confidence"), (ONE_PER_STEP, "low_confidence"),
+         (ONE_PER_STEP, "random"))                         # (steps per block, remasking rule)
 FULL = Sizes(backbone=2000, layer=3000, num_states=512, dim=64, depth=2, cache_backbone=False)  # code_layer_sizes
 QUICK = Sizes(backbone=10, layer=3, num_states=8, dim=32, depth=1, cache_backbone=False)
 REPORT_SEED = 30_000
@@ -42,31 +45,32 @@ KEYS = ("tokenizable", "balanced", "valid", "novel", "well_formed", "distinct_to
 
 def measure(models, samples: int, seed: int, log=print) -> list[dict]:
     rows = []
-    for steps in STEPS:
+    for steps, remasking in CELLS:
         for label, codd in (("factorized", False), ("CoDD", True)):
-            judged = judge_code_lines(generate_rows(models, steps, samples, REPORT_SEED + seed + steps, codd=codd),
-                                      models.data)
-            rows.append({"steps": steps, "decoder": label, **judged})
-            log(f"  {steps} steps, {label:<10} tokenizable {judged['tokenizable']:.3f}, balanced "
+            judged = judge_code_lines(generate_rows(models, steps, samples, REPORT_SEED + seed + steps,
+                                                    remasking=remasking, codd=codd), models.data)
+            rows.append({"steps": steps, "remasking": remasking, "decoder": label, **judged})
+            log(f"  {steps} steps, {remasking}, {label:<10} tokenizable {judged['tokenizable']:.3f}, balanced "
                 f"{judged['balanced']:.3f}, real {judged['valid']:.3f}")
     return rows
 
 
 def target(rows: list[dict]) -> str:
-    def pair(steps: int) -> tuple[dict, dict]:
-        return tuple(next(r for r in rows if r["steps"] == steps and r["decoder"] == d) for d in ("factorized", "CoDD"))
+    def pair(steps: int, remasking: str) -> tuple[dict, dict]:
+        return tuple(next(r for r in rows if (r["steps"], r["remasking"], r["decoder"]) == (steps, remasking, d))
+                     for d in ("factorized", "CoDD"))
 
     def versus(f: dict, c: dict) -> str:
         return (f"tokenizable CoDD {c['tokenizable']:.3f} ± {standard_error(c, 'tokenizable'):.3f} vs factorized "
                 f"{f['tokenizable']:.3f} ± {standard_error(f, 'tokenizable'):.3f} (standard errors)")
 
-    f, c = pair(4)
+    f, c = pair(4, "low_confidence")
     ratio = ratio_of(c["tokenizable"], f["tokenizable"])
     lines = [f"- 4 steps per block: {versus(f, c)}, ratio {ratio:.2f} (target ≥ 1.5: {'met' if ratio >= 1.5 else 'missed'})"]
-    if max(STEPS) == MAX_LENGTH + 1:
-        f, c = pair(max(STEPS))
-        lines.append(f"- control, one token per step, where no two tokens are drawn together: {versus(f, c)}; a CoDD "
-                     "lead here is the layer repairing the backbone's conditionals, not coupling tokens")
+    f, c = pair(ONE_PER_STEP, "random")
+    lines.append(f"- control, one token per step in a random order, where no two tokens are drawn together: "
+                 f"{versus(f, c)}; a CoDD lead here is the layer repairing the backbone's conditionals, not coupling "
+                 "tokens")
     return "\n".join(lines)
 
 
@@ -77,7 +81,7 @@ def markdown(rows: list[dict], ceiling: dict, info: dict) -> str:
              f"Data: {info['data']}. The {sizes.backbone_text}, {sizes.layer_text} "
              "(the frozen backbone run on each layer batch, no cache), "
              f"{spread_text(info['seeds'])}; {info['samples']} lines per cell, "
-             "low-confidence remasking. Tokenizable: Python's `tokenize."
+             "low-confidence remasking except in the random-order rows (the control). Tokenizable: Python's `tokenize."
              "generate_tokens` on the line alone raises no TokenError / IndentationError / SyntaxError and yields no "
              "ERRORTOKEN (a line that opens a bracket fails: EOF in a multi-line statement). Balanced: brackets "
              "matched in order and strings closed, outside comments. A malformed or empty block fails both. Real = "
@@ -88,7 +92,8 @@ def markdown(rows: list[dict], ceiling: dict, info: dict) -> str:
              f"The held-out lines themselves: tokenizable {cell(ceiling, 'tokenizable')}, balanced "
              f"{cell(ceiling, 'balanced')} ({ceiling['num']} lines).", "", *header(COLUMNS)]
     for r in rows:
-        lines.append("| " + " | ".join([str(r["steps"]), r["decoder"], *(cell(r, k) for k in KEYS)]) + " |")
+        steps = str(r["steps"]) + (" (random order)" if r["remasking"] == "random" else "")
+        lines.append("| " + " | ".join([steps, r["decoder"], *(cell(r, k) for k in KEYS)]) + " |")
     return "\n".join(lines + ["", "Target (issue 13):", "", target(rows)]) + "\n"
 
 
@@ -105,7 +110,7 @@ def run(work: pathlib.Path, out: pathlib.Path | None, samples: int, quick: bool,
                                             seed=seed + 2))
         runs.append(measure(models, samples, seed, log))
     ceiling = {**code_reference_rates(models.data.heldout_items), "num": len(models.data.heldout_items)}
-    rows = over_seeds(runs, ("steps", "decoder"))
+    rows = over_seeds(runs, ("steps", "remasking", "decoder"))
     info = dict(command=command, quick=quick, seconds=time.perf_counter() - start, data=repr(models.data),
                 sizes=sizes, seeds=seeds, samples=samples,
                 heldout=over_seeds([[o] for o in objectives], ()) [0])

@@ -1,5 +1,5 @@
 """The code-lines benchmark (``python -m benchmarks.code_lines --quick``) runs end to end at tiny sizes:
-blocks of 32, both decoders at every step count, the layer's held-out objective and the held-out lines'
+blocks of 32, both decoders at every step count and the random-order control, the layer's held-out objective and the held-out lines'
 own rates, its section written; layers of another adapter couple to the same saved backbone."""
 import torch
 from safetensors.torch import load_file
@@ -17,9 +17,10 @@ def test_quick_run_writes_its_section(tmp_path):
     assert text.count(begin) == 1 and text.count(end) == 1
     assert "block_length=32" in text and "The held-out lines themselves: tokenizable" in text
     assert "The layer's held-out objective" in text and "factorized backbone" in text
-    for steps in code_lines.STEPS:
+    for steps, remasking in code_lines.CELLS:
+        label = f"{steps} (random order)" if remasking == "random" else str(steps)
         for decoder in ("factorized", "CoDD"):
-            assert f"| {steps} | {decoder} | " in text
+            assert text.count(f"\n| {label} | {decoder} | ") == 1
     assert "- 4 steps per block: tokenizable CoDD" in text and "- control, one token per step" in text
     # another adapter: its own models and a section of its own beside the static layer's
     assert code_lines.main(args + ["--adapter", "backbone_weight"]) == 0
