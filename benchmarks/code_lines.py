@@ -16,6 +16,7 @@ models and every cell is the mean over seeds ± their sd. The issue's target: to
 from __future__ import annotations
 
 import pathlib
+import re
 import sys
 import time
 from dataclasses import replace
@@ -98,9 +99,12 @@ def markdown(rows: list[dict], ceiling: dict, info: dict) -> str:
 
 
 def run(work: pathlib.Path, out: pathlib.Path | None, samples: int, quick: bool, seeds: list[int], command: str,
-        log=print, adapter: str = "static") -> str:
+        log=print, adapter: str = "static", backbone: dict | None = None) -> str:
+    """``backbone``: {"backbone": steps, "dim": width, "depth": layers}, any of them, to change the
+    default backbone (its models and its section apart)."""
     start = time.perf_counter()
-    sizes = replace(QUICK if quick else FULL, adapter=adapter)
+    default = QUICK if quick else FULL
+    sizes = replace(default, adapter=adapter, **(backbone or {}))
     runs, objectives = [], []
     for seed in seeds:
         log(f"seed {seed}:")
@@ -117,7 +121,8 @@ def run(work: pathlib.Path, out: pathlib.Path | None, samples: int, quick: bool,
     body = markdown(rows, ceiling, info)
     log("\n" + body)
     if out is not None:
-        write_sections(out, [Section(*sizes.section("code-lines", "Python lines: generation judged by tokenize (issue 13)"), body)],
+        write_sections(out, [Section(*sizes.section("code-lines", "Python lines: generation judged by tokenize (issue 13)",
+                                                   default), body)],
                        header=RESULTS_HEADER)
         log(f"wrote {out}")
     return body
@@ -125,13 +130,24 @@ def run(work: pathlib.Path, out: pathlib.Path | None, samples: int, quick: bool,
 
 def main(argv: list[str] | None = None) -> int:
     module = "benchmarks.code_lines"
-    args = judged_parser(module, __doc__, "pcdiff-runs/code-lines",
-                         "generated lines per cell (default 500; --quick 16)").parse_args(argv)
+    parser = judged_parser(module, __doc__, "pcdiff-runs/code-lines", "generated lines per cell (default 500; --quick 16)")
+    parser.add_argument("--backbone-steps", type=int, help=f"the backbone's training steps (default {FULL.backbone})")
+    parser.add_argument("--backbone-size", help=f"the backbone's width x depth (default {FULL.dim}x{FULL.depth}); "
+                                                "another backbone gets models and a section of its own")
+    args = parser.parse_args(argv)
     samples = args.samples if args.samples is not None else (16 if args.quick else 500)
-    if not ready(module, args, {"--samples": samples}):
+    backbone = {} if args.backbone_steps is None else {"backbone": args.backbone_steps}
+    if args.backbone_size is not None:
+        size = re.fullmatch(r"([1-9][0-9]*)x([1-9][0-9]*)", args.backbone_size)
+        if size is None:
+            print(f"python -m {module}: error: --backbone-size must be WIDTHxDEPTH, e.g. 128x4 (got "
+                  f"{args.backbone_size!r})", file=sys.stderr)
+            return 2
+        backbone |= {"dim": int(size[1]), "depth": int(size[2])}
+    if not ready(module, args, {"--samples": samples, "--backbone-steps": backbone.get("backbone", 1)}):
         return 2
     run(pathlib.Path(args.work), pathlib.Path(args.out), samples, args.quick, args.seeds, invocation(module, argv),
-        adapter=args.adapter)
+        adapter=args.adapter, backbone=backbone)
     return 0
 
 

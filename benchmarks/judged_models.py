@@ -61,9 +61,17 @@ class Sizes:
         return (f"CoDD HMM layer with {self.num_states} states{adapter}, {self.layer} steps at learning rate "
                 f"{self.layer_lr:g}")
 
-    def section(self, key: str, title: str) -> tuple[str, str]:
-        """A report's section key and title: the static layer's own, another adapter's apart."""
-        return (key, title) if self.adapter == "static" else (f"{key}-{self.adapter}", f"{title}: {self.adapter} adapter")
+    def section(self, key: str, title: str, default: Sizes | None = None) -> tuple[str, str]:
+        """A report's section key and title: the static layer's own; another adapter's, or (given the
+        benchmark's ``default`` sizes) another backbone's, apart."""
+        keys, titles = [key], []
+        if self.adapter != "static":
+            keys.append(self.adapter)
+            titles.append(f"{self.adapter} adapter")
+        if default is not None and (self.backbone, self.dim, self.depth) != (default.backbone, default.dim, default.depth):
+            keys.append(f"b{self.backbone}-d{self.dim}x{self.depth}")
+            titles.append(f"backbone {self.dim}×{self.depth}, {self.backbone:,} steps")
+        return "-".join(keys), title + (": " + ", ".join(titles) if titles else "")
 
     @property
     def tag(self) -> str:

@@ -37,7 +37,18 @@ def test_quick_run_writes_its_section(tmp_path):
 
 def test_bad_options_end_with_one_line_and_status_2(capsys):
     assert code_lines.main(["--threads", "0"]) == 2 and code_lines.main(["--samples", "0"]) == 2
-    assert len(capsys.readouterr().err.strip().splitlines()) == 2              # one line each
+    assert code_lines.main(["--backbone-steps", "0"]) == 2 and code_lines.main(["--backbone-size", "128"]) == 2
+    assert len(capsys.readouterr().err.strip().splitlines()) == 4              # one line each
+
+
+def test_another_backbone_or_adapter_gets_a_section_of_its_own():
+    from dataclasses import replace
+    default = code_lines.FULL
+    assert default.section("code-lines", "T", default) == ("code-lines", "T")
+    wider = replace(default, dim=128, depth=4, backbone=8000, adapter="backbone_weight")
+    assert wider.section("code-lines", "T", default) == ("code-lines-backbone_weight-b8000-d128x4",
+                                                         "T: backbone_weight adapter, backbone 128×4, 8,000 steps")
+    assert wider.section("code-lines", "T") == ("code-lines-backbone_weight", "T: backbone_weight adapter")
 
 
 def test_over_seeds_means_and_sds_and_refuses_mismatched_rows():
