@@ -67,7 +67,8 @@ def target(rows: list[dict]) -> str:
 
     f, c = pair(4, "low_confidence")
     ratio = ratio_of(c["tokenizable"], f["tokenizable"])
-    lines = [f"- 4 steps per block: {versus(f, c)}, ratio {ratio:.2f} (target ≥ 1.5: {'met' if ratio >= 1.5 else 'missed'})"]
+    verdict = "met" if ratio >= 1.5 else "missed"
+    lines = [f"- 4 steps per block: {versus(f, c)}, ratio {ratio:.2f} (target ≥ 1.5: {verdict})"]
     f, c = pair(ONE_PER_STEP, "random")
     lines.append(f"- control, one token per step in a random order, where no two tokens are drawn together: "
                  f"{versus(f, c)}; a CoDD lead here is the layer repairing the backbone's conditionals, not coupling "
@@ -117,20 +118,20 @@ def run(work: pathlib.Path, out: pathlib.Path | None, samples: int, quick: bool,
     rows = over_seeds(runs, ("steps", "remasking", "decoder"))
     info = dict(command=command, quick=quick, seconds=time.perf_counter() - start, data=repr(models.data),
                 sizes=sizes, seeds=seeds, samples=samples,
-                heldout=over_seeds([[o] for o in objectives], ()) [0])
+                heldout=over_seeds([[o] for o in objectives], ())[0])
     body = markdown(rows, ceiling, info)
     log("\n" + body)
     if out is not None:
-        write_sections(out, [Section(*sizes.section("code-lines", "Python lines: generation judged by tokenize (issue 13)",
-                                                   default), body)],
-                       header=RESULTS_HEADER)
+        key, title = sizes.section("code-lines", "Python lines: generation judged by tokenize (issue 13)", default)
+        write_sections(out, [Section(key, title, body)], header=RESULTS_HEADER)
         log(f"wrote {out}")
     return body
 
 
 def main(argv: list[str] | None = None) -> int:
     module = "benchmarks.code_lines"
-    parser = judged_parser(module, __doc__, "pcdiff-runs/code-lines", "generated lines per cell (default 500; --quick 16)")
+    parser = judged_parser(module, __doc__, "pcdiff-runs/code-lines",
+                           "generated lines per cell (default 500; --quick 16)")
     parser.add_argument("--backbone-steps", type=int, help=f"the backbone's training steps (default {FULL.backbone})")
     parser.add_argument("--backbone-size", help=f"the backbone's width x depth (default {FULL.dim}x{FULL.depth}); "
                                                 "another backbone gets models and a section of its own")

@@ -25,7 +25,8 @@ from pcdiff.decode import generate
 from pcdiff.train import load_layer, save_layer, train_backbone, train_codd_layer
 from pcdiff.train.checkpoint import load_backbone, save_backbone
 
-__all__ = ["DATA_SEED", "Sizes", "Models", "trained", "trained_backbone", "generate_rows", "over_seeds", "standard_error", "cell",
+__all__ = ["DATA_SEED", "Sizes", "Models", "trained", "trained_backbone", "generate_rows", "over_seeds",
+           "standard_error", "cell",
            "spread_text", "header", "judged_parser", "ready"]
 
 #: Every seed of a judged benchmark trains on this one data split (the shipped words backbone's), so
@@ -68,7 +69,8 @@ class Sizes:
         if self.adapter != "static":
             keys.append(self.adapter)
             titles.append(f"{self.adapter} adapter")
-        if default is not None and (self.backbone, self.dim, self.depth) != (default.backbone, default.dim, default.depth):
+        backbone = (self.backbone, self.dim, self.depth)
+        if default is not None and backbone != (default.backbone, default.dim, default.depth):
             keys.append(f"b{self.backbone}-d{self.dim}x{self.depth}")
             titles.append(f"backbone {self.dim}×{self.depth}, {self.backbone:,} steps")
         return "-".join(keys), title + (": " + ", ".join(titles) if titles else "")
@@ -125,7 +127,8 @@ def trained_backbone(dataset: str, work: pathlib.Path, sizes: Sizes, seed: int, 
     False: loaded from ``work/<dataset>-backbone-<steps, size>-d<data seed>-s<seed>/`` when saved there
     before, else trained for ``sizes.backbone`` steps from :func:`pcdiff.app.demo.prepare_run`'s start
     and saved. It depends on neither the layer's size nor its adapter, so every layer shares it."""
-    folder = pathlib.Path(work) / f"{dataset}-backbone-b{sizes.backbone}-d{sizes.dim}x{sizes.depth}-d{DATA_SEED}-s{seed}"
+    name = f"{dataset}-backbone-b{sizes.backbone}-d{sizes.dim}x{sizes.depth}-d{DATA_SEED}-s{seed}"
+    folder = pathlib.Path(work) / name
     if (folder / "backbone.json").is_file():
         return load_backbone(folder / "backbone.json").eval().requires_grad_(False)
     log(f"  {dataset}: training the backbone ({sizes.backbone} steps)")

@@ -1,6 +1,7 @@
 """The code-lines benchmark (``python -m benchmarks.code_lines --quick``) runs end to end at tiny sizes:
-blocks of 32, both decoders at every step count and the random-order control, the layer's held-out objective and the held-out lines'
-own rates, its section written; layers of another adapter couple to the same saved backbone."""
+blocks of 32, both decoders at every step count and the random-order control, the layer's held-out
+objective and the held-out lines' own rates, its section written; layers of another adapter couple to
+the same saved backbone."""
 import torch
 from safetensors.torch import load_file
 
