@@ -4,8 +4,8 @@
 
 On the seed-0 backbone of :mod:`benchmarks.code_lines` (:func:`benchmarks.judged_models.trained_backbone`:
 the one kept in the same work folder, or trained here alike), one static HMM layer per state count
-trains at the benchmark's learning rate, resumed from its own checkpoint at each step count (one run per state count, measured
-on the way). Each row is the layer's held-out objective (nats per token, the training objective on
+trains at the benchmark's learning rate, resumed from its own checkpoint at each step count (one run
+per state count, measured on the way). Each row is the layer's held-out objective (nats per token, the training objective on
 2,000 unseen lines with fixed noise; the factorized backbone's beside it) and the seconds it took.
 Nothing here generates a line or runs ``tokenize``: the judged figures play no part in the choice.
 """
