@@ -89,7 +89,8 @@ def markdown(rows: list[dict], ceiling: dict, info: dict) -> str:
              "matched in order and strings closed, outside comments. A malformed or empty block fails both. Real = "
              "a line of the standard library; novel = real and not a training line.", "",
              f"The layer's held-out objective (its training objective on {HELDOUT_LINES:,} unseen lines with fixed "
-             f"noise, nats per token; its size was chosen on this, `python -m benchmarks.code_layer_sizes`): CoDD "
+             f"noise, nats per token; its size was chosen on this objective with the default backbone, `python -m "
+             f"benchmarks.code_layer_sizes`): CoDD "
              f"{cell(info['heldout'], 'codd')}, factorized backbone {cell(info['heldout'], 'factorized')}.", "",
              f"The held-out lines themselves: tokenizable {cell(ceiling, 'tokenizable')}, balanced "
              f"{cell(ceiling, 'balanced')} ({ceiling['num']} lines).", "", *header(COLUMNS)]
