@@ -5,8 +5,9 @@
 On the seed-0 backbone of :mod:`benchmarks.code_lines` (:func:`benchmarks.judged_models.trained_backbone`:
 the one kept in the same work folder, or trained here alike), one static HMM layer per state count
 trains at the benchmark's learning rate, resumed from its own checkpoint at each step count (one run
-per state count, measured on the way). Each row is the layer's held-out objective (nats per token, the training objective on
-2,000 unseen lines with fixed noise; the factorized backbone's beside it) and the seconds it took.
+per state count, measured on the way). Each row is the layer's held-out objective (nats per token, the
+training objective on 2,000 unseen lines with fixed noise; the factorized backbone's beside it) and
+the seconds it took.
 Nothing here generates a line or runs ``tokenize``: the judged figures play no part in the choice.
 """
 from __future__ import annotations
@@ -15,7 +16,6 @@ import argparse
 import pathlib
 import tempfile
 import time
-from dataclasses import replace
 
 import torch
 
@@ -74,7 +74,7 @@ def main(argv: list[str] | None = None) -> int:
     if min(states) < 1 or step_counts != sorted(set(step_counts)) or step_counts[0] < 1 or args.threads < 1:
         parser.error("--states must be >= 1, --steps increasing positive counts, --threads >= 1")
     torch.set_num_threads(args.threads)
-    sizes = replace(QUICK if args.quick else FULL, layer=step_counts[-1])
+    sizes = QUICK if args.quick else FULL
     rows = measure(pathlib.Path(args.work), states, step_counts, args.quick)
     sizes_text = (f"seed 0, the code-lines {sizes.backbone_text}, static layers at learning rate {sizes.layer_lr:g} "
                   "(the frozen backbone run on each layer batch)")
