@@ -3,7 +3,8 @@
 ``python -m benchmarks.code_layer_sizes [--states 64,128,256,512] [--steps 600,1500,3000] [--out docs/results.md]``
 
 On the seed-0 backbone of :mod:`benchmarks.code_lines` (:func:`benchmarks.judged_models.trained_backbone`:
-the one kept in the same work folder, or trained here alike), one static HMM layer per state count
+the one kept in the same work folder, or trained here alike; ``--shipped-backbone``: the shipped code
+backbone, with a section of its own), one static HMM layer per state count
 trains at the benchmark's learning rate, resumed from its own checkpoint at each step count (one run
 per state count, measured on the way). Each row is the layer's held-out objective (nats per token, the
 training objective on 2,000 unseen lines with fixed noise; the factorized backbone's beside it) and
@@ -16,24 +17,23 @@ import argparse
 import pathlib
 import tempfile
 import time
+from dataclasses import replace
 
 import torch
 
-from pcdiff.app.demo import prepare_run
 from pcdiff.train import train_codd_layer
 
-from .code_lines import FULL, MAX_LENGTH, QUICK
-from .judged_models import DATA_SEED, trained_backbone
+from .code_lines import FULL, MAX_LENGTH, QUICK, SHIPPED_NAME
+from .judged_models import Sizes, frozen_backbone, prepared
 from .report import invocation, publish
 
 
-def measure(work: pathlib.Path, states: list[int], step_counts: list[int], quick: bool) -> list[dict]:
-    sizes = QUICK if quick else FULL
-    backbone = trained_backbone("python", work, sizes, 0, max_length=MAX_LENGTH)
+def measure(work: pathlib.Path, states: list[int], step_counts: list[int], sizes: Sizes) -> list[dict]:
+    backbone = None
     rows = []
     for num_states in states:
-        run = prepare_run("python", max_length=MAX_LENGTH, seed=0, num_states=num_states, backbone_dim=sizes.dim,
-                          backbone_depth=sizes.depth, data_seed=DATA_SEED)
+        run = prepared("python", sizes, 0, MAX_LENGTH, num_states)
+        backbone = backbone or frozen_backbone(run, work, sizes, 0, MAX_LENGTH)
         start = time.perf_counter()
         with tempfile.TemporaryDirectory() as checkpoints:
             for steps in step_counts:
@@ -65,6 +65,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", help="markdown file to put the section in (e.g. docs/results.md)")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--quick", action="store_true", help="tiny sizes (seconds; for tests)")
+    parser.add_argument("--shipped-backbone", action="store_true",
+                        help=f"on the code backbone shipped in pcdiff/pretrained/{SHIPPED_NAME}, not the seed-0 one")
     args = parser.parse_args(argv)
     try:
         states = [int(s) for s in args.states.split(",")]
@@ -74,12 +76,13 @@ def main(argv: list[str] | None = None) -> int:
     if min(states) < 1 or step_counts != sorted(set(step_counts)) or step_counts[0] < 1 or args.threads < 1:
         parser.error("--states must be >= 1, --steps increasing positive counts, --threads >= 1")
     torch.set_num_threads(args.threads)
-    sizes = QUICK if args.quick else FULL
-    rows = measure(pathlib.Path(args.work), states, step_counts, args.quick)
+    sizes = replace(QUICK if args.quick else FULL, shipped=SHIPPED_NAME if args.shipped_backbone else None)
+    rows = measure(pathlib.Path(args.work), states, step_counts, sizes)
     sizes_text = (f"seed 0, the code-lines {sizes.backbone_text}, static layers at learning rate {sizes.layer_lr:g} "
                   "(the frozen backbone run on each layer batch)")
     publish(markdown(rows, invocation("benchmarks.code_layer_sizes", argv), sizes_text), args.out,
-            "code-layer-sizes", "Python lines: the layer's size, chosen on held-out lines (issue 13)")
+            *sizes.section("code-layer-sizes", "Python lines: the layer's size, chosen on held-out lines (issue 13)",
+                           QUICK if args.quick else FULL))
     return 0
 
 

@@ -33,7 +33,7 @@ from .report import Section, invocation, write_sections
 
 RULES = ("low_confidence", "random")
 PC_FRACS = (0.3, 0.5, 0.7)
-FULL = Sizes(backbone=BACKBONE_STEPS, layer=LAYER_STEPS, num_states=128, shipped_backbone=True)   # the demo's models
+FULL = Sizes(backbone=BACKBONE_STEPS, layer=LAYER_STEPS, num_states=128, shipped="words-mask")   # the demo's models
 QUICK = Sizes(backbone=20, layer=5, num_states=8, dim=32, depth=1, cache_backbone=False)
 REPORT_SEED, VALIDATION_SEED = 10_000, 20_000        # disjoint generator seeds: reported vs validation samples
 RESULTS_HEADER = "# Results\n\nMeasured tables, each written by the command it names.\n"

@@ -17,7 +17,7 @@ import torch
 
 from pcdiff.app.allocator import keep_heap_pages
 from pcdiff.app.demo import LAYER_LR, prepare_run, train_run
-from pcdiff.app.pretrained import SHIPPED
+from pcdiff.app import pretrained
 from pcdiff.app.runs import data_spec, load_data
 from pcdiff.data import ItemData
 from pcdiff.codd.adapters import ADAPTERS
@@ -25,9 +25,8 @@ from pcdiff.decode import generate
 from pcdiff.train import load_layer, save_layer, train_backbone, train_codd_layer
 from pcdiff.train.checkpoint import load_backbone, save_backbone
 
-__all__ = ["DATA_SEED", "Sizes", "Models", "trained", "trained_backbone", "generate_rows", "over_seeds",
-           "standard_error", "cell",
-           "spread_text", "header", "judged_parser", "ready"]
+__all__ = ["DATA_SEED", "Sizes", "Models", "trained", "trained_backbone", "prepared", "frozen_backbone", "generate_rows",
+           "over_seeds", "standard_error", "cell", "spread_text", "header", "judged_parser", "ready"]
 
 #: Every seed of a judged benchmark trains on this one data split (the shipped words backbone's), so
 #: that seeds vary the models' training and the draws, not the data.
@@ -45,14 +44,14 @@ class Sizes:
     dim: int = 128
     depth: int = 4
     cache_backbone: bool = True         # False: the frozen backbone runs on each layer batch (see trained)
-    shipped_backbone: bool = False      # True: the backbone shipped for this split (pcdiff.app.pretrained), not trained
+    shipped: str | None = None          # a name in pcdiff.app.pretrained.SHIPPED: that backbone, not one trained
     adapter: str = "static"
 
     @property
     def backbone_text(self) -> str:
         """How the backbone was made, for a report."""
-        made = "shipped backbone (pcdiff/pretrained, made by pcdiff train-backbone)" if self.shipped_backbone else \
-            f"backbone trained {self.backbone} steps"
+        made = f"shipped backbone (pcdiff/pretrained/{self.shipped}, made by pcdiff train-backbone)" if self.shipped \
+            else f"backbone trained {self.backbone} steps"
         return f"{made} ({self.dim}×{self.depth})"
 
     @property
@@ -69,17 +68,18 @@ class Sizes:
         if self.adapter != "static":
             keys.append(self.adapter)
             titles.append(f"{self.adapter} adapter")
-        backbone = (self.backbone, self.dim, self.depth)
-        if default is not None and backbone != (default.backbone, default.dim, default.depth):
-            keys.append(f"b{self.backbone}-d{self.dim}x{self.depth}")
-            titles.append(f"backbone {self.dim}×{self.depth}, {self.backbone:,} steps")
+        backbone = (self.shipped, self.backbone, self.dim, self.depth)
+        if default is not None and backbone != (default.shipped, default.backbone, default.dim, default.depth):
+            keys.append(self.shipped or f"b{self.backbone}-d{self.dim}x{self.depth}")
+            titles.append(f"the shipped backbone {self.shipped}" if self.shipped else
+                          f"backbone {self.dim}×{self.depth}, {self.backbone:,} steps")
         return "-".join(keys), title + (": " + ", ".join(titles) if titles else "")
 
     @property
     def tag(self) -> str:
         cache = "" if self.cache_backbone else "-nocache"
         # the shipped checkpoint's hash prefix: a newly shipped backbone never reuses models kept for the old
-        backbone = f"shipped{SHIPPED['words-mask'][:8]}" if self.shipped_backbone else self.backbone
+        backbone = f"shipped{pretrained.SHIPPED[self.shipped][:8]}" if self.shipped else self.backbone
         adapter = "" if self.adapter == "static" else f"-{self.adapter}"
         return f"b{backbone}-l{self.layer}-lr{self.layer_lr:g}-h{self.num_states}{adapter}-d{self.dim}x{self.depth}{cache}"
 
@@ -102,16 +102,16 @@ def trained(dataset: str, work: pathlib.Path, sizes: Sizes, seed: int, max_lengt
         data = load_data(data_spec(dataset, None, DATA_SEED, max_length))
         log(f"  {dataset}: loaded the models from {folder}")
         return Models(data, load_backbone(backbone_file).eval(), load_layer(layer_file))
-    backbone = "loading the shipped backbone, training" if sizes.shipped_backbone else \
+    backbone = "loading the shipped backbone, training" if sizes.shipped else \
         f"training the backbone ({sizes.backbone} steps) and"
     log(f"  {dataset}: {backbone} the CoDD HMM layer ({sizes.layer} steps, {sizes.num_states} states)")
     if sizes.cache_backbone:
         run = train_run(dataset, max_length=max_length, seed=seed, num_states=sizes.num_states,
                         backbone_steps=sizes.backbone, layer_steps=sizes.layer, backbone_dim=sizes.dim,
                         backbone_depth=sizes.depth, progress=False,
-                        backbone="shipped" if sizes.shipped_backbone else "train", data_seed=DATA_SEED,
+                        backbone="shipped" if sizes.shipped else "train", data_seed=DATA_SEED,
                         layer_lr=sizes.layer_lr, adapter=sizes.adapter)
-        if sizes.shipped_backbone and "shipped" not in run.settings["backbone"]:
+        if sizes.shipped and run.settings["backbone"].get("shipped") != sizes.shipped:
             raise ValueError(f"no backbone ships for {dataset} (seed {seed}, {sizes.dim}x{sizes.depth})")
     else:
         run = _train_uncached(dataset, work, max_length, seed, sizes, log)
@@ -145,12 +145,32 @@ def _train_uncached(dataset: str, work: pathlib.Path, max_length: int | None, se
     batch instead of being cached first for 4 maskings of every training item (for 45,000 code
     lines that cache is 180,000 backbone passes, several times the layer steps' own work), and
     held-out records are kept only at the end."""
-    run = prepare_run(dataset, max_length=max_length, seed=seed, num_states=sizes.num_states,
-                      backbone_dim=sizes.dim, backbone_depth=sizes.depth, data_seed=DATA_SEED, adapter=sizes.adapter)
-    backbone = trained_backbone(dataset, work, sizes, seed, max_length, log)
+    run = prepared(dataset, sizes, seed, max_length)
+    backbone = frozen_backbone(run, work, sizes, seed, max_length, log)
     train_codd_layer(run.layer, backbone, run.data, steps=sizes.layer, lr=sizes.layer_lr, seed=seed,
                      progress=False, eval_every=None, cache_backbone=False)
     return Models(run.data, backbone, run.layer)
+
+
+def prepared(dataset: str, sizes: Sizes, seed: int, max_length: int | None, num_states: int | None = None):
+    """:func:`pcdiff.app.demo.prepare_run` for ``sizes`` on the split of :data:`DATA_SEED` (its layer
+    with ``num_states``, default ``sizes.num_states``; the shipped backbone loaded when ``sizes.shipped``)."""
+    return prepare_run(dataset, max_length=max_length, seed=seed, num_states=num_states or sizes.num_states,
+                       backbone_dim=sizes.dim, backbone_depth=sizes.depth, data_seed=DATA_SEED, adapter=sizes.adapter,
+                       backbone="shipped" if sizes.shipped else "train")
+
+
+def frozen_backbone(run, work: pathlib.Path, sizes: Sizes, seed: int, max_length: int | None, log=print):
+    """The frozen backbone a layer of ``run`` (from :func:`prepared`) couples to without a cache: the
+    shipped one the run loaded (refused when none shipped for its split and size), else
+    :func:`trained_backbone`'s."""
+    if not sizes.shipped:
+        return trained_backbone(run.data.name, work, sizes, seed, max_length, log)
+    got = run.settings.get("backbone", {}).get("shipped")
+    if got != sizes.shipped:
+        raise ValueError(f"the shipped backbone {sizes.shipped} is not {run.data.name}'s at {sizes.dim}x{sizes.depth} "
+                         f"(data seed {DATA_SEED}); the run got {got or 'none'}")
+    return run.backbone.eval().requires_grad_(False)
 
 
 @torch.no_grad()

@@ -17,6 +17,17 @@ def test_quick_run_writes_one_row_per_size_and_step_count(tmp_path):
     assert [p.name for p in work.iterdir()] == ["python-backbone-b10-d32x1-d0-s0"]      # the backbone alone, kept
 
 
+
+def test_on_the_shipped_backbone_nothing_is_trained_but_layers_and_the_section_is_its_own(tmp_path,
+                                                                                        shipped_code_backbone):
+    out, work = tmp_path / "results.md", tmp_path / "work"
+    assert code_layer_sizes.main(["--quick", "--states", "4", "--steps", "1", "--work", str(work), "--out", str(out),
+                                  "--shipped-backbone"]) == 0
+    text = out.read_text()
+    assert "<!-- pcdiff-bench:code-layer-sizes-python-mask:begin -->" in text and "\n| 4 | 1 |" in text
+    assert "shipped backbone (pcdiff/pretrained/python-mask" in text and not work.exists()
+
+
 @pytest.mark.parametrize("option", [["--steps", "3,1"], ["--states", "0"], ["--states", "a"], ["--threads", "0"]])
 def test_bad_options_stop_with_a_usage_error(option):
     with pytest.raises(SystemExit):

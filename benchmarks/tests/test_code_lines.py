@@ -23,6 +23,7 @@ def test_quick_run_writes_its_section(tmp_path):
         for decoder in ("factorized", "CoDD"):
             assert text.count(f"\n| {label} | {decoder} | ") == 1
     assert "- 4 steps per block: tokenizable CoDD" in text and "- control, one token per step" in text
+    assert "- factorization loss, both in a random order" in text
     # another adapter: its own models and a section of its own beside the static layer's
     assert code_lines.main(args + ["--adapter", "backbone_weight"]) == 0
     text = out.read_text()
@@ -66,3 +67,19 @@ def test_over_seeds_means_and_sds_and_refuses_mismatched_rows():
     assert standard_error(one[0], "valid") == 0.01
     with pytest.raises(ValueError, match="differ"):
         over_seeds([one, [{**two[0], "steps": 3}]], ("steps", "decoder"))
+
+
+def test_the_shipped_backbone_couples_every_seed_and_gets_a_section_of_its_own(tmp_path, shipped_code_backbone):
+    from pcdiff.train.checkpoint import checkpoint_record
+    record = shipped_code_backbone
+    out, work = tmp_path / "results.md", tmp_path / "work"
+    args = ["--quick", "--samples", "4", "--work", str(work), "--out", str(out), "--threads", "1", "--seeds", "0,1",
+            "--shipped-backbone"]
+    assert code_lines.main(args) == 0
+    text = out.read_text()
+    assert text.count(markers(f"code-lines-{code_lines.SHIPPED_NAME}")[0]) == 1
+    assert f"shipped backbone (pcdiff/pretrained/{code_lines.SHIPPED_NAME}" in text
+    folders = sorted(work.iterdir())
+    assert len(folders) == 2 and not any("-backbone-" in f.name for f in folders)      # nothing trained but layers
+    assert {checkpoint_record(f / "backbone")["sha256"] for f in folders} == {record["sha256"]}
+    assert code_lines.main(args + ["--backbone-steps", "5"]) == 2

@@ -89,6 +89,8 @@ def check_options(args) -> None:
     if args.command == "train-backbone":
         check_int("--steps", args.steps, 1)
         check_int("--eval-every", args.eval_every, 1)
+        for name in ("dim", "depth", "max_length"):
+            check_int(f"--{name.replace('_', '-')}", getattr(args, name), 1, optional=True)
         check_number("--dropout", args.dropout, strict=False)
         check_number("--lr", args.lr)
         if args.init is not None and not pathlib.Path(args.init + ".json").is_file():

@@ -110,7 +110,11 @@ def build_parser() -> argparse.ArgumentParser:
                           help="built-in data")
     pretrain.add_argument("--steps", type=int, default=recipe["steps"],
                           help="optimizer steps (the schedule follows them; default %(default)s)")
+    pretrain.add_argument("--max-length", type=int, help="longest item in characters, blocks one longer (default: "
+                                                         "the data set's own)")
     pretrain.add_argument("--noise", choices=NOISE_KINDS, default=recipe["noise"], help="the backbone's noise")
+    pretrain.add_argument("--dim", type=int, default=recipe["dim"], help="transformer width (default %(default)s)")
+    pretrain.add_argument("--depth", type=int, default=recipe["depth"], help="transformer layers (default %(default)s)")
     pretrain.add_argument("--dropout", type=float, default=recipe["dropout"], help="dropout of the transformer")
     pretrain.add_argument("--eval-every", type=int, default=recipe["eval_every"],
                           help="steps between the exact evaluations")

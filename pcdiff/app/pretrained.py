@@ -41,7 +41,7 @@ SHIPPED: dict[str, str] = {
 
 #: What `pcdiff train-backbone` trains by default (the shipped words backbone's recipe).
 PRETRAIN_DEFAULTS = dict(dataset="words", seed=0, steps=32000, noise="mask", dim=128, depth=4, dropout=0.1,
-                         batch_size=128, lr=3e-3, eval_every=500, eval_items=500, init=None)
+                         batch_size=128, lr=3e-3, eval_every=500, eval_items=500, init=None, max_length=None)
 
 
 def train_shipped_backbone(out: str | pathlib.Path, progress: bool = True, **settings) -> dict:
@@ -56,7 +56,8 @@ def train_shipped_backbone(out: str | pathlib.Path, progress: bool = True, **set
     s = {**PRETRAIN_DEFAULTS, **settings}
     for name in ("seed", "steps", "dim", "depth", "batch_size", "eval_every", "eval_items"):
         check_int(name, s[name], 0 if name == "seed" else 1)
-    spec = data_spec(s["dataset"], None, s["seed"])
+    check_int("max_length", s["max_length"], 1, optional=True)
+    spec = data_spec(s["dataset"], None, s["seed"], s["max_length"])
     data = load_data(spec)
     torch.manual_seed(s["seed"])
     mask_id = data.vocab.mask_id if s["noise"] == "mask" else None
@@ -90,7 +91,7 @@ def _continue_from(backbone, stem: pathlib.Path, settings: dict) -> dict:
     parent = record.get("settings") if isinstance(record, dict) else None
     if not isinstance(parent, dict) or not isinstance(parent.get("steps"), int):
         raise CheckpointError(f"{record_file}: a training record needs a 'settings' object with integer 'steps'")
-    differ = [k for k in ("dataset", "seed", "noise", "dim", "depth") if parent.get(k) != settings[k]]
+    differ = [k for k in ("dataset", "seed", "noise", "dim", "depth", "max_length") if parent.get(k) != settings[k]]
     if differ:
         raise ValueError(f"init {stem}: trained with {', '.join(f'{k} = {parent.get(k)!r}' for k in differ)}, "
                          f"this run has {', '.join(f'{k} = {settings[k]!r}' for k in differ)}")

@@ -104,6 +104,8 @@ def test_a_continued_checkpoint_starts_from_its_parent_and_counts_its_steps(ship
     assert start["history"][0]["heldout_1tok"] == pytest.approx(parent["history"][-1]["heldout_1tok"], abs=1e-6)
     with pytest.raises(ValueError, match="dim = 16"):
         pretrained.train_shipped_backbone(tmp_path / "wide", progress=False, **{**SMALL, "dim": 32}, init=stem)
+    with pytest.raises(ValueError, match="max_length = None"):
+        pretrained.train_shipped_backbone(tmp_path / "short", progress=False, **SMALL, max_length=5, init=stem)
     broken = tmp_path / "broken"
     (tmp_path / "broken.training.json").write_text('{"settings": []}')
     with pytest.raises(CheckpointError, match="'settings' object"):
@@ -125,5 +127,22 @@ def test_the_command_line_names_bad_pretraining_and_split_options(capsys):
     assert "--dropout" in capsys.readouterr().err
     assert main(["train-backbone", "--out", "x", "--init", "no/such/stem"]) == 2
     assert "--init no/such/stem" in capsys.readouterr().err
+    for option in ("--dim", "--depth", "--max-length"):
+        assert main(["train-backbone", "--out", "x", option, "0"]) == 2
+        assert option in capsys.readouterr().err
     assert main(["demo", "--data-seed", "-1"]) == 2
     assert "--data-seed" in capsys.readouterr().err
+
+
+def test_a_backbone_of_another_size_and_block_is_shipped_for_that_split_alone(tmp_path, monkeypatch):
+    from pcdiff.app.cli import main
+    stem = tmp_path / "python-small"
+    assert main(["train-backbone", "--out", str(stem), "--dataset", "python", "--max-length", "8", "--dim", "16",
+                 "--depth", "1", "--steps", "2", "--eval-every", "1", "--quiet"]) == 0
+    record = json.loads((tmp_path / "python-small.training.json").read_text())
+    assert record["data"] == {"source": "python", "seed": 0, "max_length": 8, "block_length": 9}
+    monkeypatch.setattr(pretrained, "SHIPPED_DIR", tmp_path)
+    monkeypatch.setattr(pretrained, "SHIPPED", {"python-small": record["sha256"]})
+    sizes = dict(num_states=4, backbone_dim=16, backbone_depth=1, backbone="shipped")
+    assert prepare_run("python", max_length=8, seed=0, **sizes).settings["backbone"]["shipped"] == "python-small"
+    assert "shipped" not in prepare_run("python", max_length=9, seed=0, **sizes).settings.get("backbone", {})
