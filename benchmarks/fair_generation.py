@@ -17,6 +17,7 @@ table goes to stdout and between markers into ``docs/results.md``.
 """
 from __future__ import annotations
 
+import math
 import pathlib
 import sys
 import time
@@ -79,6 +80,8 @@ def measure(models: Models, samples: int, seed: int, pc_frac: float, log=print) 
 
 def ratio_of(a: float, b: float) -> float:
     """a / b, inf when only b is 0, nan when both are (or either is nan)."""
+    if math.isnan(a) or math.isnan(b):
+        return float("nan")
     return a / b if b > 0 else (float("inf") if a > 0 else float("nan"))
 
 

@@ -24,6 +24,7 @@ def test_quick_run_writes_its_section(tmp_path):
             assert text.count(f"\n| {label} | {decoder} | ") == 1
     assert "- 4 steps per block: tokenizable CoDD" in text and "- control, one token per step" in text
     assert "- factorization loss, both in a random order" in text
+    assert "- the same lines, among the well-formed ones alone" in text and "| tokenizable among well-formed |" in text
     # another adapter: its own models and a section of its own beside the static layer's
     assert code_lines.main(args + ["--adapter", "backbone_weight"]) == 0
     text = out.read_text()

@@ -1,6 +1,8 @@
 """The fair-generation benchmark (``python -m benchmarks.fair_generation --quick``) runs end to end at
 tiny sizes: it trains (then reloads) its models, chooses pc_frac on validation samples, judges every
 cell and writes its section between markers, keeping the rest of the file."""
+import math
+
 from benchmarks import fair_generation
 from benchmarks.report import markers
 
@@ -47,3 +49,5 @@ def test_bad_options_end_with_one_line_and_status_2(capsys):
 
 def test_ratio_of():
     assert fair_generation.ratio_of(1.0, 0.5) == 2.0 and fair_generation.ratio_of(1.0, 0.0) == float("inf")
+    nan = float("nan")
+    assert all(math.isnan(fair_generation.ratio_of(a, b)) for a, b in ((0.0, 0.0), (nan, 0.5), (1.0, nan)))

@@ -111,10 +111,16 @@ def _item_rates(items: list[str | None], data: ItemData) -> dict:
     for name, count in (("well_formed", len(formed)), ("valid", len(valid)), ("novel", len(novel))):
         out[name], out[f"{name}_se"] = count / n, standard_error(count / n, n)
     out["malformed"], out["malformed_se"] = 1.0 - out["well_formed"], out["well_formed_se"]
-    share = len(valid) / len(formed) if formed else float("nan")
-    out["valid_among_well_formed"] = share
-    out["valid_among_well_formed_se"] = standard_error(share, len(formed)) if formed else float("nan")
+    out["valid_among_well_formed"], out["valid_among_well_formed_se"] = _among_well_formed(len(valid), len(formed))
     return out
+
+
+def _among_well_formed(count: int, formed: int) -> tuple[float, float]:
+    """``count``'s share of the ``formed`` well-formed rows and its standard error over them (nan, nan
+    when there are none)."""
+    if formed == 0:
+        return float("nan"), float("nan")
+    return count / formed, standard_error(count / formed, formed)
 
 
 # ---- Python source lines: the interpreter's own tokenizer, and bracket / quote balance ----
@@ -188,11 +194,14 @@ def _line_rates(lines: list[str | None], n: int) -> dict:
 
 def judge_code_lines(tokens: torch.Tensor, data: ItemData) -> dict:
     """Generated Python lines: :func:`judge_items`' rates without TV (``valid`` = a real stdlib line),
-    plus ``tokenizable`` and ``balanced`` rates over all N rows (a malformed row fails both) and the
-    count of distinct tokenizable lines."""
+    plus ``tokenizable`` and ``balanced`` rates over all N rows (a malformed row fails both),
+    ``tokenizable_among_well_formed`` (its standard error over the well-formed rows) and the count of
+    distinct tokenizable lines."""
     items = decode_items(tokens, data.vocab)
-    return {**_item_rates(items, data), **_line_rates(items, len(items)),
-            "distinct_tokenizable": len({x for x in items if x is not None and tokenizes(x)})}
+    tokenizable = [x for x in items if x is not None and tokenizes(x)]
+    among, among_se = _among_well_formed(len(tokenizable), sum(x is not None for x in items))
+    return {**_item_rates(items, data), **_line_rates(items, len(items)), "tokenizable_among_well_formed": among,
+            "tokenizable_among_well_formed_se": among_se, "distinct_tokenizable": len(set(tokenizable))}
 
 
 def code_reference_rates(lines: list[str]) -> dict:

@@ -146,3 +146,12 @@ def test_a_backbone_of_another_size_and_block_is_shipped_for_that_split_alone(tm
     sizes = dict(num_states=4, backbone_dim=16, backbone_depth=1, backbone="shipped")
     assert prepare_run("python", max_length=8, seed=0, **sizes).settings["backbone"]["shipped"] == "python-small"
     assert "shipped" not in prepare_run("python", max_length=9, seed=0, **sizes).settings.get("backbone", {})
+
+
+def test_every_shipped_checkpoint_is_in_the_package_with_its_pinned_hash_and_reached_a_plateau():
+    from pcdiff.train.checkpoint import checkpoint_record
+    assert pretrained.SHIPPED
+    for name, sha256 in pretrained.SHIPPED.items():
+        record = json.loads((pretrained.SHIPPED_DIR / f"{name}.training.json").read_text())
+        assert checkpoint_record(pretrained.SHIPPED_DIR / name)["sha256"] == record["sha256"] == sha256
+        assert record["plateau_reached"] and max(record["plateau"].values()) < pretrained.PLATEAU_TOLERANCE
