@@ -43,8 +43,8 @@ SHIPPED_NAME = "python-mask"                               # --shipped-backbone:
 REPORT_SEED = 30_000
 HELDOUT_LINES = 2000                                       # as LayerTrainingConfig.eval_items
 COLUMNS = ["steps per block", "decoder", "tokenizable", "balanced", "real stdlib line", "novel", "well-formed",
-           "tokenizable among well-formed", "distinct tokenizable"]
-KEYS = ("tokenizable", "balanced", "valid", "novel", "well_formed", "tokenizable_among_well_formed",
+           "tokenizable among well-formed", "mean length (well-formed)", "distinct tokenizable"]
+KEYS = ("tokenizable", "balanced", "valid", "novel", "well_formed", "tokenizable_among_well_formed", "mean_length",
         "distinct_tokenizable")
 
 
@@ -110,7 +110,9 @@ def markdown(rows: list[dict], ceiling: dict, info: dict) -> str:
              f"benchmarks.code_layer_sizes`): CoDD "
              f"{cell(info['heldout'], 'codd')}, factorized backbone {cell(info['heldout'], 'factorized')}.", "",
              f"The held-out lines themselves: tokenizable {cell(ceiling, 'tokenizable')}, balanced "
-             f"{cell(ceiling, 'balanced')} ({ceiling['num']} lines).", "", *header(COLUMNS)]
+             f"{cell(ceiling, 'balanced')}, mean length {ceiling['mean_length']:.1f} characters ({ceiling['num']} "
+             "lines); a short line tokenizes more easily, so read each rate beside its lines' mean length.", "",
+             *header(COLUMNS)]
     for r in rows:
         steps = str(r["steps"]) + (" (random order)" if r["remasking"] == "random" else "")
         lines.append("| " + " | ".join([steps, r["decoder"], *(cell(r, k) for k in KEYS)]) + " |")

@@ -226,7 +226,7 @@ def cell(judged: dict, key: str) -> str:
         return str(value)
     if math.isnan(value):
         return "–"
-    digits = 1 if key.startswith("distinct") else 3
+    digits = 1 if key.startswith("distinct") or key == "mean_length" else 3
     error = judged.get(f"{key}_se", judged.get(f"{key}_sd"))
     return f"{value:.{digits}f}" if error is None else f"{value:.{digits}f} ± {error:.{digits}f}"
 

@@ -195,18 +195,25 @@ def _line_rates(lines: list[str | None], n: int) -> dict:
 def judge_code_lines(tokens: torch.Tensor, data: ItemData) -> dict:
     """Generated Python lines: :func:`judge_items`' rates without TV (``valid`` = a real stdlib line),
     plus ``tokenizable`` and ``balanced`` rates over all N rows (a malformed row fails both),
-    ``tokenizable_among_well_formed`` (its standard error over the well-formed rows) and the count of
-    distinct tokenizable lines."""
+    ``tokenizable_among_well_formed`` (its standard error over the well-formed rows), the count of
+    distinct tokenizable lines and ``mean_length``, the well-formed lines' mean length in characters
+    (nan without any): a short line tokenizes more easily, so read the rates beside it."""
     items = decode_items(tokens, data.vocab)
-    tokenizable = [x for x in items if x is not None and tokenizes(x)]
-    among, among_se = _among_well_formed(len(tokenizable), sum(x is not None for x in items))
+    formed = [x for x in items if x is not None]
+    tokenizable = [x for x in formed if tokenizes(x)]
+    among, among_se = _among_well_formed(len(tokenizable), len(formed))
     return {**_item_rates(items, data), **_line_rates(items, len(items)), "tokenizable_among_well_formed": among,
-            "tokenizable_among_well_formed_se": among_se, "distinct_tokenizable": len(set(tokenizable))}
+            "tokenizable_among_well_formed_se": among_se, "distinct_tokenizable": len(set(tokenizable)),
+            "mean_length": _mean_length(formed)}
 
 
 def code_reference_rates(lines: list[str]) -> dict:
-    """The same two rates on real lines (e.g. the held-out lines): the data's own ceiling, below 1
-    because a stdlib line may open a bracket that a later line closes."""
+    """The same two rates and the mean length on real lines (e.g. the held-out lines): the data's own
+    ceiling, below 1 because a stdlib line may open a bracket that a later line closes."""
     if not lines:
         raise ValueError("lines must not be empty")
-    return _line_rates(list(lines), len(lines))
+    return {**_line_rates(list(lines), len(lines)), "mean_length": _mean_length(lines)}
+
+
+def _mean_length(lines: list[str]) -> float:
+    return sum(map(len, lines)) / len(lines) if lines else float("nan")

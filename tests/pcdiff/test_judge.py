@@ -114,9 +114,11 @@ def test_code_line_rates_by_hand():
     assert judged["tokenizable_se"] == pytest.approx(math.sqrt(0.4 * 0.6 / 5))
     assert judged["valid"] == 2 / 5 and judged["novel"] == 1 / 5 and judged["distinct_tokenizable"] == 2
     assert judged["tokenizable_among_well_formed"] == 2 / 4                  # the empty row is not well formed
+    assert judged["mean_length"] == (4 + 3 + 2 + 1) / 4
     assert judged["tokenizable_among_well_formed_se"] == pytest.approx(math.sqrt(0.5 * 0.5 / 4))
     nothing = judge_code_lines(torch.tensor([[v.end_id] * 5]), data)
-    assert all(math.isnan(nothing[k]) for k in ("tokenizable_among_well_formed", "tokenizable_among_well_formed_se"))
+    assert all(math.isnan(nothing[k]) for k in ("tokenizable_among_well_formed", "tokenizable_among_well_formed_se",
+                                                "mean_length"))
     assert "tv" not in judged
     ceiling = code_reference_rates(["f(x)", "foo(a,"])
-    assert ceiling["tokenizable"] == 0.5 and ceiling["balanced"] == 0.5
+    assert ceiling["tokenizable"] == 0.5 and ceiling["balanced"] == 0.5 and ceiling["mean_length"] == 5
