@@ -95,6 +95,8 @@ def target(rows: list[dict]) -> str:
 
 def markdown(rows: list[dict], ceiling: dict, info: dict) -> str:
     sizes = info["sizes"]
+    chosen_on = "the shipped backbone, `python -m benchmarks.code_layer_sizes --shipped-backbone`" if sizes.shipped \
+        else "the default backbone, `python -m benchmarks.code_layer_sizes`"
     lines = [f"Command: `{info['command']}`{' (--quick: smoke-test sizes, not a measurement)' if info['quick'] else ''}"
              f"; took {info['seconds']:.0f} s on {torch.get_num_threads()} torch threads.", "",
              f"Data: {info['data']}. The {sizes.backbone_text}, {sizes.layer_text} "
@@ -106,8 +108,7 @@ def markdown(rows: list[dict], ceiling: dict, info: dict) -> str:
              "matched in order and strings closed, outside comments. A malformed or empty block fails both. Real = "
              "a line of the standard library; novel = real and not a training line.", "",
              f"The layer's held-out objective (its training objective on {HELDOUT_LINES:,} unseen lines with fixed "
-             f"noise, nats per token; its size was chosen on this objective with the default backbone, `python -m "
-             f"benchmarks.code_layer_sizes`): CoDD "
+             f"noise, nats per token; its size was chosen on this objective with {chosen_on}): CoDD "
              f"{cell(info['heldout'], 'codd')}, factorized backbone {cell(info['heldout'], 'factorized')}.", "",
              f"The held-out lines themselves: tokenizable {cell(ceiling, 'tokenizable')}, balanced "
              f"{cell(ceiling, 'balanced')}, mean length {ceiling['mean_length']:.1f} characters ({ceiling['num']} "
