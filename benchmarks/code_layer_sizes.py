@@ -2,9 +2,9 @@
 
 ``python -m benchmarks.code_layer_sizes [--states 64,128,256,512] [--steps 600,1500,3000] [--out docs/results.md]``
 
-On the seed-0 backbone of :mod:`benchmarks.code_lines` (:func:`benchmarks.judged_models.trained_backbone`:
-the one kept in the same work folder, or trained here alike; ``--shipped-backbone``: the shipped code
-backbone, with a section of its own), one static HMM layer per state count
+On the backbone of :mod:`benchmarks.code_lines` (the shipped code backbone; ``--backbone-steps N``: its
+seed-0 backbone trained N steps, :func:`benchmarks.judged_models.trained_backbone`, the one kept in the
+same work folder or trained here alike, with a section of its own), one static HMM layer per state count
 trains at the benchmark's learning rate, resumed from its own checkpoint at each step count (one run
 per state count, measured on the way). Each row is the layer's held-out objective (nats per token, the
 training objective on 2,000 unseen lines with fixed noise; the factorized backbone's beside it) and
@@ -65,24 +65,26 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", help="markdown file to put the section in (e.g. docs/results.md)")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--quick", action="store_true", help="tiny sizes (seconds; for tests)")
-    parser.add_argument("--shipped-backbone", action="store_true",
-                        help=f"on the code backbone shipped in pcdiff/pretrained/{SHIPPED_NAME}, not the seed-0 one")
+    parser.add_argument("--backbone-steps", type=int,
+                        help=f"on code_lines' seed-0 backbone trained this many steps, not the shipped {SHIPPED_NAME}")
     args = parser.parse_args(argv)
     try:
         states = [int(s) for s in args.states.split(",")]
         step_counts = [int(s) for s in args.steps.split(",")]
     except ValueError:
         parser.error(f"--states and --steps must be comma lists of integers, got {args.states!r}, {args.steps!r}")
-    if min(states) < 1 or step_counts != sorted(set(step_counts)) or step_counts[0] < 1 or args.threads < 1:
-        parser.error("--states must be >= 1, --steps increasing positive counts, --threads >= 1")
+    if min(states) < 1 or step_counts != sorted(set(step_counts)) or step_counts[0] < 1 or args.threads < 1 or \
+            (args.backbone_steps is not None and args.backbone_steps < 1):
+        parser.error("--states must be >= 1, --steps increasing positive counts, --threads and --backbone-steps >= 1")
     torch.set_num_threads(args.threads)
-    sizes = replace(QUICK if args.quick else FULL, shipped=SHIPPED_NAME if args.shipped_backbone else None)
+    default = QUICK if args.quick else FULL
+    sizes = default if args.backbone_steps is None else replace(default, shipped=None, backbone=args.backbone_steps)
     rows = measure(pathlib.Path(args.work), states, step_counts, sizes)
     sizes_text = (f"seed 0, the code-lines {sizes.backbone_text}, static layers at learning rate {sizes.layer_lr:g} "
                   "(the frozen backbone run on each layer batch)")
     publish(markdown(rows, invocation("benchmarks.code_layer_sizes", argv), sizes_text), args.out,
             *sizes.section("code-layer-sizes", "Python lines: the layer's size, chosen on held-out lines (issue 13)",
-                           QUICK if args.quick else FULL))
+                           default))
     return 0
 
 

@@ -2,8 +2,10 @@
 nobody here wrote, the interpreter's own :mod:`tokenize`, and by bracket / quote balance.
 
 Data: distinct short lines of the standard library's source (:func:`pcdiff.data.sources.load_python_lines`,
-at most 31 characters: blocks of 32 with the end symbol). A tiny backbone and a learned CoDD HMM layer,
-trained for fixed step counts (:mod:`benchmarks.judged_models`), generate whole lines from nothing at
+at most 31 characters: blocks of 32 with the end symbol). The backbone shipped for this split, trained
+once to a plateau (``pcdiff/pretrained/python-mask``; ``--backbone-steps`` / ``--backbone-size``: one
+trained per seed instead), and a learned CoDD HMM layer trained for fixed step counts
+(:mod:`benchmarks.judged_models`) generate whole lines from nothing at
 2, 4, 8 and 32 (one token per step) steps per block with low-confidence remasking, and 4 and 32 steps in a
 random order (the control: at one token per step no two tokens are drawn together; the pair's difference is
 the factorization loss alone), factorized vs CoDD. Each cell is judged by
@@ -11,7 +13,7 @@ the factorization loss alone), factorized vs CoDD. Each cell is judged by
 :func:`pcdiff.app.judge.tokenizes`), the balance rate, the rate of real stdlib lines and of novel ones,
 each ± its standard error; the held-out lines' own rates are the ceiling (a real line may open a
 bracket that a later line closes). With several ``--seeds`` (one data split), each seed trains its own
-models and every cell is the mean over seeds ± their sd. The issue's target: tokenizable at 4 steps
+layer (and backbone, when one is trained) and every cell is the mean over seeds ± their sd. The issue's target: tokenizable at 4 steps
 ≥ 1.5× factorized.
 """
 from __future__ import annotations
@@ -37,9 +39,10 @@ ONE_PER_STEP = MAX_LENGTH + 1
 # (steps per block, remasking rule); the random-order pair measures the factorization loss alone
 CELLS = ((2, "low_confidence"), (4, "low_confidence"), (8, "low_confidence"), (ONE_PER_STEP, "low_confidence"),
          (4, "random"), (ONE_PER_STEP, "random"))
-FULL = Sizes(backbone=2000, layer=3000, num_states=512, dim=64, depth=2, cache_backbone=False)  # code_layer_sizes
-QUICK = Sizes(backbone=10, layer=3, num_states=8, dim=32, depth=1, cache_backbone=False)
-SHIPPED_NAME = "python-mask"                               # --shipped-backbone: pcdiff/pretrained/python-mask
+SHIPPED_NAME = "python-mask"                               # pcdiff/pretrained/python-mask, trained to a plateau
+# the layer's size: code_layer_sizes; backbone: the steps of a per-seed backbone (--backbone-steps / -size)
+FULL = Sizes(backbone=2000, layer=3000, num_states=512, dim=64, depth=2, cache_backbone=False, shipped=SHIPPED_NAME)
+QUICK = Sizes(backbone=10, layer=3, num_states=8, dim=32, depth=1, cache_backbone=False)     # trains its backbone
 REPORT_SEED = 30_000
 HELDOUT_LINES = 2000                                       # as LayerTrainingConfig.eval_items
 COLUMNS = ["steps per block", "decoder", "tokenizable", "balanced", "real stdlib line", "novel", "well-formed",
@@ -95,8 +98,6 @@ def target(rows: list[dict]) -> str:
 
 def markdown(rows: list[dict], ceiling: dict, info: dict) -> str:
     sizes = info["sizes"]
-    chosen_on = "the shipped backbone, `python -m benchmarks.code_layer_sizes --shipped-backbone`" if sizes.shipped \
-        else "the default backbone, `python -m benchmarks.code_layer_sizes`"
     lines = [f"Command: `{info['command']}`{' (--quick: smoke-test sizes, not a measurement)' if info['quick'] else ''}"
              f"; took {info['seconds']:.0f} s on {torch.get_num_threads()} torch threads.", "",
              f"Data: {info['data']}. The {sizes.backbone_text}, {sizes.layer_text} "
@@ -108,7 +109,8 @@ def markdown(rows: list[dict], ceiling: dict, info: dict) -> str:
              "matched in order and strings closed, outside comments. A malformed or empty block fails both. Real = "
              "a line of the standard library; novel = real and not a training line.", "",
              f"The layer's held-out objective (its training objective on {HELDOUT_LINES:,} unseen lines with fixed "
-             f"noise, nats per token; its size was chosen on this objective with {chosen_on}): CoDD "
+             "noise, nats per token; its size was chosen on this objective with the shipped backbone, `python -m "
+             "benchmarks.code_layer_sizes`): CoDD "
              f"{cell(info['heldout'], 'codd')}, factorized backbone {cell(info['heldout'], 'factorized')}.", "",
              f"The held-out lines themselves: tokenizable {cell(ceiling, 'tokenizable')}, balanced "
              f"{cell(ceiling, 'balanced')}, mean length {ceiling['mean_length']:.1f} characters ({ceiling['num']} "
@@ -154,28 +156,22 @@ def main(argv: list[str] | None = None) -> int:
     module = "benchmarks.code_lines"
     parser = judged_parser(module, __doc__, "pcdiff-runs/code-lines",
                            "generated lines per cell (default 500; --quick 16)")
-    parser.add_argument("--backbone-steps", type=int, help=f"the backbone's training steps (default {FULL.backbone})")
-    parser.add_argument("--backbone-size", help=f"the backbone's width x depth (default {FULL.dim}x{FULL.depth}); "
-                                                "another backbone gets models and a section of its own")
-    parser.add_argument("--shipped-backbone", action="store_true",
-                        help=f"couple every seed's layer to the backbone shipped for this split (pcdiff/pretrained/"
-                             f"{SHIPPED_NAME}, trained once by `pcdiff train-backbone`), not to one trained per seed")
+    parser.add_argument("--backbone-steps", type=int,
+                        help=f"train each seed's backbone this many steps instead of coupling to the shipped one "
+                             f"(pcdiff/pretrained/{SHIPPED_NAME}); another backbone gets models and a section of its "
+                             "own")
+    parser.add_argument("--backbone-size", help=f"likewise, at this width x depth (default {FULL.dim}x{FULL.depth}; "
+                                                f"{FULL.backbone} steps unless --backbone-steps)")
     args = parser.parse_args(argv)
-    if args.shipped_backbone and args.backbone_steps is not None:
-        print(f"python -m {module}: error: --shipped-backbone was trained already: no --backbone-steps",
-              file=sys.stderr)
-        return 2
     samples = args.samples if args.samples is not None else (16 if args.quick else 500)
-    backbone = {} if args.backbone_steps is None else {"backbone": args.backbone_steps}
-    if args.shipped_backbone:
-        backbone["shipped"] = SHIPPED_NAME
+    backbone = {} if args.backbone_steps is None else {"backbone": args.backbone_steps, "shipped": None}
     if args.backbone_size is not None:
         size = re.fullmatch(r"([1-9][0-9]*)x([1-9][0-9]*)", args.backbone_size)
         if size is None:
             print(f"python -m {module}: error: --backbone-size must be WIDTHxDEPTH, e.g. 128x4 (got "
                   f"{args.backbone_size!r})", file=sys.stderr)
             return 2
-        backbone |= {"dim": int(size[1]), "depth": int(size[2])}
+        backbone |= {"dim": int(size[1]), "depth": int(size[2]), "shipped": None}
     if not ready(module, args, {"--samples": samples, "--backbone-steps": backbone.get("backbone", 1)}):
         return 2
     run(pathlib.Path(args.work), pathlib.Path(args.out), samples, args.quick, args.seeds, invocation(module, argv),

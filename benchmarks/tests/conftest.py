@@ -15,3 +15,15 @@ def shipped_code_backbone(tmp_path, monkeypatch):
     monkeypatch.setattr(pretrained, "SHIPPED_DIR", stem.parent)
     monkeypatch.setattr(pretrained, "SHIPPED", {code_lines.SHIPPED_NAME: record["sha256"]})
     return record
+
+
+@pytest.fixture
+def quick_on_the_shipped_code_backbone(shipped_code_backbone, monkeypatch):
+    """``--quick`` runs of code_lines and code_layer_sizes couple to the tiny shipped code backbone, as
+    their full runs couple to the real one (their default); its training record."""
+    from dataclasses import replace
+    from benchmarks import code_layer_sizes, code_lines
+    quick = replace(code_lines.QUICK, shipped=code_lines.SHIPPED_NAME)
+    monkeypatch.setattr(code_lines, "QUICK", quick)
+    monkeypatch.setattr(code_layer_sizes, "QUICK", quick)
+    return shipped_code_backbone

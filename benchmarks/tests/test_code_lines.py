@@ -48,7 +48,7 @@ def test_another_backbone_or_adapter_gets_a_section_of_its_own():
     from dataclasses import replace
     default = code_lines.FULL
     assert default.section("code-lines", "T", default) == ("code-lines", "T")
-    wider = replace(default, dim=128, depth=4, backbone=8000, adapter="backbone_weight")
+    wider = replace(default, dim=128, depth=4, backbone=8000, adapter="backbone_weight", shipped=None)
     assert wider.section("code-lines", "T", default) == ("code-lines-backbone_weight-b8000-d128x4",
                                                          "T: backbone_weight adapter, backbone 128×4, 8,000 steps")
     assert wider.section("code-lines", "T") == ("code-lines-backbone_weight", "T: backbone_weight adapter")
@@ -70,17 +70,20 @@ def test_over_seeds_means_and_sds_and_refuses_mismatched_rows():
         over_seeds([one, [{**two[0], "steps": 3}]], ("steps", "decoder"))
 
 
-def test_the_shipped_backbone_couples_every_seed_and_gets_a_section_of_its_own(tmp_path, shipped_code_backbone):
+def test_the_shipped_backbone_couples_every_seed_and_a_trained_one_gets_a_section_of_its_own(
+        tmp_path, quick_on_the_shipped_code_backbone):
     from pcdiff.train.checkpoint import checkpoint_record
-    record = shipped_code_backbone
+    record = quick_on_the_shipped_code_backbone
     out, work = tmp_path / "results.md", tmp_path / "work"
-    args = ["--quick", "--samples", "4", "--work", str(work), "--out", str(out), "--threads", "1", "--seeds", "0,1",
-            "--shipped-backbone"]
+    args = ["--quick", "--samples", "4", "--work", str(work), "--out", str(out), "--threads", "1", "--seeds", "0,1"]
     assert code_lines.main(args) == 0
     text = out.read_text()
-    assert text.count(markers(f"code-lines-{code_lines.SHIPPED_NAME}")[0]) == 1
+    assert text.count(markers("code-lines")[0]) == 1
     assert f"shipped backbone (pcdiff/pretrained/{code_lines.SHIPPED_NAME}" in text
     folders = sorted(work.iterdir())
     assert len(folders) == 2 and not any("-backbone-" in f.name for f in folders)      # nothing trained but layers
     assert {checkpoint_record(f / "backbone")["sha256"] for f in folders} == {record["sha256"]}
-    assert code_lines.main(args + ["--backbone-steps", "5"]) == 2
+    assert code_lines.main(args + ["--backbone-steps", "5"]) == 0                     # one trained per seed instead
+    text = out.read_text()
+    assert text.count(markers("code-lines")[0]) == 1 and text.count(markers("code-lines-b5-d32x1")[0]) == 1
+    assert sum("-backbone-b5-" in f.name for f in work.iterdir()) == 2

@@ -37,7 +37,7 @@ SHIPPED_DIR = pathlib.Path(__file__).resolve().parent.parent / "pretrained"
 #: The shipped checkpoints: name -> the SHA-256 their tensors must hash to.
 SHIPPED: dict[str, str] = {
     "words-mask": "d8fbacf329aee69518651e98e90ef52b3dd5e523e06fb3f395ac6538893ae84a",
-    # Python lines of at most 31 characters, 64×2 (benchmarks.code_lines --shipped-backbone; docs/results.md)
+    # Python lines of at most 31 characters, 64×2 (benchmarks.code_lines' default; docs/results.md)
     "python-mask": "78cedfcf0620f455d987c2f27d0431c9771ec18800b652e029aa56f0a6a54b0d",
 }
 
