@@ -13,8 +13,8 @@ the factorization loss alone), factorized vs CoDD. Each cell is judged by
 :func:`pcdiff.app.judge.tokenizes`), the balance rate, the rate of real stdlib lines and of novel ones,
 each ± its standard error; the held-out lines' own rates are the ceiling (a real line may open a
 bracket that a later line closes). With several ``--seeds`` (one data split), each seed trains its own
-layer (and backbone, when one is trained) and every cell is the mean over seeds ± their sd. The issue's target: tokenizable at 4 steps
-≥ 1.5× factorized.
+layer (and backbone, when one is trained) and every cell is the mean over seeds ± their sd. The issue's
+target: tokenizable at 4 steps ≥ 1.5× factorized.
 """
 from __future__ import annotations
 
@@ -78,8 +78,8 @@ def target(rows: list[dict]) -> str:
     lines = [f"- 4 steps per block: {versus(f, c)}, ratio {ratio:.2f} (target ≥ 1.5: {verdict})"]
     among = "tokenizable_among_well_formed"
     lines.append(f"- the same lines, among the well-formed ones alone: CoDD {c[among]:.3f} ± "
-                 f"{standard_error(c, among):.3f} vs factorized {f[among]:.3f} ± {standard_error(f, among):.3f}, ratio "
-                 f"{ratio_of(c[among], f[among]):.2f}; the part of the lead that is not here is well-formedness "
+                 f"{standard_error(c, among):.3f} vs factorized {f[among]:.3f} ± {standard_error(f, among):.3f}, "
+                 f"ratio {ratio_of(c[among], f[among]):.2f}; the part of the lead that is not here is well-formedness "
                  "(where the line ends), not Python syntax")
     f, c = pair(ONE_PER_STEP, "random")
     lines.append(f"- control, one token per step in a random order, where no two tokens are drawn together: "

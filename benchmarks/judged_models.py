@@ -25,8 +25,8 @@ from pcdiff.decode import generate
 from pcdiff.train import load_layer, save_layer, train_backbone, train_codd_layer
 from pcdiff.train.checkpoint import load_backbone, save_backbone
 
-__all__ = ["DATA_SEED", "Sizes", "Models", "trained", "trained_backbone", "prepared", "frozen_backbone", "generate_rows",
-           "over_seeds", "standard_error", "cell", "spread_text", "header", "judged_parser", "ready"]
+__all__ = ["DATA_SEED", "Sizes", "Models", "trained", "trained_backbone", "prepared", "frozen_backbone",
+           "generate_rows", "over_seeds", "standard_error", "cell", "spread_text", "header", "judged_parser", "ready"]
 
 #: Every seed of a judged benchmark trains on this one data split (the shipped words backbone's), so
 #: that seeds vary the models' training and the draws, not the data.
@@ -81,7 +81,8 @@ class Sizes:
         # the shipped checkpoint's hash prefix: a newly shipped backbone never reuses models kept for the old
         backbone = f"shipped{pretrained.SHIPPED[self.shipped][:8]}" if self.shipped else self.backbone
         adapter = "" if self.adapter == "static" else f"-{self.adapter}"
-        return f"b{backbone}-l{self.layer}-lr{self.layer_lr:g}-h{self.num_states}{adapter}-d{self.dim}x{self.depth}{cache}"
+        return (f"b{backbone}-l{self.layer}-lr{self.layer_lr:g}-h{self.num_states}{adapter}-d{self.dim}x{self.depth}"
+                f"{cache}")
 
 
 @dataclass
