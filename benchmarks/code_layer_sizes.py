@@ -33,7 +33,8 @@ def measure(work: pathlib.Path, states: list[int], step_counts: list[int], sizes
     rows = []
     for num_states in states:
         run = prepared("python", sizes, 0, MAX_LENGTH, num_states)
-        backbone = backbone or frozen_backbone(run, work, sizes, 0, MAX_LENGTH)
+        if backbone is None:                                    # one frozen backbone for every layer
+            backbone = frozen_backbone(run, work, sizes, 0, MAX_LENGTH)
         start = time.perf_counter()
         with tempfile.TemporaryDirectory() as checkpoints:
             for steps in step_counts:

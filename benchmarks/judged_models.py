@@ -112,8 +112,8 @@ def trained(dataset: str, work: pathlib.Path, sizes: Sizes, seed: int, max_lengt
                         backbone_depth=sizes.depth, progress=False,
                         backbone="shipped" if sizes.shipped else "train", data_seed=DATA_SEED,
                         layer_lr=sizes.layer_lr, adapter=sizes.adapter)
-        if sizes.shipped and run.settings["backbone"].get("shipped") != sizes.shipped:
-            raise ValueError(f"no backbone ships for {dataset} (seed {seed}, {sizes.dim}x{sizes.depth})")
+        if sizes.shipped:
+            _check_shipped(run, sizes)
     else:
         run = _train_uncached(dataset, work, max_length, seed, sizes, log)
     folder.mkdir(parents=True, exist_ok=True)
@@ -167,11 +167,16 @@ def frozen_backbone(run, work: pathlib.Path, sizes: Sizes, seed: int, max_length
     :func:`trained_backbone`'s."""
     if not sizes.shipped:
         return trained_backbone(run.data.name, work, sizes, seed, max_length, log)
+    _check_shipped(run, sizes)
+    return run.backbone.eval().requires_grad_(False)
+
+
+def _check_shipped(run, sizes: Sizes) -> None:
+    """Refuse a run that asked for the shipped backbone ``sizes.shipped`` and got another or none."""
     got = run.settings.get("backbone", {}).get("shipped")
     if got != sizes.shipped:
         raise ValueError(f"the shipped backbone {sizes.shipped} is not {run.data.name}'s at {sizes.dim}x{sizes.depth} "
                          f"(data seed {DATA_SEED}); the run got {got or 'none'}")
-    return run.backbone.eval().requires_grad_(False)
 
 
 @torch.no_grad()

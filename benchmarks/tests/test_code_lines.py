@@ -87,3 +87,14 @@ def test_the_shipped_backbone_couples_every_seed_and_a_trained_one_gets_a_sectio
     text = out.read_text()
     assert text.count(markers("code-lines")[0]) == 1 and text.count(markers("code-lines-b5-d32x1")[0]) == 1
     assert sum("-backbone-b5-" in f.name for f in work.iterdir()) == 2
+
+
+def test_a_shipped_backbone_of_another_size_is_refused_not_trained(tmp_path, shipped_code_backbone):
+    import pytest
+    from dataclasses import replace
+    from benchmarks.judged_models import frozen_backbone, prepared
+    sizes = replace(code_lines.QUICK, shipped=code_lines.SHIPPED_NAME, dim=16)     # the shipped one is 32×1
+    run = prepared("python", sizes, 0, code_lines.MAX_LENGTH)
+    with pytest.raises(ValueError, match="python-mask is not python's at 16x1"):
+        frozen_backbone(run, tmp_path, sizes, 0, code_lines.MAX_LENGTH)
+    assert not tmp_path.joinpath("work").exists()
