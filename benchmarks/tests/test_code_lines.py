@@ -97,4 +97,3 @@ def test_a_shipped_backbone_of_another_size_is_refused_not_trained(tmp_path, shi
     run = prepared("python", sizes, 0, code_lines.MAX_LENGTH)
     with pytest.raises(ValueError, match="python-mask is not python's at 16x1"):
         frozen_backbone(run, tmp_path, sizes, 0, code_lines.MAX_LENGTH)
-    assert not tmp_path.joinpath("work").exists()
