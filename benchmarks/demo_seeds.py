@@ -1,13 +1,14 @@
 """The demo's likelihood figures and their controls over several seeds: mean ± sd (issue 13).
 
-``python -m benchmarks.demo_seeds [--seeds 0,1,2] [--layer-steps N] [--adapter A] [--num-states K]
-[--em-init-epochs E] [--out docs/results.md] [--quick]``
+``python -m benchmarks.demo_seeds [--dataset words|python] [--seeds 0,1,2] [--layer-steps N] [--adapter A]
+[--num-states K] [--em-init-epochs E] [--out docs/results.md] [--quick]``
 
 Every seed runs the demo's own pipeline (:func:`pcdiff.app.demo.prepare_run` →
 :func:`~pcdiff.app.demo.train_prepared` → the controls of :func:`pcdiff.app.controls.control_table`)
 on one data split (data seed 0) and the backbone shipped for it (``pcdiff train-backbone``, trained to
 a plateau), so the seeds vary the layer's initialization and training, the masks and the sampled
-orders. Without a shipped backbone for the split (``--quick``), each seed trains its own.
+orders. Without a shipped backbone for the split (``--quick``), each seed trains its own. Python lines
+(``--dataset python``, blocks of 32) couple to the code backbone shipped for them.
 
 For each item set (in-distribution occurrences, unseen word types) and masked count, in nats per
 masked token: one-step, the best sequential order (the floor), CoDD, and the two circuits alone (an
@@ -33,10 +34,10 @@ FRACTIONS = (0.25, 0.5, 0.75, 0.9, 1.0)
 
 
 def one_seed(seed: int, layer_steps: int, items: int, quick: bool, adapter: str = "static",
-             num_states: int = 128, em_init_epochs: int = 0) -> dict:
+             num_states: int = 128, em_init_epochs: int = 0, dataset: str = "words") -> dict:
     """The controls of one seed's run (the demo's sizes, or tiny ones with ``quick``)."""
     sizes = dict(num_states=8, backbone_dim=16, backbone_depth=1) if quick else dict(num_states=num_states)
-    run = prepare_run("words", seed=seed, data_seed=0, backbone="shipped", adapter=adapter, **sizes)
+    run = prepare_run(dataset, seed=seed, data_seed=0, backbone="shipped", adapter=adapter, **sizes)
     train_prepared(run, backbone_steps=20 if quick else None, layer_steps=layer_steps, progress=False,
                    em_init_epochs=em_init_epochs)
     settings = ControlSettings(items=items, seed=seed, fractions=FRACTIONS, fit_epochs=1 if quick else 3)
@@ -107,6 +108,8 @@ def targets(runs: dict[int, dict], item_set: str = "in_distribution") -> list[st
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.demo_seeds", description=__doc__.splitlines()[0])
+    parser.add_argument("--dataset", choices=("words", "python"), default="words",
+                        help="the demo's data: words (default) or Python lines (blocks of 32)")
     parser.add_argument("--seeds", default="0,1,2", help="comma list of seeds")
     parser.add_argument("--layer-steps", type=int, default=LAYER_STEPS,
                         help=f"layer training steps per seed (default: the demo's, {LAYER_STEPS})")
@@ -123,7 +126,7 @@ def main(argv: list[str] | None = None) -> int:
     started, runs = time.perf_counter(), {}
     for seed in seeds:
         runs[seed] = one_seed(seed, args.layer_steps, args.items, args.quick, args.adapter, args.num_states,
-                              args.em_init_epochs)
+                              args.em_init_epochs, args.dataset)
         print(f"seed {seed}: done ({time.perf_counter() - started:.0f} s)", flush=True)
     info = dict(command=invocation("benchmarks.demo_seeds", argv), quick=args.quick,
                 seconds=time.perf_counter() - started, layer_steps=args.layer_steps, items=args.items,
@@ -135,6 +138,8 @@ def main(argv: list[str] | None = None) -> int:
         f"demo-seeds-{args.adapter}-{args.num_states}{warm}",
         f"The demo's controls with a {args.adapter} adapter and {args.num_states} states"
         + (f", EM warm start ({args.em_init_epochs} epochs)" if warm else ""))
+    if args.dataset != "words":
+        key, title = f"{key}-{args.dataset}", f"Python lines: {title[0].lower()}{title[1:]}"
     publish(markdown(runs, info), args.out, key, title)
     return 0
 

@@ -24,6 +24,14 @@ def test_another_layer_gets_a_section_of_its_own(tmp_path):
     assert "<!-- pcdiff-bench:demo-seeds:begin -->" not in text and "latent_evidence adapter" in text
 
 
+def test_python_lines_get_a_section_of_their_own(tmp_path):
+    out = tmp_path / "results.md"
+    assert demo_seeds.main(["--quick", "--dataset", "python", "--seeds", "0", "--layer-steps", "2", "--items", "4",
+                            "--out", str(out)]) == 0
+    text = out.read_text()
+    assert "<!-- pcdiff-bench:demo-seeds-python:begin -->" in text and "## Python lines: the demo over" in text
+
+
 def test_mean_sd_leaves_a_figure_with_a_missing_seed_out():
     assert demo_seeds.mean_sd([1.0, 3.0]) == "2.000 ± 1.414"
     assert demo_seeds.mean_sd([1.0, None]) == "–"

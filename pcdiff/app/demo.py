@@ -23,7 +23,7 @@ from ..files import atomic_write_text
 from ..train import heldout_loss, train_backbone, train_codd_layer
 from .controls import ControlSettings, control_table
 from .evaluation import generation_table, headline, infill_table, sampling_overhead
-from .pretrained import shipped_backbone
+from .pretrained import shipped_backbone, shipped_for
 from .report import markdown_tables, save_plots
 from .runs import Run, data_spec, load_data
 
@@ -39,20 +39,24 @@ from .runs import Run, data_spec, load_data
 BACKBONE_STEPS = 800
 LAYER_STEPS = 4000
 LAYER_LR = 0.03
+#: A new tiny backbone's width and depth (the shipped words backbone's).
+BACKBONE_SIZE = (128, 4)
 
 
 def prepare_run(dataset: str | None = "words", data_file: str | None = None, max_length: int | None = None,
                 seed: int = 0, num_states: int = 128, structure: str = "hmm", adapter: str = "static",
-                device: str | torch.device = "cpu", backbone_dim: int = 128, backbone_depth: int = 4,
-                noise: str = "mask", backbone: str = "train", data_seed: int | None = None) -> Run:
+                device: str | torch.device = "cpu", backbone_dim: int | None = None,
+                backbone_depth: int | None = None, noise: str = "mask", backbone: str = "train",
+                data_seed: int | None = None) -> Run:
     """A run before training: its data, an initialized backbone and layer, its settings. Everything a
     user can get wrong (the data, the layer's size, the structure and adapter) fails here, in
     seconds, before any training. (Neither model draws from or changes the global RNG after the
     backbone's initialization, so building the layer first gives the same run.) ``noise``: the
     backbone's noise, "mask" (absorbing) or "uniform" (no mask id; the layer has none either).
     ``backbone``: "train" (a new one, trained by :func:`train_prepared`) or "shipped" (the trained
-    one in ``pcdiff/pretrained/`` made for this data split, noise and size, when there is one:
-    :mod:`.pretrained`; else a new one). ``data_seed`` (default ``seed``) draws the held-out split
+    one in ``pcdiff/pretrained/`` made for this data split and noise, and this ``backbone_dim`` and
+    ``backbone_depth`` where given, when there is one: :mod:`.pretrained`; else a new one). A new
+    backbone's width and depth default to :data:`BACKBONE_SIZE`. ``data_seed`` (default ``seed``) draws the held-out split
     alone, so that runs of several seeds can share one split (and one shipped backbone)."""
     if structure not in STRUCTURES:
         raise ValueError(f"structure must be one of {STRUCTURES}, got {structure!r}")
@@ -65,17 +69,23 @@ def prepare_run(dataset: str | None = "words", data_file: str | None = None, max
     if backbone not in ("train", "shipped"):
         raise ValueError(f"backbone must be 'train' or 'shipped', got {backbone!r}")
     check_int("data_seed", data_seed, 0, optional=True)
+    check_int("backbone_dim", backbone_dim, 1, optional=True)
+    check_int("backbone_depth", backbone_depth, 1, optional=True)
     torch.manual_seed(seed)
     spec = data_spec(dataset, data_file, seed if data_seed is None else data_seed, max_length)
     data = load_data(spec)
-    check_layer_size(structure, data.block_length, data.vocab.size, num_states, adapter, backbone_dim)
+    found = shipped_for(spec, data.block_length, noise, backbone_dim, backbone_depth) if backbone == "shipped" \
+        else None
+    dim, depth = (found["settings"]["dim"], found["settings"]["depth"]) if found is not None else \
+        tuple(default if given is None else given for given, default in zip((backbone_dim, backbone_depth),
+                                                                              BACKBONE_SIZE))
+    check_layer_size(structure, data.block_length, data.vocab.size, num_states, adapter, dim)
     mask_id = data.vocab.mask_id if noise == "mask" else None
-    wanted, backbone = backbone, TinyDiffusionTransformer(data.vocab.size, mask_id, data.block_length,
-                                                          dim=backbone_dim, depth=backbone_depth, noise=noise)
+    backbone = TinyDiffusionTransformer(data.vocab.size, mask_id, data.block_length, dim=dim, depth=depth,
+                                        noise=noise)
     # built even when a shipped one replaces it: its draws from the seeded global RNG come before the
     # layer's, so the layer starts the same either way
-    shipped = shipped_backbone(spec, data.block_length, noise, backbone_dim, backbone_depth) \
-        if wanted == "shipped" else None
+    shipped = shipped_backbone(found) if found is not None else None
     if shipped is not None:
         backbone = shipped[0]
     backbone = backbone.to(device)
@@ -135,7 +145,8 @@ def train_run(dataset: str | None = "words", data_file: str | None = None, max_l
               seed: int = 0, num_states: int = 128,
               structure: str = "hmm", adapter: str = "static", device: str | torch.device = "cpu",
               budget: float = 1.0, backbone_steps: int | None = None, layer_steps: int | None = None,
-              backbone_dim: int = 128, backbone_depth: int = 4, progress: bool = True, noise: str = "mask",
+              backbone_dim: int | None = None, backbone_depth: int | None = None, progress: bool = True,
+              noise: str = "mask",
               backbone: str = "train", data_seed: int | None = None, layer_lr: float | None = None,
               em_init_epochs: int = 0) -> Run:
     """:func:`prepare_run` then :func:`train_prepared` (the step counts are checked first of all)."""

@@ -45,6 +45,8 @@ def _training(args) -> None:
     check_number("--budget", args.budget)
     check_int("--backbone-steps", args.backbone_steps, 1, optional=True)
     check_int("--layer-steps", args.layer_steps, 1, optional=True)
+    check_int("--backbone-dim", args.backbone_dim, 1, optional=True)
+    check_int("--backbone-depth", args.backbone_depth, 1, optional=True)
     check_number("--layer-lr", args.layer_lr, optional=True)
     check_int("--em-init-epochs", args.em_init_epochs, 0)
     check_int("--num-states", args.num_states, 1)
@@ -60,9 +62,13 @@ def _training(args) -> None:
             raise ValueError(f"--backbone must be tiny or hf:DIR (a save_pretrained folder), got {backbone!r}")
         if not pathlib.Path(backbone[3:]).is_dir():
             raise FileNotFoundError(f"--backbone {backbone}: no such folder")
-        if args.noise != "mask" or args.backbone_steps is not None:
-            raise ValueError(f"--backbone {backbone} is frozen and brings its own noise: --noise and "
-                             "--backbone-steps apply to the tiny backbone only")
+        tiny_only = [option for option, value in (("--noise", args.noise != "mask"),
+                                                  ("--backbone-steps", args.backbone_steps is not None),
+                                                  ("--backbone-dim", args.backbone_dim is not None),
+                                                  ("--backbone-depth", args.backbone_depth is not None)) if value]
+        if tiny_only:
+            raise ValueError(f"--backbone {backbone} is frozen and brings its own noise and size: "
+                             f"{', '.join(tiny_only)} apply to the tiny backbone only")
 
 
 def _run_folder(args) -> None:

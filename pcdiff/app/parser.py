@@ -25,7 +25,7 @@ def _data_options(parser: argparse.ArgumentParser) -> None:
                             "puzzle with exact answers (permutations-2..8, latin-4, sudoku-4)")
     group.add_argument("--data", metavar="FILE", help="your own text file, one item per line (overrides --dataset)")
     group.add_argument("--max-length", type=int,
-                       help="longest item in characters, at most 1024 (default: 12 for words, 32 for python, "
+                       help="longest item in characters, at most 1024 (default: 12 for words, 31 for python, "
                             "the longest line of a file, a puzzle's item length)")
     group.add_argument("--data-seed", type=int,
                        help="seed of the held-out split alone (default: --seed); runs of several seeds that share "
@@ -44,9 +44,14 @@ def _model_options(parser: argparse.ArgumentParser) -> None:
                             "4 = a longer, better run)")
     group.add_argument("--retrain-backbone", action="store_true",
                        help="train the backbone here, even where a trained one ships with pcdiff for this data "
-                            "(words, seed 0, masked noise: `pcdiff train-backbone`, docs/results.md)")
+                            "(seed 0, masked noise: words; python lines of up to 31 characters: `pcdiff "
+                            "train-backbone`, docs/results.md)")
     group.add_argument("--backbone-steps", type=int, help="train the backbone here, this many steps (replaces the "
                                                           "budget; implies --retrain-backbone)")
+    group.add_argument("--backbone-dim", type=int,
+                       help="the tiny backbone's width (default: the shipped backbone's for this data where one "
+                            "ships, else 128); a shipped one of another width is not used")
+    group.add_argument("--backbone-depth", type=int, help="its number of layers (default: likewise, else 4)")
     group.add_argument("--layer-steps", type=int, help="train the layer this many steps (replaces the budget)")
     group.add_argument("--layer-lr", type=float,
                        help="the layer's Adam learning rate (default: the demo's LAYER_LR, chosen on the words' "

@@ -13,7 +13,8 @@ settings, every evaluation, the plateau check). The SHA-256 of its tensors is pi
 a checkpoint's own JSON could be edited together with its tensors, this constant cannot.
 
 A shipped backbone is only used for the data split it was trained on: its data spec (source, seed,
-block length), noise and size must be the run's, else the demo trains a backbone from scratch.
+block length) and noise must be the run's, and its size too where the run names one; else the demo
+trains a backbone from scratch.
 """
 from __future__ import annotations
 
@@ -30,7 +31,7 @@ from ..train.config import BackboneTrainingConfig
 from ..train.plateau import PLATEAU_TOLERANCE, train_to_plateau
 from .runs import data_spec, load_data
 
-__all__ = ["SHIPPED_DIR", "SHIPPED", "PRETRAIN_DEFAULTS", "train_shipped_backbone", "shipped_backbone"]
+__all__ = ["SHIPPED_DIR", "SHIPPED", "PRETRAIN_DEFAULTS", "train_shipped_backbone", "shipped_for", "shipped_backbone"]
 
 SHIPPED_DIR = pathlib.Path(__file__).resolve().parent.parent / "pretrained"
 
@@ -102,25 +103,33 @@ def _continue_from(backbone, stem: pathlib.Path, settings: dict) -> dict:
             "total_steps": record.get("total_steps", parent["steps"])}
 
 
-def shipped_backbone(spec: dict, block_length: int, noise: str, dim: int, depth: int):
-    """``(backbone, summary)`` of the shipped checkpoint trained on exactly this data spec, noise and
-    size, its tensors checked against the pinned SHA-256 (``summary``: its name, SHA-256, steps, last
-    evaluation and plateau check, for run.json); None when none matches."""
-    for name, sha256 in SHIPPED.items():
-        stem = SHIPPED_DIR / name
+def shipped_for(spec: dict, block_length: int, noise: str, dim: int | None = None,
+                depth: int | None = None) -> dict | None:
+    """The training record of the shipped checkpoint trained on exactly this data spec and noise (and
+    this width and depth, where given), with its ``"name"``; None when none matches."""
+    wanted = {key: spec.get(key) for key in ("source", "seed", "max_length")} | {"block_length": block_length}
+    for name in SHIPPED:
         record = json.loads((SHIPPED_DIR / f"{name}.training.json").read_text())
         s = record["settings"]
-        wanted = {key: spec.get(key) for key in ("source", "seed", "max_length")} | {"block_length": block_length}
-        have = {key: record["data"].get(key) for key in wanted}
-        if have != wanted or (s["noise"], s["dim"], s["depth"]) != (noise, dim, depth):
+        if {key: record["data"].get(key) for key in wanted} != wanted or s["noise"] != noise:
             continue
-        if checkpoint_record(stem)["sha256"] != sha256:
-            raise CheckpointError(f"{stem}: the shipped backbone's record does not carry the pinned SHA-256 "
-                                  f"{sha256}; the package's files were changed")
-        last = {key: value for key, value in record["history"][-1].items() if key not in ("seconds", "steps")}
-        # a continued checkpoint's history counts its own steps; "steps" is the total from scratch
-        summary = {"shipped": name, "sha256": sha256, "steps": record.get("total_steps", s["steps"]),
-                   "dropout": s["dropout"], **last,
-                   "plateau": record["plateau"], "plateau_reached": record["plateau_reached"]}
-        return load_backbone(stem), summary
+        if dim in (None, s["dim"]) and depth in (None, s["depth"]):
+            return {"name": name, **record}
     return None
+
+
+def shipped_backbone(record: dict):
+    """``(backbone, summary)`` of the shipped checkpoint :func:`shipped_for` found, its tensors checked
+    against the pinned SHA-256 (``summary``: its name, SHA-256, steps, last evaluation and plateau
+    check, for run.json)."""
+    name, sha256, s = record["name"], SHIPPED[record["name"]], record["settings"]
+    stem = SHIPPED_DIR / name
+    if checkpoint_record(stem)["sha256"] != sha256:
+        raise CheckpointError(f"{stem}: the shipped backbone's record does not carry the pinned SHA-256 "
+                              f"{sha256}; the package's files were changed")
+    last = {key: value for key, value in record["history"][-1].items() if key not in ("seconds", "steps")}
+    # a continued checkpoint's history counts its own steps; "steps" is the total from scratch
+    summary = {"shipped": name, "sha256": sha256, "steps": record.get("total_steps", s["steps"]),
+               "dropout": s["dropout"], **last,
+               "plateau": record["plateau"], "plateau_reached": record["plateau_reached"]}
+    return load_backbone(stem), summary

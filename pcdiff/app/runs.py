@@ -21,7 +21,7 @@ from ..arguments import is_int
 from ..backbones import TinyDiffusionTransformer
 from ..codd import CoDDLayer
 from ..data import ItemData, load_dataset
-from ..data.sources import MAX_LENGTH
+from ..data.sources import MAX_LENGTH, PYTHON_MAX_LENGTH
 from ..files import atomic_write_folder, atomic_write_text
 from ..train.checkpoint import (CheckpointError, checkpoint_record, load_backbone, load_layer, read_json,
                                 save_backbone, save_layer)
@@ -43,14 +43,16 @@ SETTINGS_FIELDS = {"dataset": str, "structure": str, "num_states": int, "adapter
 
 
 def data_spec(dataset: str | None, data_file: str | None, seed: int, max_length: int | None = None) -> dict:
-    """Where a run's items come from, as run.json records it. Without ``max_length`` the spec holds
-    none and the loader's default applies: for a file, its longest line (so 16-character items make
-    blocks of 17, not of a fixed default); loading the spec again from the same file gives the same
-    block."""
+    """Where a run's items come from, as run.json records it. Without ``max_length`` a file's spec
+    holds none and the loader's default applies (its longest line, so 16-character items make blocks of
+    17, not of a fixed default; loading the spec again from the same file gives the same block); Python
+    lines record their default, which changed once (see :func:`load_data`)."""
     if data_file is not None:
         spec = {"source": str(pathlib.Path(data_file).resolve()), "seed": seed}
     else:
         spec = {"source": dataset or "words", "seed": seed}
+    if max_length is None and spec["source"] == "python":
+        max_length = PYTHON_MAX_LENGTH
     if max_length is not None:
         spec["max_length"] = max_length
     return spec
@@ -58,6 +60,8 @@ def data_spec(dataset: str | None, data_file: str | None, seed: int, max_length:
 
 def load_data(spec: dict) -> ItemData:
     options = {"max_length": spec["max_length"]} if "max_length" in spec else {}
+    if spec["source"] == "python" and not options:
+        options["max_length"] = 32      # a run written by pcdiff 0.2, whose Python lines had this default
     return load_dataset(spec["source"], seed=spec["seed"], **options)
 
 

@@ -18,11 +18,16 @@ from .items import ItemData, split_types
 from .puzzles import TASKS, load_task
 from .vocabulary import Vocabulary
 
-__all__ = ["load_words", "load_python_lines", "load_text_file", "load_dataset", "MAX_LENGTH"]
+__all__ = ["load_words", "load_python_lines", "load_text_file", "load_dataset", "MAX_LENGTH", "PYTHON_MAX_LENGTH"]
 
 #: The longest item any loader accepts (the block is one longer): the backbone attends over the whole
 #: block and the circuit's size grows with it, so a longer one is a mistake (or a hostile file), not data.
 MAX_LENGTH = 1024
+
+
+#: Python lines' default longest line: blocks of 32 positions, the size of CoDD's code experiments and
+#: of the shipped code backbone (pcdiff 0.2 read lines of up to 32, blocks of 33).
+PYTHON_MAX_LENGTH = 31
 
 
 def _check_max_length(max_length: int) -> None:
@@ -79,7 +84,7 @@ def _stdlib_lines(max_length: int) -> tuple[str, ...]:
 
 
 def load_python_lines(
-    max_length: int = 32, max_lines: int = 50000, heldout_fraction: float = 0.1, seed: int = 0
+    max_length: int = PYTHON_MAX_LENGTH, max_lines: int = 50000, heldout_fraction: float = 0.1, seed: int = 0
 ) -> ItemData:
     """Short lines of the running interpreter's standard-library source (distinct, seeded subset)."""
     _check_max_length(max_length)

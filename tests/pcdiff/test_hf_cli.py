@@ -120,6 +120,8 @@ def test_user_errors_are_named(model_dir, run, words, tmp_path, capsys):
     assert "only `pcdiff sample`" in capsys.readouterr().err
     assert train(model_dir, words, tmp_path / "r2", "--noise", "uniform") == 2
     assert "--noise" in capsys.readouterr().err
+    assert train(model_dir, words, tmp_path / "r3", "--backbone-dim", "8", "--backbone-depth", "1") == 2
+    assert "--backbone-dim, --backbone-depth apply to the tiny backbone only" in capsys.readouterr().err
     if "gemma" in model_dir.name:                                 # knobs the model's own loop would ignore
         assert main(["sample", str(run), "--temperature", "0.5"]) == 2
         assert "do not apply to DiffusionGemma" in capsys.readouterr().err

@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 
 from pcdiff.app import pretrained
-from pcdiff.app.demo import prepare_run, train_prepared
+from pcdiff.app.demo import BACKBONE_SIZE, prepare_run, train_prepared
 from pcdiff.backbones import TinyDiffusionTransformer
 from pcdiff.train.checkpoint import CheckpointError
 from pcdiff.train.plateau import one_token_nll, plateau_change
@@ -132,6 +132,9 @@ def test_the_command_line_names_bad_pretraining_and_split_options(capsys):
         assert option in capsys.readouterr().err
     assert main(["demo", "--data-seed", "-1"]) == 2
     assert "--data-seed" in capsys.readouterr().err
+    for option in ("--backbone-dim", "--backbone-depth"):
+        assert main(["demo", option, "0"]) == 2
+        assert option in capsys.readouterr().err
 
 
 def test_a_backbone_of_another_size_and_block_is_shipped_for_that_split_alone(tmp_path, monkeypatch):
@@ -146,6 +149,20 @@ def test_a_backbone_of_another_size_and_block_is_shipped_for_that_split_alone(tm
     sizes = dict(num_states=4, backbone_dim=16, backbone_depth=1, backbone="shipped")
     assert prepare_run("python", max_length=8, seed=0, **sizes).settings["backbone"]["shipped"] == "python-small"
     assert "shipped" not in prepare_run("python", max_length=9, seed=0, **sizes).settings.get("backbone", {})
+    # a run that names no size takes the shipped one's; a new backbone is BACKBONE_SIZE
+    unsized = prepare_run("python", max_length=8, seed=0, num_states=4, backbone="shipped")
+    assert unsized.settings["backbone"]["shipped"] == "python-small"
+    assert (unsized.backbone.config["dim"], unsized.backbone.config["depth"]) == (16, 1)
+    fresh = prepare_run("python", max_length=8, seed=0, num_states=4, backbone="train")
+    assert (fresh.backbone.config["dim"], fresh.backbone.config["depth"]) == BACKBONE_SIZE
+
+
+def test_python_lines_by_default_get_the_shipped_code_backbone():
+    run = prepare_run("python", seed=0, num_states=4, backbone="shipped")
+    assert run.data.block_length == 32 and run.settings["data"]["max_length"] == 31
+    assert run.settings["backbone"]["shipped"] == "python-mask"
+    assert prepare_run("python", seed=0, num_states=4, backbone="shipped", backbone_depth=4
+                       ).settings.get("backbone", {}).get("shipped") is None
 
 
 def test_every_shipped_checkpoint_is_in_the_package_with_its_pinned_hash_and_reached_a_plateau():
@@ -155,3 +172,10 @@ def test_every_shipped_checkpoint_is_in_the_package_with_its_pinned_hash_and_rea
         record = json.loads((pretrained.SHIPPED_DIR / f"{name}.training.json").read_text())
         assert checkpoint_record(pretrained.SHIPPED_DIR / name)["sha256"] == record["sha256"] == sha256
         assert record["plateau_reached"] and max(record["plateau"].values()) < pretrained.PLATEAU_TOLERANCE
+
+
+def test_a_python_run_of_pcdiff_0_2_reloads_its_own_blocks():
+    from pcdiff.app.runs import data_spec, load_data
+    assert data_spec("python", None, 0) == {"source": "python", "seed": 0, "max_length": 31}
+    assert load_data({"source": "python", "seed": 0}).block_length == 33      # 0.2 recorded no max_length
+    assert data_spec("words", None, 0) == {"source": "words", "seed": 0}
