@@ -23,6 +23,7 @@ from ..files import atomic_write_text
 from ..train import heldout_loss, train_backbone, train_codd_layer
 from .controls import ControlSettings, control_table
 from .evaluation import generation_table, headline, infill_table, sampling_overhead
+from .judge import code_reference_rates
 from .pretrained import shipped_backbone, shipped_for
 from .report import markdown_tables, save_plots
 from .runs import Run, data_spec, load_data
@@ -202,6 +203,7 @@ def evaluate_run(run: Run, seed: int = 0, num_samples: int = 1200, progress: boo
                                     num_samples=min(500, num_samples)),
         "backbone_heldout_loss": heldout_loss(backbone, data.encode_heldout()),
         "controls": control,
+        **({"heldout_lines": code_reference_rates(data.heldout_items)} if data.name == "python" else {}),
         "settings": run.settings,
         "evaluation": {"seed": seed, "num_samples": num_samples,
                        "seconds": time.perf_counter() - started, "cpu_seconds": time.process_time() - cpu_started,

@@ -94,10 +94,12 @@ def judge_items(tokens: torch.Tensor, data: ItemData, seed: int = 0) -> dict:
     """Rates over the ``[N, L]`` rows of ``tokens`` (each rate ``r`` with ``r_se``, its binomial
     standard error): well_formed, malformed (= 1 − well_formed), valid, novel, and
     valid_among_well_formed (its standard error over the well-formed rows; nan when there are none);
-    counts distinct_valid, distinct_novel; tv and tv_floor (``seed`` draws the floor's samples)."""
+    counts distinct_valid, distinct_novel; tv and tv_floor (``seed`` draws the floor's samples). On
+    Python lines (``data.name == "python"``) also the code oracle's rates (:func:`judge_code_lines`)."""
     items = decode_items(tokens, data.vocab)
     reference = reference_distribution(data)
-    return {**_item_rates(items, data), "tv": total_variation(Counter(items), reference),
+    code = _code_rates(items) if data.name == "python" else {}
+    return {**_item_rates(items, data), **code, "tv": total_variation(Counter(items), reference),
             "tv_floor": tv_floor(reference, len(items), seed)}
 
 
@@ -199,10 +201,14 @@ def judge_code_lines(tokens: torch.Tensor, data: ItemData) -> dict:
     distinct tokenizable lines and ``mean_length``, the well-formed lines' mean length in characters
     (nan without any): a short line tokenizes more easily, so read the rates beside it."""
     items = decode_items(tokens, data.vocab)
+    return {**_item_rates(items, data), **_code_rates(items)}
+
+
+def _code_rates(items: list[str | None]) -> dict:
     formed = [x for x in items if x is not None]
     tokenizable = [x for x in formed if tokenizes(x)]
     among, among_se = _among_well_formed(len(tokenizable), len(formed))
-    return {**_item_rates(items, data), **_line_rates(items, len(items)), "tokenizable_among_well_formed": among,
+    return {**_line_rates(items, len(items)), "tokenizable_among_well_formed": among,
             "tokenizable_among_well_formed_se": among_se, "distinct_tokenizable": len(set(tokenizable)),
             "mean_length": _mean_length(formed)}
 

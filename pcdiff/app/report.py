@@ -34,6 +34,8 @@ def markdown_tables(results: dict) -> str:
         f, c = gen["factorized"][steps], gen["codd"][steps]
         lines.append(f"| {steps} | {_fmt(f['valid'])} | {_fmt(c['valid'])} | {f['distinct_valid']} | "
                      f"{c['distinct_valid']} | {_fmt(f['malformed'])} | {_fmt(c['malformed'])} |")
+    if "tokenizable" in next(iter(gen["factorized"].values()), {}):
+        lines += ["", *_code_table(gen, results.get("heldout_lines"))]
     infill = results["infill"]
     lines += ["", "## One-step infill of held-out items (fraction of results that are real items)", "",
               "| masked fraction | factorized | CoDD |", "|---|---|---|"]
@@ -45,6 +47,21 @@ def markdown_tables(results: dict) -> str:
                       f"{timing['seconds_per_block_codd'] * 1e3:.3f} ms with CoDD "
                       f"(overhead ×{timing['overhead_ratio']:.2f})."]
     return "\n".join(lines) + "\n"
+
+
+def _code_table(gen: dict, heldout: dict | None) -> list[str]:
+    """The generated Python lines judged by the interpreter's tokenizer (:func:`.judge.judge_code_lines`)."""
+    reference = "" if heldout is None else (f" Held-out lines: tokenizable {_fmt(heldout['tokenizable'])}, mean "
+                                            f"length {heldout['mean_length']:.1f}.")
+    lines = ["## Generated lines judged by Python's tokenizer", "",
+             f"A short line tokenizes more easily: read the rates beside the mean length.{reference}", "", "| steps per block | tokenizable factorized | tokenizable CoDD | among well-formed factorized | "
+             "among well-formed CoDD | mean length factorized | mean length CoDD |", "|---|---|---|---|---|---|---|"]
+    for steps in gen["factorized"]:
+        f, c = gen["factorized"][steps], gen["codd"][steps]
+        lines.append(f"| {steps} | {_fmt(f['tokenizable'])} | {_fmt(c['tokenizable'])} | "
+                     f"{_fmt(f['tokenizable_among_well_formed'])} | {_fmt(c['tokenizable_among_well_formed'])} | "
+                     f"{f['mean_length']:.1f} | {c['mean_length']:.1f} |")
+    return lines
 
 
 def _pm(cell: dict | None) -> str:
@@ -94,11 +111,13 @@ def save_plots(results: dict, out_dir: pathlib.Path) -> list[pathlib.Path]:
     ppl, gen, infill = results["perplexity"], results["generation"], results["infill"]
     methods = (("one_step", "one-step (factorized)"), ("sequential", "sequential"), ("codd", "CoDD"))
     modes = (("factorized", "factorized"), ("codd", "CoDD"))
+    # Python lines are judged by the tokenizer (few generated lines are real stdlib lines)
+    rate = "tokenizable" if "tokenizable" in next(iter(gen["factorized"].values()), {}) else "valid"
     return [
         _line_plot(out_dir / "perplexity.png", "Held-out perplexity", "masked fraction", "perplexity per masked token",
                    [(label, [float(f) for f in ppl[m]], list(ppl[m].values())) for m, label in methods]),
-        _line_plot(out_dir / "generation.png", "Generation: valid items vs steps", "steps per block", "valid rate",
-                   [(label, [int(s) for s in gen[m]], [cell["valid"] for cell in gen[m].values()])
+        _line_plot(out_dir / "generation.png", f"Generation: {rate} vs steps", "steps per block", f"{rate} rate",
+                   [(label, [int(s) for s in gen[m]], [cell[rate] for cell in gen[m].values()])
                     for m, label in modes]),
         _line_plot(out_dir / "infill.png", "One-step infill", "masked fraction", "valid rate",
                    [(label, [float(f) for f in infill[m]], list(infill[m].values())) for m, label in modes]),

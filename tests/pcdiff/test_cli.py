@@ -54,6 +54,19 @@ def test_the_same_seed_gives_the_same_results_timings_aside(words_file, tmp_path
     assert json.dumps(without_timing(first), sort_keys=True) == json.dumps(without_timing(second), sort_keys=True)
 
 
+def test_a_demo_on_python_lines_judges_them_by_the_tokenizer(tmp_path):
+    out = tmp_path / "run"
+    assert main(["demo", "--dataset", "python", "--out", str(out), "--samples", "8",
+                 "--control-items", "4", "--backbone-dim", "16", "--backbone-depth", "1", *TINY]) == 0
+    results = json.loads((out / "results.json").read_text())
+    assert results["settings"]["backbone"]["config"]["dim"] == 16 and "shipped" not in results["settings"]["backbone"]
+    for cell in results["generation"]["codd"].values():
+        assert 0.0 <= cell["tokenizable"] <= 1.0
+    assert 0.5 < results["heldout_lines"]["tokenizable"] <= 1.0
+    report = (out / "results.md").read_text()
+    assert "## Generated lines judged by Python's tokenizer" in report and "Held-out lines: tokenizable" in report
+
+
 def test_demo_writes_results_report_and_plots(demo_run):
     results = json.loads((demo_run / "results.json").read_text())
     fractions = {"0.25", "0.5", "0.75", "1.0"}

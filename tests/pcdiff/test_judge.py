@@ -116,6 +116,12 @@ def test_code_line_rates_by_hand():
     assert judged["tokenizable_among_well_formed"] == 2 / 4                  # the empty row is not well formed
     assert judged["mean_length"] == (4 + 3 + 2 + 1) / 4
     assert judged["tokenizable_among_well_formed_se"] == pytest.approx(math.sqrt(0.5 * 0.5 / 4))
+    # the demo's judge adds the same rates on Python lines alone
+    lines = ItemData(train_items=data.train_items, heldout_items=data.heldout_items, vocab=v, block_length=5,
+                     name="python")
+    demo = judge_items(torch.tensor(rows), lines)
+    assert {k: demo[k] for k in judged} == judged and "tv" in demo
+    assert "tokenizable" not in judge_items(torch.tensor(rows), data)
     nothing = judge_code_lines(torch.tensor([[v.end_id] * 5]), data)
     assert all(math.isnan(nothing[k]) for k in ("tokenizable_among_well_formed", "tokenizable_among_well_formed_se",
                                                 "mean_length"))
