@@ -54,6 +54,7 @@ class ControlSettings:
     adam_lr: float = 0.05
     seed: int = 0
     batch_size: int = 512
+    circuits_alone: bool = True            # False: no EM-fit HMM nor circuit fit alone (the slowest controls)
 
     def __post_init__(self):
         for name in ("items", "mask_draws", "fit_batch_size", "batch_size"):
@@ -65,6 +66,8 @@ class ControlSettings:
         check_int("fit_epochs", self.fit_epochs, 0)
         check_int("seed", self.seed, 0)
         check_number("adam_lr", self.adam_lr)
+        if not isinstance(self.circuits_alone, bool):
+            raise ValueError(f"circuits_alone must be a bool, got {self.circuits_alone!r}")
         if not self.fractions or not all(0.0 < float(f) <= 1.0 for f in self.fractions):
             raise ValueError(f"fractions must be non-empty, each in (0, 1], got {self.fractions!r}")
 
@@ -82,7 +85,10 @@ def standalone_circuits(layer: CoDDLayer, data: ItemData, num_states: int, setti
                         progress: bool = True) -> tuple[dict, dict]:
     """(``{"hmm_em", "circuit_alone"}`` → fitted compiled circuits, a summary of each fit). Both are
     fit on ``fit_items`` occurrences drawn from the training distribution; ``circuit_alone`` is
-    left out when the layer has no recipe to rebuild its circuit from."""
+    left out when the layer has no recipe to rebuild its circuit from; neither with
+    ``settings.circuits_alone`` False."""
+    if not settings.circuits_alone:
+        return {}, {}
     device = layer.circuit.device
     occurrences = data.sample_train_batch(settings.fit_items, torch.Generator().manual_seed(settings.seed + 1))
     built = {"hmm_em": (structures.compile(structures.hmm(data.block_length, num_states, data.vocab.size,

@@ -102,6 +102,20 @@ def test_control_table_has_every_control_and_the_report_prints_it(tiny_run):
     assert text.count("| 1 token (1) |") == 2
 
 
+def test_the_circuits_alone_can_be_left_out_and_the_rest_is_unchanged(tiny_run):
+    settings = ControlSettings(items=6, fit_epochs=1)
+    full = control_table(tiny_run.backbone, tiny_run.layer, tiny_run.data, 4, settings, progress=False)
+    lean = control_table(tiny_run.backbone, tiny_run.layer, tiny_run.data, 4,
+                         ControlSettings(items=6, fit_epochs=1, circuits_alone=False), progress=False)
+    assert lean["standalone"] == {}
+    for name, table in lean["sets"].items():
+        for label, row in table["rows"].items():
+            assert "hmm_em" not in row and "circuit_alone" not in row
+            assert row["codd_gain"] == full["sets"][name]["rows"][label]["codd_gain"]
+    with pytest.raises(ValueError, match="circuits_alone"):
+        ControlSettings(circuits_alone="no")
+
+
 def test_red_flags_name_a_repairing_layer_and_a_figure_below_the_floor():
     quiet = red_flags({"mean": 0.01, "ci95": 0.02}, {"0.5": 0.7, "0.9": 0.4})
     assert quiet == []
