@@ -1,14 +1,15 @@
 """The demo's likelihood figures and their controls over several seeds: mean ± sd (issue 13).
 
 ``python -m benchmarks.demo_seeds [--dataset words|python] [--seeds 0,1,2] [--layer-steps N] [--adapter A]
-[--num-states K] [--em-init-epochs E] [--out docs/results.md] [--quick]``
+[--num-states K] [--em-init-epochs E] [--backbone-checkpoint STEM] [--out docs/results.md] [--quick]``
 
 Every seed runs the demo's own pipeline (:func:`pcdiff.app.demo.prepare_run` →
 :func:`~pcdiff.app.demo.train_prepared` → the controls of :func:`pcdiff.app.controls.control_table`)
 on one data split (data seed 0) and the backbone shipped for it (``pcdiff train-backbone``, trained to
 a plateau), so the seeds vary the layer's initialization and training, the masks and the sampled
 orders. Without a shipped backbone for the split (``--quick``), each seed trains its own. Python lines
-(``--dataset python``, blocks of 32) couple to the code backbone shipped for them.
+(``--dataset python``, blocks of 32) couple to the code backbone shipped for them;
+``--backbone-checkpoint STEM`` couples every seed to a backbone `pcdiff train-backbone` wrote instead.
 
 For each item set (in-distribution occurrences, unseen word types) and masked count, in nats per
 masked token: one-step, the best sequential order (the floor), CoDD, and the two circuits alone (an
@@ -18,6 +19,7 @@ CoDD) / (one-step − floor). Each figure is the mean over seeds ± their standa
 from __future__ import annotations
 
 import argparse
+import pathlib
 import statistics
 import time
 
@@ -34,10 +36,15 @@ FRACTIONS = (0.25, 0.5, 0.75, 0.9, 1.0)
 
 
 def one_seed(seed: int, layer_steps: int, items: int, quick: bool, adapter: str = "static",
-             num_states: int = 128, em_init_epochs: int = 0, dataset: str = "words") -> dict:
-    """The controls of one seed's run (the demo's sizes, or tiny ones with ``quick``)."""
+             num_states: int = 128, em_init_epochs: int = 0, dataset: str = "words",
+             checkpoint: str | None = None) -> dict:
+    """The controls of one seed's run (the demo's sizes, or tiny ones with ``quick``; the backbone at
+    ``checkpoint`` when given, else the shipped one)."""
     sizes = dict(num_states=8, backbone_dim=16, backbone_depth=1) if quick else dict(num_states=num_states)
-    run = prepare_run(dataset, seed=seed, data_seed=0, backbone="shipped", adapter=adapter, **sizes)
+    if checkpoint is not None:
+        sizes.pop("backbone_dim", None), sizes.pop("backbone_depth", None)      # the checkpoint's own
+    run = prepare_run(dataset, seed=seed, data_seed=0, adapter=adapter, **sizes,
+                      backbone="shipped" if checkpoint is None else pathlib.Path(checkpoint))
     train_prepared(run, backbone_steps=20 if quick else None, layer_steps=layer_steps, progress=False,
                    em_init_epochs=em_init_epochs)
     settings = ControlSettings(items=items, seed=seed, fractions=FRACTIONS, fit_epochs=1 if quick else 3)
@@ -55,9 +62,11 @@ def mean_sd(values: list[float | None]) -> str:
 
 def markdown(runs: dict[int, dict], info: dict) -> str:
     backbone = next(iter(runs.values()))["backbone"]
-    source = (f"the shipped backbone `{backbone['shipped']}` ({backbone['steps']:,} steps; held-out NLL at one "
-              f"masked token {backbone['heldout_1tok']:.4f}, change over the last fifth "
-              f"{100 * backbone['plateau']['heldout_1tok']:.2f}%)" if "shipped" in backbone
+    made = f"the shipped backbone `{backbone['shipped']}`" if "shipped" in backbone else \
+        f"the backbone checkpoint `{pathlib.Path(backbone.get('pretrained', '')).name}`"
+    source = (f"{made} ({backbone['config']['dim']}×{backbone['config']['depth']}, {backbone['steps']:,} steps; "
+              f"held-out NLL at one masked token {backbone['heldout_1tok']:.4f}, change over the last fifth "
+              f"{100 * backbone['plateau']['heldout_1tok']:.2f}%)" if "pretrained" in backbone
               else f"a backbone trained per seed ({backbone['steps']} steps: no shipped one matches)")
     lines = [f"Command: `{info['command']}`{' (--quick: smoke-test sizes, not a measurement)' if info['quick'] else ''}"
              f"; {info['seconds']:.0f} s on {torch.get_num_threads()} torch threads.", "",
@@ -119,6 +128,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--em-init-epochs", type=int, default=0,
                         help="EM epochs fitting the layer's circuit alone before its training (default 0: none)")
     parser.add_argument("--items", type=int, default=300, help="items per set and masked count")
+    parser.add_argument("--backbone-checkpoint", metavar="STEM",
+                        help="couple to this backbone (written by pcdiff train-backbone for the same split) instead "
+                             "of the shipped one; its section apart")
     parser.add_argument("--out", help="markdown file to put the section in (e.g. docs/results.md)")
     parser.add_argument("--quick", action="store_true", help="tiny sizes (seconds; for tests)")
     args = parser.parse_args(argv)
@@ -126,7 +138,7 @@ def main(argv: list[str] | None = None) -> int:
     started, runs = time.perf_counter(), {}
     for seed in seeds:
         runs[seed] = one_seed(seed, args.layer_steps, args.items, args.quick, args.adapter, args.num_states,
-                              args.em_init_epochs, args.dataset)
+                              args.em_init_epochs, args.dataset, args.backbone_checkpoint)
         print(f"seed {seed}: done ({time.perf_counter() - started:.0f} s)", flush=True)
     info = dict(command=invocation("benchmarks.demo_seeds", argv), quick=args.quick,
                 seconds=time.perf_counter() - started, layer_steps=args.layer_steps, items=args.items,
@@ -140,6 +152,9 @@ def main(argv: list[str] | None = None) -> int:
         + (f", EM warm start ({args.em_init_epochs} epochs)" if warm else ""))
     if args.dataset != "words":
         key, title = f"{key}-{args.dataset}", f"Python lines: {title[0].lower()}{title[1:]}"
+    if args.backbone_checkpoint is not None:
+        name = pathlib.Path(args.backbone_checkpoint).name
+        key, title = f"{key}-{name}", f"{title}: backbone {name}"
     publish(markdown(runs, info), args.out, key, title)
     return 0
 

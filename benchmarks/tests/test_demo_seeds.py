@@ -32,6 +32,18 @@ def test_python_lines_get_a_section_of_their_own(tmp_path):
     assert "<!-- pcdiff-bench:demo-seeds-python:begin -->" in text and "## Python lines: the demo over" in text
 
 
+def test_a_backbone_checkpoint_gets_a_section_of_its_own(tmp_path):
+    from pcdiff.app.pretrained import train_shipped_backbone
+    stem = tmp_path / "words-tiny"
+    train_shipped_backbone(stem, progress=False, steps=2, dim=16, depth=1, eval_every=1, eval_items=4)
+    out = tmp_path / "results.md"
+    assert demo_seeds.main(["--quick", "--seeds", "0", "--layer-steps", "2", "--items", "4", "--backbone-checkpoint",
+                            str(stem), "--out", str(out)]) == 0
+    text = out.read_text()
+    assert "<!-- pcdiff-bench:demo-seeds-words-tiny:begin -->" in text
+    assert "the backbone checkpoint `words-tiny` (16×1, 2 steps" in text
+
+
 def test_mean_sd_leaves_a_figure_with_a_missing_seed_out():
     assert demo_seeds.mean_sd([1.0, 3.0]) == "2.000 ± 1.414"
     assert demo_seeds.mean_sd([1.0, None]) == "–"

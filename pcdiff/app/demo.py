@@ -7,6 +7,7 @@ and `pcdiff sample` run the pieces over a saved run directory.
 from __future__ import annotations
 
 import json
+import os
 import pathlib
 import platform
 import time
@@ -24,7 +25,7 @@ from ..train import heldout_loss, train_backbone, train_codd_layer
 from .controls import ControlSettings, control_table
 from .evaluation import generation_table, headline, infill_table, sampling_overhead
 from .judge import code_reference_rates
-from .pretrained import shipped_backbone, shipped_for
+from .pretrained import checkpoint_for, pretrained_backbone, shipped_for
 from .report import markdown_tables, save_plots
 from .runs import Run, data_spec, load_data
 
@@ -47,18 +48,20 @@ BACKBONE_SIZE = (128, 4)
 def prepare_run(dataset: str | None = "words", data_file: str | None = None, max_length: int | None = None,
                 seed: int = 0, num_states: int = 128, structure: str = "hmm", adapter: str = "static",
                 device: str | torch.device = "cpu", backbone_dim: int | None = None,
-                backbone_depth: int | None = None, noise: str = "mask", backbone: str = "train",
+                backbone_depth: int | None = None, noise: str = "mask", backbone: str | os.PathLike = "train",
                 data_seed: int | None = None) -> Run:
     """A run before training: its data, an initialized backbone and layer, its settings. Everything a
     user can get wrong (the data, the layer's size, the structure and adapter) fails here, in
     seconds, before any training. (Neither model draws from or changes the global RNG after the
     backbone's initialization, so building the layer first gives the same run.) ``noise``: the
     backbone's noise, "mask" (absorbing) or "uniform" (no mask id; the layer has none either).
-    ``backbone``: "train" (a new one, trained by :func:`train_prepared`) or "shipped" (the trained
+    ``backbone``: "train" (a new one, trained by :func:`train_prepared`), "shipped" (the trained
     one in ``pcdiff/pretrained/`` made for this data split and noise, and this ``backbone_dim`` and
-    ``backbone_depth`` where given, when there is one: :mod:`.pretrained`; else a new one). A new
-    backbone's width and depth default to :data:`BACKBONE_SIZE`. ``data_seed`` (default ``seed``) draws the held-out split
-    alone, so that runs of several seeds can share one split (and one shipped backbone)."""
+    ``backbone_depth`` where given, when there is one: :mod:`.pretrained`; else a new one), or the
+    stem of a checkpoint `pcdiff train-backbone` wrote (a path; refused unless made for this data split
+    and noise). A new backbone's width and depth default to :data:`BACKBONE_SIZE`. ``data_seed``
+    (default ``seed``) draws the held-out split alone, so that runs of several seeds can share one split
+    (and one trained backbone)."""
     if structure not in STRUCTURES:
         raise ValueError(f"structure must be one of {STRUCTURES}, got {structure!r}")
     if adapter not in ADAPTERS:
@@ -67,16 +70,17 @@ def prepare_run(dataset: str | None = "words", data_file: str | None = None, max
         raise ValueError(f"num_states must be a positive int, got {num_states!r}")
     if noise not in NOISE_KINDS:
         raise ValueError(f"noise must be one of {NOISE_KINDS}, got {noise!r}")
-    if backbone not in ("train", "shipped"):
-        raise ValueError(f"backbone must be 'train' or 'shipped', got {backbone!r}")
+    if not isinstance(backbone, (str, os.PathLike)):
+        raise ValueError(f"backbone must be 'train', 'shipped' or a checkpoint's stem, got {backbone!r}")
     check_int("data_seed", data_seed, 0, optional=True)
     check_int("backbone_dim", backbone_dim, 1, optional=True)
     check_int("backbone_depth", backbone_depth, 1, optional=True)
     torch.manual_seed(seed)
     spec = data_spec(dataset, data_file, seed if data_seed is None else data_seed, max_length)
     data = load_data(spec)
-    found = shipped_for(spec, data.block_length, noise, backbone_dim, backbone_depth) if backbone == "shipped" \
-        else None
+    found = None if backbone == "train" else \
+        shipped_for(spec, data.block_length, noise, backbone_dim, backbone_depth) if backbone == "shipped" else \
+        checkpoint_for(backbone, spec, data.block_length, noise, backbone_dim, backbone_depth)
     dim, depth = (found["settings"]["dim"], found["settings"]["depth"]) if found is not None else \
         tuple(default if given is None else given for given, default in zip((backbone_dim, backbone_depth),
                                                                               BACKBONE_SIZE))
@@ -84,11 +88,11 @@ def prepare_run(dataset: str | None = "words", data_file: str | None = None, max
     mask_id = data.vocab.mask_id if noise == "mask" else None
     backbone = TinyDiffusionTransformer(data.vocab.size, mask_id, data.block_length, dim=dim, depth=depth,
                                         noise=noise)
-    # built even when a shipped one replaces it: its draws from the seeded global RNG come before the
+    # built even when a trained one replaces it: its draws from the seeded global RNG come before the
     # layer's, so the layer starts the same either way
-    shipped = shipped_backbone(found) if found is not None else None
-    if shipped is not None:
-        backbone = shipped[0]
+    pretrained = pretrained_backbone(found) if found is not None else None
+    if pretrained is not None:
+        backbone = pretrained[0]
     backbone = backbone.to(device)
     layer = CoDDLayer.from_structure(structure, data.block_length, data.vocab.size, num_states=num_states,
                                      adapter=adapter,
@@ -102,8 +106,8 @@ def prepare_run(dataset: str | None = "words", data_file: str | None = None, max
     }
     if noise != "mask":                       # a masked run's settings stay as they always were
         settings["noise"] = noise
-    if shipped is not None:
-        settings["backbone"] = shipped[1]
+    if pretrained is not None:
+        settings["backbone"] = pretrained[1]
     return Run(data=data, backbone=backbone, layer=layer, settings=settings)
 
 
@@ -118,15 +122,15 @@ def check_layer_size(structure: str, length: int, vocab: int, num_states: int, a
 
 def train_prepared(run: Run, budget: float = 1.0, backbone_steps: int | None = None, layer_steps: int | None = None,
                    progress: bool = True, layer_lr: float | None = None, em_init_epochs: int = 0) -> Run:
-    """Train ``run``'s backbone (unless it is a shipped, trained one), then its layer (backbone
+    """Train ``run``'s backbone (unless it was loaded trained), then its layer (backbone
     frozen, Adam at ``layer_lr``, default :data:`LAYER_LR`; its circuit first fit alone by
     ``em_init_epochs`` EM epochs), each for its step count: ``backbone_steps`` and ``layer_steps``,
     or the defaults scaled by ``budget``."""
     backbone_steps, layer_steps = training_steps(budget, backbone_steps, layer_steps)
     layer_lr = layer_learning_rate(layer_lr)
     data, backbone, layer, seed = run.data, run.backbone, run.layer, run.settings["seed"]
-    shipped = run.settings.get("backbone", {})
-    backbone_summary = shipped if "shipped" in shipped else \
+    loaded = run.settings.get("backbone", {})
+    backbone_summary = loaded if "pretrained" in loaded else \
         train_backbone(backbone, data, steps=backbone_steps, seed=seed, progress=progress)
     backbone.eval().requires_grad_(False)
     layer_summary = train_codd_layer(layer, backbone, data, steps=layer_steps, lr=layer_lr, seed=seed,
@@ -135,7 +139,7 @@ def train_prepared(run: Run, budget: float = 1.0, backbone_steps: int | None = N
         "budget": budget,
         "backbone": {"parameters": backbone.num_parameters(), "config": backbone.config,
                      **_scalars(backbone_summary),
-                     **({"plateau": shipped["plateau"]} if "shipped" in shipped else {})},
+                     **({"plateau": loaded["plateau"]} if "pretrained" in loaded else {})},
         "layer": {"parameters": sum(p.numel() for p in layer.parameters()), "lr": layer_lr,
                   "em_init_epochs": em_init_epochs, **_scalars(layer_summary)},
     })
@@ -148,7 +152,7 @@ def train_run(dataset: str | None = "words", data_file: str | None = None, max_l
               budget: float = 1.0, backbone_steps: int | None = None, layer_steps: int | None = None,
               backbone_dim: int | None = None, backbone_depth: int | None = None, progress: bool = True,
               noise: str = "mask",
-              backbone: str = "train", data_seed: int | None = None, layer_lr: float | None = None,
+              backbone: str | os.PathLike = "train", data_seed: int | None = None, layer_lr: float | None = None,
               em_init_epochs: int = 0) -> Run:
     """:func:`prepare_run` then :func:`train_prepared` (the step counts are checked first of all)."""
     training_steps(budget, backbone_steps, layer_steps)
@@ -221,9 +225,10 @@ def write_report(results: dict, out_dir: pathlib.Path) -> str:
     settings = results["settings"]
     noise = " (uniform noise)" if settings.get("noise") == "uniform" else ""
     backbone = settings["backbone"]
-    source = (f" (shipped `{backbone['shipped']}`, trained {backbone['steps']:,} steps"
+    made = f"shipped `{backbone['shipped']}`" if "shipped" in backbone else f"checkpoint `{backbone.get('pretrained')}`"
+    source = (f" ({made}, trained {backbone['steps']:,} steps"
               f"{' to a plateau' if backbone['plateau_reached'] else ', NOT to a plateau'})"
-              if "shipped" in backbone else f" (trained here, {backbone['steps']:,} steps)")
+              if "pretrained" in backbone else f" (trained here, {backbone['steps']:,} steps)")
     header = (f"# pcdiff demo: {settings['dataset']}\n\n"
               f"Backbone{noise}{source} {backbone['parameters']:,} parameters, held-out diffusion loss "
               f"{results['backbone_heldout_loss']:.3f}; CoDD layer: {settings['structure']} with "

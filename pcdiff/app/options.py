@@ -56,6 +56,13 @@ def _training(args) -> None:
                                                                         if pathlib.Path(args.data).is_dir() else ""))
     if args.out is not None:
         check_new_folder(args.out, "--out")
+    if args.backbone_checkpoint is not None:
+        if args.retrain_backbone or args.backbone_steps is not None:
+            raise ValueError("--backbone-checkpoint loads a trained backbone; --retrain-backbone and --backbone-steps "
+                             "would train one here: give one or the other")
+        if not pathlib.Path(args.backbone_checkpoint + ".json").is_file():
+            raise FileNotFoundError(f"--backbone-checkpoint {args.backbone_checkpoint}: no checkpoint "
+                                    f"{args.backbone_checkpoint}.json")
     backbone = getattr(args, "backbone", "tiny")
     if backbone != "tiny":
         if not backbone.startswith("hf:") or not backbone[3:]:
@@ -65,7 +72,9 @@ def _training(args) -> None:
         tiny_only = [option for option, value in (("--noise", args.noise != "mask"),
                                                   ("--backbone-steps", args.backbone_steps is not None),
                                                   ("--backbone-dim", args.backbone_dim is not None),
-                                                  ("--backbone-depth", args.backbone_depth is not None)) if value]
+                                                  ("--backbone-depth", args.backbone_depth is not None),
+                                                  ("--backbone-checkpoint", args.backbone_checkpoint is not None))
+                     if value]
         if tiny_only:
             raise ValueError(f"--backbone {backbone} is frozen and brings its own noise and size: "
                              f"{', '.join(tiny_only)} apply to the tiny backbone only")

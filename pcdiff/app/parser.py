@@ -46,6 +46,9 @@ def _model_options(parser: argparse.ArgumentParser) -> None:
                        help="train the backbone here, even where a trained one ships with pcdiff for this data "
                             "(seed 0, masked noise: words; python lines of up to 31 characters: `pcdiff "
                             "train-backbone`, docs/results.md)")
+    group.add_argument("--backbone-checkpoint", metavar="STEM",
+                       help="couple to this backbone, trained by `pcdiff train-backbone --out STEM` on the same data "
+                            "split and noise, instead of the shipped one or one trained here")
     group.add_argument("--backbone-steps", type=int, help="train the backbone here, this many steps (replaces the "
                                                           "budget; implies --retrain-backbone)")
     group.add_argument("--backbone-dim", type=int,

@@ -31,7 +31,8 @@ from ..train.config import BackboneTrainingConfig
 from ..train.plateau import PLATEAU_TOLERANCE, train_to_plateau
 from .runs import data_spec, load_data
 
-__all__ = ["SHIPPED_DIR", "SHIPPED", "PRETRAIN_DEFAULTS", "train_shipped_backbone", "shipped_for", "shipped_backbone"]
+__all__ = ["SHIPPED_DIR", "SHIPPED", "PRETRAIN_DEFAULTS", "train_shipped_backbone", "training_record", "checkpoint_for",
+           "shipped_for", "pretrained_backbone"]
 
 SHIPPED_DIR = pathlib.Path(__file__).resolve().parent.parent / "pretrained"
 
@@ -86,14 +87,8 @@ def train_shipped_backbone(out: str | pathlib.Path, progress: bool = True, **set
 def _continue_from(backbone, stem: pathlib.Path, settings: dict) -> dict:
     """Load the checkpoint at ``stem`` into ``backbone`` (its data, size and noise must be this run's);
     return what the record keeps of it: its SHA-256 and total steps."""
-    record_file = stem.with_name(stem.name + ".training.json")
-    if not record_file.is_file():
-        raise ValueError(f"init {stem}: no training record {record_file.name} beside it (only a checkpoint "
-                         "written by `pcdiff train-backbone` can be continued)")
-    record = read_json(record_file, "training record")
-    parent = record.get("settings") if isinstance(record, dict) else None
-    if not isinstance(parent, dict) or not isinstance(parent.get("steps"), int):
-        raise CheckpointError(f"{record_file}: a training record needs a 'settings' object with integer 'steps'")
+    record = training_record(stem, "init")
+    parent = record["settings"]
     differ = [k for k in ("dataset", "seed", "noise", "dim", "depth", "max_length") if parent.get(k) != settings[k]]
     if differ:
         raise ValueError(f"init {stem}: trained with {', '.join(f'{k} = {parent.get(k)!r}' for k in differ)}, "
@@ -103,33 +98,75 @@ def _continue_from(backbone, stem: pathlib.Path, settings: dict) -> dict:
             "total_steps": record.get("total_steps", parent["steps"])}
 
 
+def training_record(stem: str | pathlib.Path, what: str) -> dict:
+    """The record ``pcdiff train-backbone`` wrote beside the checkpoint ``stem`` (``what``: the option
+    or role that names it, for errors), its fields checked before any is read."""
+    stem = pathlib.Path(stem)
+    record_file = stem.with_name(stem.name + ".training.json")
+    if not record_file.is_file():
+        raise ValueError(f"{what} {stem}: no training record {record_file.name} beside it (only a checkpoint "
+                         "written by `pcdiff train-backbone` has one)")
+    record = read_json(record_file, "training record")
+    settings = record.get("settings") if isinstance(record, dict) else None
+    if not isinstance(settings, dict) or not isinstance(settings.get("steps"), int):
+        raise CheckpointError(f"{record_file}: a training record needs a 'settings' object with integer 'steps'")
+    for field, kind in (("data", dict), ("sha256", str), ("history", list), ("plateau", dict),
+                        ("plateau_reached", bool)):
+        if not isinstance(record.get(field), kind) or (kind is list and not record[field]):
+            raise CheckpointError(f"{record_file}: field {field!r} is missing or not a {kind.__name__}")
+    return record
+
+
+def _mismatch(record: dict, spec: dict, block_length: int, noise: str, dim: int | None, depth: int | None) -> list:
+    """What differs between the backbone a record describes and what a run needs, as "key = value" texts."""
+    wanted = {key: spec.get(key) for key in ("source", "seed", "max_length")} | {"block_length": block_length,
+                                                                                "noise": noise}
+    have = {**record["data"], "noise": record["settings"].get("noise")}
+    for key, value in (("dim", dim), ("depth", depth)):
+        if value is not None:
+            wanted[key], have[key] = value, record["settings"].get(key)
+    return [f"{key} = {have.get(key)!r} (the run's: {value!r})" for key, value in wanted.items()
+            if have.get(key) != value]
+
+
+def checkpoint_for(stem: str | pathlib.Path, spec: dict, block_length: int, noise: str, dim: int | None = None,
+                   depth: int | None = None) -> dict:
+    """The training record of the checkpoint at ``stem``, refused with a ValueError naming what differs
+    unless it was trained on exactly this data spec and noise (and width and depth, where given)."""
+    record = training_record(stem, "backbone checkpoint")
+    differ = _mismatch(record, spec, block_length, noise, dim, depth)
+    if differ:
+        raise ValueError(f"backbone checkpoint {stem} does not fit this run: {'; '.join(differ)}")
+    return {"stem": str(stem), **record}
+
+
 def shipped_for(spec: dict, block_length: int, noise: str, dim: int | None = None,
                 depth: int | None = None) -> dict | None:
     """The training record of the shipped checkpoint trained on exactly this data spec and noise (and
-    this width and depth, where given), with its ``"name"``; None when none matches."""
-    wanted = {key: spec.get(key) for key in ("source", "seed", "max_length")} | {"block_length": block_length}
+    this width and depth, where given), with its ``"stem"`` and ``"name"``; None when none matches."""
     for name in SHIPPED:
-        record = json.loads((SHIPPED_DIR / f"{name}.training.json").read_text())
-        s = record["settings"]
-        if {key: record["data"].get(key) for key in wanted} != wanted or s["noise"] != noise:
-            continue
-        if dim in (None, s["dim"]) and depth in (None, s["depth"]):
-            return {"name": name, **record}
+        record = training_record(SHIPPED_DIR / name, "shipped backbone")
+        if not _mismatch(record, spec, block_length, noise, dim, depth):
+            return {"stem": str(SHIPPED_DIR / name), "name": name, **record}
     return None
 
 
-def shipped_backbone(record: dict):
-    """``(backbone, summary)`` of the shipped checkpoint :func:`shipped_for` found, its tensors checked
-    against the pinned SHA-256 (``summary``: its name, SHA-256, steps, last evaluation and plateau
-    check, for run.json)."""
-    name, sha256, s = record["name"], SHIPPED[record["name"]], record["settings"]
-    stem = SHIPPED_DIR / name
-    if checkpoint_record(stem)["sha256"] != sha256:
+def pretrained_backbone(record: dict):
+    """``(backbone, summary)`` of the checkpoint a record from :func:`checkpoint_for` or
+    :func:`shipped_for` describes, its tensors checked against the record's SHA-256 (a shipped one's
+    also against the pinned one). ``summary``, for run.json: where it came from (``pretrained``; and
+    ``shipped``, its name, when shipped), SHA-256, steps, last evaluation and plateau check."""
+    stem, s = pathlib.Path(record["stem"]), record["settings"]
+    sha256 = checkpoint_record(stem)["sha256"]
+    if sha256 != record["sha256"]:
+        raise CheckpointError(f"{stem}: its tensors hash to {sha256}, its training record says {record['sha256']}")
+    shipped = {"shipped": record["name"]} if "name" in record else {}
+    if shipped and sha256 != SHIPPED[record["name"]]:
         raise CheckpointError(f"{stem}: the shipped backbone's record does not carry the pinned SHA-256 "
-                              f"{sha256}; the package's files were changed")
+                              f"{SHIPPED[record['name']]}; the package's files were changed")
     last = {key: value for key, value in record["history"][-1].items() if key not in ("seconds", "steps")}
     # a continued checkpoint's history counts its own steps; "steps" is the total from scratch
-    summary = {"shipped": name, "sha256": sha256, "steps": record.get("total_steps", s["steps"]),
-               "dropout": s["dropout"], **last,
+    summary = {"pretrained": record.get("name", str(stem)), **shipped, "sha256": sha256,
+               "steps": record.get("total_steps", s["steps"]), "dropout": s.get("dropout"), **last,
                "plateau": record["plateau"], "plateau_reached": record["plateau_reached"]}
     return load_backbone(stem), summary

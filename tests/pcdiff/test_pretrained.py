@@ -179,3 +179,37 @@ def test_a_python_run_of_pcdiff_0_2_reloads_its_own_blocks():
     assert data_spec("python", None, 0) == {"source": "python", "seed": 0, "max_length": 31}
     assert load_data({"source": "python", "seed": 0}).block_length == 33      # 0.2 recorded no max_length
     assert data_spec("words", None, 0) == {"source": "words", "seed": 0}
+
+
+def test_a_run_couples_to_a_checkpoint_trained_for_its_split(shipped_dir, tmp_path, capsys):
+    folder, record = shipped_dir
+    stem = folder / "words-small"
+    run = prepare_run("words", seed=3, data_seed=0, num_states=4, backbone=stem)
+    assert run.settings["backbone"]["pretrained"] == str(stem) and "shipped" not in run.settings["backbone"]
+    assert run.settings["backbone"]["sha256"] == record["sha256"] and run.backbone.config["dim"] == 16
+    train_prepared(run, layer_steps=1, progress=False)                     # the backbone is not trained again
+    assert run.settings["backbone"]["steps"] == SMALL["steps"]
+    with pytest.raises(ValueError, match=r"seed = 0 \(the run's: 1\)"):
+        prepare_run("words", seed=1, num_states=4, backbone=stem)
+    with pytest.raises(ValueError, match=r"dim = 16 \(the run's: 32\)"):
+        prepare_run("words", seed=0, num_states=4, backbone=stem, backbone_dim=32)
+    with pytest.raises(ValueError, match="no training record"):
+        prepare_run("words", seed=0, num_states=4, backbone=tmp_path / "none")
+    from pcdiff.app.cli import main
+    assert main(["demo", "--backbone-checkpoint", str(tmp_path / "none")]) == 2
+    assert "--backbone-checkpoint" in capsys.readouterr().err
+    assert main(["demo", "--backbone-checkpoint", str(stem), "--retrain-backbone"]) == 2
+    assert "give one or the other" in capsys.readouterr().err
+
+
+def test_a_checkpoint_whose_tensors_are_not_its_records_is_refused(shipped_dir, tmp_path):
+    folder, record = shipped_dir
+    for suffix in (".json", ".safetensors"):
+        (tmp_path / f"copy{suffix}").write_bytes((folder / f"words-small{suffix}").read_bytes())
+    changed = {**record, "sha256": "0" * 64}
+    (tmp_path / "copy.training.json").write_text(json.dumps(changed))
+    with pytest.raises(CheckpointError, match="its training record says"):
+        prepare_run("words", seed=0, num_states=4, backbone=tmp_path / "copy")
+    (tmp_path / "copy.training.json").write_text(json.dumps({**record, "history": []}))
+    with pytest.raises(CheckpointError, match="'history'"):
+        prepare_run("words", seed=0, num_states=4, backbone=tmp_path / "copy")
