@@ -1,4 +1,4 @@
-"""``python -m benchmarks.code_repair [--seeds 0,1,2] [--quick]``: how much the CoDD layer repairs the
+"""``python -m benchmarks.code_repair [--seeds 0,1,2] [--num-states K] [--layer-steps N] [--quick]``: how much the CoDD layer repairs the
 backbone's conditionals, against how far the backbone was trained (issue 13).
 
 At one masked token one-step and sequential decoding are the same prediction, so a layer that beats
@@ -69,14 +69,20 @@ def markdown(results: dict[str, list[dict]], info: dict) -> str:
 def main(argv: list[str] | None = None) -> int:
     module = "benchmarks.code_repair"
     parser = judged_parser(module, __doc__, "pcdiff-runs/code-lines", "items per set and masked count (default 300)")
+    parser.add_argument("--num-states", type=int, help=f"the layer's states (default {FULL.num_states}, the code "
+                                                        "benchmarks'; another gets a section of its own)")
+    parser.add_argument("--layer-steps", type=int, help=f"the layer's training steps (default {FULL.layer})")
     args = parser.parse_args(argv)
     items = args.samples if args.samples is not None else (8 if args.quick else 300)
-    if not ready(module, args, {"--samples": items}):
+    default = QUICK if args.quick else FULL
+    layer = {"num_states": default.num_states if args.num_states is None else args.num_states,
+             "layer": default.layer if args.layer_steps is None else args.layer_steps}
+    if not ready(module, args, {"--samples": items, "--num-states": layer["num_states"],
+                                "--layer-steps": layer["layer"]}):
         return 2
     start, results = time.perf_counter(), {}
-    default = QUICK if args.quick else FULL
     for label, backbone in QUICK_BACKBONES if args.quick else BACKBONES:
-        sizes = replace(default, adapter=args.adapter, **backbone)
+        sizes = replace(default, adapter=args.adapter, **layer, **backbone)
         results[label] = []
         for seed in args.seeds:
             print(f"{label}, seed {seed}:", flush=True)
@@ -86,9 +92,12 @@ def main(argv: list[str] | None = None) -> int:
                 layer=sizes.layer_text, items=items, seeds=args.seeds)
     body = markdown(results, info)
     print("\n" + body)
-    key = "code-repair" if args.adapter == "static" else f"code-repair-{args.adapter}"
-    write_sections(pathlib.Path(args.out), [Section(key, "Python lines: the layer's repair against the backbone's "
-                                                    "training (issue 13)", body)], header=RESULTS_HEADER)
+    key, title = "code-repair", "Python lines: the layer's repair against the backbone's training (issue 13)"
+    if args.adapter != "static":
+        key, title = f"{key}-{args.adapter}", f"{title}: {args.adapter} adapter"
+    if (sizes.num_states, sizes.layer) != (default.num_states, default.layer):
+        key, title = f"{key}-h{sizes.num_states}-l{sizes.layer}", f"{title}: {sizes.num_states} states"
+    write_sections(pathlib.Path(args.out), [Section(key, title, body)], header=RESULTS_HEADER)
     return 0
 
 

@@ -14,6 +14,14 @@ def test_quick_run_writes_a_row_per_backbone_and_item_set(tmp_path):
     assert "CoDD gain, 1 token" in text and " ± " in text
 
 
+def test_another_layer_gets_a_section_of_its_own(tmp_path):
+    out = tmp_path / "results.md"
+    assert code_repair.main(["--quick", "--num-states", "4", "--work", str(tmp_path / "work"), "--out", str(out)]) == 0
+    assert "<!-- pcdiff-bench:code-repair-h4-l3:begin -->" in out.read_text()
+
+
 def test_a_bad_count_is_refused(tmp_path, capsys):
     assert code_repair.main(["--quick", "--samples", "0", "--out", str(tmp_path / "r.md")]) == 2
     assert "--samples" in capsys.readouterr().err
+    assert code_repair.main(["--quick", "--num-states", "0", "--out", str(tmp_path / "r.md")]) == 2
+    assert "--num-states" in capsys.readouterr().err
