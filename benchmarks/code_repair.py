@@ -1,5 +1,5 @@
-"""``python -m benchmarks.code_repair [--seeds 0,1,2] [--num-states K] [--layer-steps N] [--quick]``: how much the CoDD layer repairs the
-backbone's conditionals, against how far the backbone was trained (issue 13).
+"""``python -m benchmarks.code_repair [--seeds 0,1,2] [--num-states K] [--layer-steps N] [--quick]``: how
+much the CoDD layer repairs the backbone's conditionals, against how far the backbone was trained (issue 13).
 
 At one masked token one-step and sequential decoding are the same prediction, so a layer that beats
 the backbone there is not closing a factorization gap: it is a second model of the conditionals. The
@@ -28,7 +28,8 @@ from .report import Section, invocation, write_sections
 
 FRACTIONS = (0.5, 0.9)
 #: (label, backbone sizes over the code benchmarks' default): per-seed backbones, then the shipped one
-BACKBONES = (("2,000 steps", {"backbone": 2000, "shipped": None}), ("12,000 steps", {"backbone": 12000, "shipped": None}),
+BACKBONES = (("2,000 steps", {"backbone": 2000, "shipped": None}),
+             ("12,000 steps", {"backbone": 12000, "shipped": None}),
              ("56,000 steps (shipped, plateau)", {}))
 QUICK_BACKBONES = (("5 steps", {"backbone": 5}), ("10 steps", {"backbone": 10}))
 COLUMNS = ["backbone", "items", "backbone NLL, 1 token", "CoDD NLL, 1 token", "CoDD gain, 1 token",

@@ -54,7 +54,8 @@ def _code_table(gen: dict, heldout: dict | None) -> list[str]:
     reference = "" if heldout is None else (f" Held-out lines: tokenizable {_fmt(heldout['tokenizable'])}, mean "
                                             f"length {heldout['mean_length']:.1f}.")
     lines = ["## Generated lines judged by Python's tokenizer", "",
-             f"A short line tokenizes more easily: read the rates beside the mean length.{reference}", "", "| steps per block | tokenizable factorized | tokenizable CoDD | among well-formed factorized | "
+             f"A short line tokenizes more easily: read the rates beside the mean length.{reference}", "",
+             "| steps per block | tokenizable factorized | tokenizable CoDD | among well-formed factorized | "
              "among well-formed CoDD | mean length factorized | mean length CoDD |", "|---|---|---|---|---|---|---|"]
     for steps in gen["factorized"]:
         f, c = gen["factorized"][steps], gen["codd"][steps]
