@@ -43,12 +43,12 @@ def _prepare(args, device):
     """The run before training (data loaded, models built): what fails on the data fails here."""
     from .demo import prepare_run
     retrain = args.retrain_backbone or args.backbone_steps is not None
-    backbone = args.backbone_checkpoint or ("train" if retrain else "shipped")
+    backbone = pathlib.Path(args.backbone_checkpoint) if args.backbone_checkpoint else \
+        "train" if retrain else "shipped"
     run = prepare_run(dataset=args.dataset, data_file=args.data, max_length=args.max_length, seed=args.seed,
                       num_states=args.num_states, structure=args.structure, adapter=args.adapter, device=device,
                       backbone_dim=args.backbone_dim, backbone_depth=args.backbone_depth, noise=args.noise,
-                      backbone=pathlib.Path(backbone) if args.backbone_checkpoint else backbone,
-                      data_seed=args.data_seed)
+                      backbone=backbone, data_seed=args.data_seed)
     shipped = run.settings.get("backbone", {}).get("shipped")
     if shipped is not None:
         print(f"pcdiff {args.command}: using the shipped backbone {shipped} (--retrain-backbone to train one here)")

@@ -78,9 +78,11 @@ def prepare_run(dataset: str | None = "words", data_file: str | None = None, max
     torch.manual_seed(seed)
     spec = data_spec(dataset, data_file, seed if data_seed is None else data_seed, max_length)
     data = load_data(spec)
-    found = None if backbone == "train" else \
-        shipped_for(spec, data.block_length, noise, backbone_dim, backbone_depth) if backbone == "shipped" else \
-        checkpoint_for(backbone, spec, data.block_length, noise, backbone_dim, backbone_depth)
+    found = None                              # the training record of the trained backbone to load, if any
+    if backbone == "shipped":
+        found = shipped_for(spec, data.block_length, noise, backbone_dim, backbone_depth)
+    elif backbone != "train":
+        found = checkpoint_for(backbone, spec, data.block_length, noise, backbone_dim, backbone_depth)
     dim, depth = (found["settings"]["dim"], found["settings"]["depth"]) if found is not None else \
         tuple(default if given is None else given for given, default in zip((backbone_dim, backbone_depth),
                                                                               BACKBONE_SIZE))

@@ -112,8 +112,10 @@ def training_record(stem: str | pathlib.Path, what: str) -> dict:
         raise CheckpointError(f"{record_file}: a training record needs a 'settings' object with integer 'steps'")
     for field, kind in (("data", dict), ("sha256", str), ("history", list), ("plateau", dict),
                         ("plateau_reached", bool)):
-        if not isinstance(record.get(field), kind) or (kind is list and not record[field]):
+        if not isinstance(record.get(field), kind):
             raise CheckpointError(f"{record_file}: field {field!r} is missing or not a {kind.__name__}")
+    if not record["history"] or not isinstance(record["history"][-1], dict):
+        raise CheckpointError(f"{record_file}: field 'history' must end with an evaluation (an object)")
     return record
 
 
