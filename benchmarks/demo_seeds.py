@@ -40,9 +40,9 @@ def one_seed(seed: int, layer_steps: int, items: int, quick: bool, adapter: str 
              checkpoint: str | None = None) -> dict:
     """The controls of one seed's run (the demo's sizes, or tiny ones with ``quick``; the backbone at
     ``checkpoint`` when given, else the shipped one)."""
-    sizes = dict(num_states=8, backbone_dim=16, backbone_depth=1) if quick else dict(num_states=num_states)
-    if checkpoint is not None:
-        sizes.pop("backbone_dim", None), sizes.pop("backbone_depth", None)      # the checkpoint's own
+    sizes = dict(num_states=8) if quick else dict(num_states=num_states)
+    if quick and checkpoint is None:                  # a checkpoint brings its own size
+        sizes |= dict(backbone_dim=16, backbone_depth=1)
     run = prepare_run(dataset, seed=seed, data_seed=0, adapter=adapter, **sizes,
                       backbone="shipped" if checkpoint is None else pathlib.Path(checkpoint))
     train_prepared(run, backbone_steps=20 if quick else None, layer_steps=layer_steps, progress=False,
