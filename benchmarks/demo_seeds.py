@@ -62,9 +62,10 @@ def mean_sd(values: list[float | None]) -> str:
 
 def markdown(runs: dict[int, dict], info: dict) -> str:
     backbone = next(iter(runs.values()))["backbone"]
-    made = f"the shipped backbone `{backbone['shipped']}`" if "shipped" in backbone else \
-        f"the backbone checkpoint `{pathlib.Path(backbone.get('pretrained', '')).name}`"
-    source = (f"{made} ({backbone['config']['dim']}×{backbone['config']['depth']}, {backbone['steps']:,} steps; "
+    made = f"the shipped backbone `{backbone['shipped']}` (" if "shipped" in backbone else \
+        (f"the backbone checkpoint `{pathlib.Path(backbone.get('pretrained', '')).name}` "
+         f"({backbone['config']['dim']}×{backbone['config']['depth']}, ")
+    source = (f"{made}{backbone['steps']:,} steps; "
               f"held-out NLL at one masked token {backbone['heldout_1tok']:.4f}, change over the last fifth "
               f"{100 * backbone['plateau']['heldout_1tok']:.2f}%)" if "pretrained" in backbone
               else f"a backbone trained per seed ({backbone['steps']} steps: no shipped one matches)")
