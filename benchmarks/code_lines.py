@@ -30,8 +30,8 @@ from pcdiff.app.judge import code_reference_rates, judge_code_lines
 from pcdiff.train import heldout_objective
 
 from .fair_generation import RESULTS_HEADER, ratio_of
-from .judged_models import (Sizes, cell, generate_rows, header, judged_parser, over_seeds, ready, spread_text,
-                            standard_error, trained)
+from .judged_models import (Sizes, cell, generate_rows, header, judged_parser, layer_options, layer_sizes, over_seeds,
+                            ready, spread_text, standard_error, trained)
 from .report import Section, invocation, write_sections
 
 MAX_LENGTH = 31                                            # + the end symbol: blocks of 32
@@ -125,8 +125,8 @@ def markdown(rows: list[dict], ceiling: dict, info: dict) -> str:
 def run(work: pathlib.Path, out: pathlib.Path | None, samples: int, quick: bool, seeds: list[int], command: str,
         log=print, adapter: str = "static", backbone: dict | None = None) -> str:
     """``backbone``: {"backbone": steps, "dim": width, "depth": layers, "shipped": a name in
-    :data:`pcdiff.app.pretrained.SHIPPED`}, any of them, to change the default backbone (its models
-    and its section apart)."""
+    :data:`pcdiff.app.pretrained.SHIPPED`, "num_states", "layer": the layer's states and steps}, any of
+    them, to change the default models (and their section apart)."""
     start = time.perf_counter()
     default = QUICK if quick else FULL
     sizes = replace(default, adapter=adapter, **(backbone or {}))
@@ -162,8 +162,10 @@ def main(argv: list[str] | None = None) -> int:
                              "own")
     parser.add_argument("--backbone-size", help=f"likewise, at this width x depth (default {FULL.dim}x{FULL.depth}; "
                                                 f"{FULL.backbone} steps unless --backbone-steps)")
+    layer_options(parser, FULL)
     args = parser.parse_args(argv)
     samples = args.samples if args.samples is not None else (16 if args.quick else 500)
+    layer = layer_sizes(args, QUICK if args.quick else FULL)
     backbone = {} if args.backbone_steps is None else {"backbone": args.backbone_steps, "shipped": None}
     if args.backbone_size is not None:
         size = re.fullmatch(r"([1-9][0-9]*)x([1-9][0-9]*)", args.backbone_size)
@@ -172,10 +174,11 @@ def main(argv: list[str] | None = None) -> int:
                   f"{args.backbone_size!r})", file=sys.stderr)
             return 2
         backbone |= {"dim": int(size[1]), "depth": int(size[2]), "shipped": None}
-    if not ready(module, args, {"--samples": samples, "--backbone-steps": backbone.get("backbone", 1)}):
+    if not ready(module, args, {"--samples": samples, "--backbone-steps": backbone.get("backbone", 1),
+                                "--num-states": layer["num_states"], "--layer-steps": layer["layer"]}):
         return 2
     run(pathlib.Path(args.work), pathlib.Path(args.out), samples, args.quick, args.seeds, invocation(module, argv),
-        adapter=args.adapter, backbone=backbone)
+        adapter=args.adapter, backbone={**backbone, **layer})
     return 0
 
 

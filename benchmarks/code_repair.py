@@ -23,7 +23,7 @@ from pcdiff.app.controls import ONE_TOKEN, ControlSettings, control_table
 
 from .code_lines import FULL, MAX_LENGTH, QUICK
 from .fair_generation import RESULTS_HEADER
-from .judged_models import header, judged_parser, ready, spread_text, trained
+from .judged_models import header, judged_parser, layer_options, layer_sizes, ready, spread_text, trained
 from .report import Section, invocation, write_sections
 
 FRACTIONS = (0.5, 0.9)
@@ -70,14 +70,11 @@ def markdown(results: dict[str, list[dict]], info: dict) -> str:
 def main(argv: list[str] | None = None) -> int:
     module = "benchmarks.code_repair"
     parser = judged_parser(module, __doc__, "pcdiff-runs/code-lines", "items per set and masked count (default 300)")
-    parser.add_argument("--num-states", type=int, help=f"the layer's states (default {FULL.num_states}, the code "
-                                                        "benchmarks'; another gets a section of its own)")
-    parser.add_argument("--layer-steps", type=int, help=f"the layer's training steps (default {FULL.layer})")
+    layer_options(parser, FULL)
     args = parser.parse_args(argv)
     items = args.samples if args.samples is not None else (8 if args.quick else 300)
     default = QUICK if args.quick else FULL
-    layer = {"num_states": default.num_states if args.num_states is None else args.num_states,
-             "layer": default.layer if args.layer_steps is None else args.layer_steps}
+    layer = layer_sizes(args, default)
     if not ready(module, args, {"--samples": items, "--num-states": layer["num_states"],
                                 "--layer-steps": layer["layer"]}):
         return 2
@@ -93,11 +90,9 @@ def main(argv: list[str] | None = None) -> int:
                 layer=sizes.layer_text, items=items, seeds=args.seeds)
     body = markdown(results, info)
     print("\n" + body)
-    key, title = "code-repair", "Python lines: the layer's repair against the backbone's training (issue 13)"
-    if args.adapter != "static":
-        key, title = f"{key}-{args.adapter}", f"{title}: {args.adapter} adapter"
-    if (sizes.num_states, sizes.layer) != (default.num_states, default.layer):
-        key, title = f"{key}-h{sizes.num_states}-l{sizes.layer}", f"{title}: {sizes.num_states} states"
+    # the last backbone is the default one: the key and title name the adapter and layer alone
+    key, title = sizes.section("code-repair", "Python lines: the layer's repair against the backbone's training "
+                               "(issue 13)", default)
     write_sections(pathlib.Path(args.out), [Section(key, title, body)], header=RESULTS_HEADER)
     return 0
 

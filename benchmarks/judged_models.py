@@ -26,7 +26,8 @@ from pcdiff.train import load_layer, save_layer, train_backbone, train_codd_laye
 from pcdiff.train.checkpoint import load_backbone, save_backbone
 
 __all__ = ["DATA_SEED", "Sizes", "Models", "trained", "trained_backbone", "prepared", "frozen_backbone",
-           "generate_rows", "over_seeds", "standard_error", "cell", "spread_text", "header", "judged_parser", "ready"]
+           "generate_rows", "over_seeds", "standard_error", "cell", "spread_text", "header", "judged_parser", "layer_options",
+           "layer_sizes", "ready"]
 
 #: Every seed of a judged benchmark trains on this one data split (the shipped words backbone's), so
 #: that seeds vary the models' training and the draws, not the data.
@@ -63,7 +64,7 @@ class Sizes:
 
     def section(self, key: str, title: str, default: Sizes | None = None) -> tuple[str, str]:
         """A report's section key and title: the static layer's own; another adapter's, or (given the
-        benchmark's ``default`` sizes) another backbone's, apart."""
+        benchmark's ``default`` sizes) another backbone's or layer size's, apart."""
         keys, titles = [key], []
         if self.adapter != "static":
             keys.append(self.adapter)
@@ -73,6 +74,9 @@ class Sizes:
             keys.append(self.shipped or f"b{self.backbone}-d{self.dim}x{self.depth}")
             titles.append(f"the shipped backbone {self.shipped}" if self.shipped else
                           f"backbone {self.dim}×{self.depth}, {self.backbone:,} steps")
+        if default is not None and (self.num_states, self.layer) != (default.num_states, default.layer):
+            keys.append(f"h{self.num_states}-l{self.layer}")
+            titles.append(f"layer of {self.num_states} states, {self.layer:,} steps")
         return "-".join(keys), title + (": " + ", ".join(titles) if titles else "")
 
     @property
@@ -261,6 +265,18 @@ def judged_parser(module: str, doc: str, work: str, samples_help: str) -> argpar
     p.add_argument("--adapter", choices=sorted(ADAPTERS), default="static",
                    help="the layer's adapter (default: the demo's, static; another gets a section of its own)")
     return p
+
+
+def layer_options(parser: argparse.ArgumentParser, default: Sizes) -> None:
+    """``--num-states`` and ``--layer-steps``: another layer than the benchmark's (its section apart)."""
+    parser.add_argument("--num-states", type=int, help=f"the layer's states (default {default.num_states})")
+    parser.add_argument("--layer-steps", type=int, help=f"the layer's training steps (default {default.layer})")
+
+
+def layer_sizes(args: argparse.Namespace, default: Sizes) -> dict[str, int]:
+    """The layer's size from :func:`layer_options`' options: ``{"num_states", "layer"}``."""
+    return {"num_states": default.num_states if args.num_states is None else args.num_states,
+            "layer": default.layer if args.layer_steps is None else args.layer_steps}
 
 
 def ready(module: str, args: argparse.Namespace, counts: dict[str, int]) -> bool:

@@ -41,7 +41,8 @@ def test_quick_run_writes_its_section(tmp_path):
 def test_bad_options_end_with_one_line_and_status_2(capsys):
     assert code_lines.main(["--threads", "0"]) == 2 and code_lines.main(["--samples", "0"]) == 2
     assert code_lines.main(["--backbone-steps", "0"]) == 2 and code_lines.main(["--backbone-size", "128"]) == 2
-    assert len(capsys.readouterr().err.strip().splitlines()) == 4              # one line each
+    assert code_lines.main(["--num-states", "0"]) == 2
+    assert len(capsys.readouterr().err.strip().splitlines()) == 5              # one line each
 
 
 def test_another_backbone_or_adapter_gets_a_section_of_its_own():
@@ -52,6 +53,9 @@ def test_another_backbone_or_adapter_gets_a_section_of_its_own():
     assert wider.section("code-lines", "T", default) == ("code-lines-backbone_weight-b8000-d128x4",
                                                          "T: backbone_weight adapter, backbone 128×4, 8,000 steps")
     assert wider.section("code-lines", "T") == ("code-lines-backbone_weight", "T: backbone_weight adapter")
+    smaller = replace(default, num_states=128, layer=4000)
+    assert smaller.section("code-lines", "T", default) == ("code-lines-h128-l4000",
+                                                           "T: layer of 128 states, 4,000 steps")
 
 
 def test_over_seeds_means_and_sds_and_refuses_mismatched_rows():
