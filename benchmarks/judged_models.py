@@ -26,8 +26,8 @@ from pcdiff.train import load_layer, save_layer, train_backbone, train_codd_laye
 from pcdiff.train.checkpoint import load_backbone, save_backbone
 
 __all__ = ["DATA_SEED", "Sizes", "Models", "trained", "trained_backbone", "prepared", "frozen_backbone",
-           "generate_rows", "over_seeds", "standard_error", "cell", "spread_text", "header", "judged_parser", "layer_options",
-           "layer_sizes", "ready"]
+           "generate_rows", "over_seeds", "standard_error", "cell", "spread_text", "header", "judged_parser",
+           "layer_options", "layer_sizes", "ready"]
 
 #: Every seed of a judged benchmark trains on this one data split (the shipped words backbone's), so
 #: that seeds vary the models' training and the draws, not the data.
