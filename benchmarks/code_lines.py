@@ -27,6 +27,7 @@ from dataclasses import replace
 import torch
 
 from pcdiff.app.judge import code_reference_rates, judge_code_lines
+from pcdiff.data.sources import PYTHON_MAX_LENGTH
 from pcdiff.train import heldout_objective
 
 from .fair_generation import RESULTS_HEADER, ratio_of
@@ -34,7 +35,7 @@ from .judged_models import (Sizes, cell, generate_rows, header, judged_parser, l
                             ready, spread_text, standard_error, trained)
 from .report import Section, invocation, write_sections
 
-MAX_LENGTH = 31                                            # + the end symbol: blocks of 32
+MAX_LENGTH = PYTHON_MAX_LENGTH                             # + the end symbol: blocks of 32
 ONE_PER_STEP = MAX_LENGTH + 1
 # (steps per block, remasking rule); the random-order pair measures the factorization loss alone
 CELLS = ((2, "low_confidence"), (4, "low_confidence"), (8, "low_confidence"), (ONE_PER_STEP, "low_confidence"),

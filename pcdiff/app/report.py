@@ -34,7 +34,7 @@ def markdown_tables(results: dict) -> str:
         f, c = gen["factorized"][steps], gen["codd"][steps]
         lines.append(f"| {steps} | {_fmt(f['valid'])} | {_fmt(c['valid'])} | {f['distinct_valid']} | "
                      f"{c['distinct_valid']} | {_fmt(f['malformed'])} | {_fmt(c['malformed'])} |")
-    if "tokenizable" in next(iter(gen["factorized"].values()), {}):
+    if _judged_as_code(gen):
         lines += ["", *_code_table(gen, results.get("heldout_lines"))]
     infill = results["infill"]
     lines += ["", "## One-step infill of held-out items (fraction of results that are real items)", "",
@@ -47,6 +47,11 @@ def markdown_tables(results: dict) -> str:
                       f"{timing['seconds_per_block_codd'] * 1e3:.3f} ms with CoDD "
                       f"(overhead ×{timing['overhead_ratio']:.2f})."]
     return "\n".join(lines) + "\n"
+
+
+def _judged_as_code(gen: dict) -> bool:
+    """Whether the generated items carry the code oracle's rates (Python lines)."""
+    return "tokenizable" in next(iter(gen["factorized"].values()), {})
 
 
 def _code_table(gen: dict, heldout: dict | None) -> list[str]:
@@ -113,7 +118,7 @@ def save_plots(results: dict, out_dir: pathlib.Path) -> list[pathlib.Path]:
     methods = (("one_step", "one-step (factorized)"), ("sequential", "sequential"), ("codd", "CoDD"))
     modes = (("factorized", "factorized"), ("codd", "CoDD"))
     # Python lines are judged by the tokenizer (few generated lines are real stdlib lines)
-    rate = "tokenizable" if "tokenizable" in next(iter(gen["factorized"].values()), {}) else "valid"
+    rate = "tokenizable" if _judged_as_code(gen) else "valid"
     return [
         _line_plot(out_dir / "perplexity.png", "Held-out perplexity", "masked fraction", "perplexity per masked token",
                    [(label, [float(f) for f in ppl[m]], list(ppl[m].values())) for m, label in methods]),

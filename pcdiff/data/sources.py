@@ -24,7 +24,6 @@ __all__ = ["load_words", "load_python_lines", "load_text_file", "load_dataset", 
 #: block and the circuit's size grows with it, so a longer one is a mistake (or a hostile file), not data.
 MAX_LENGTH = 1024
 
-
 #: Python lines' default longest line: blocks of 32 positions, the size of CoDD's code experiments and
 #: of the shipped code backbone (pcdiff 0.2 read lines of up to 32, blocks of 33).
 PYTHON_MAX_LENGTH = 31
