@@ -13,6 +13,9 @@ def test_quick_run_writes_one_table_per_item_set_and_the_targets(tmp_path, capsy
         assert heading in text
     assert "| 1 token |" in text and "| 0.9 |" in text
     assert "gain at one masked token" in text
+    assert "training distribution (exact)" in text and "excess over the training distribution" in text
+    unseen = text.split("**unseen types**")[1].split("Targets")[0]
+    assert all(line.split(" | ")[6] == "–" for line in unseen.splitlines() if line.startswith("| 0."))
 
 
 def test_another_layer_gets_a_section_of_its_own(tmp_path):

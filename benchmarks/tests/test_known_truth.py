@@ -45,6 +45,7 @@ def test_quick_run_prints_the_table(capsys):
     for fraction in known_truth.FRACTIONS:
         assert f"| {fraction} | " in out
     assert "CoDD is within" in out and "truth" in out
+    assert "| 1 token | " in out and "At one masked token CoDD gains" in out
     assert "The exponent β" not in out                   # the static layer puts no weight on the backbone
 
 
@@ -58,3 +59,4 @@ def test_quick_run_with_a_learned_backbone_weight_reports_it(capsys, tmp_path):
     assert written.count("The exponent β") == 2
     assert "first fit alone by 1 EM epochs" in out and "The exponent β" in out
     assert out.count("| 0.5 | ") == 3 and "circuit alone" in out      # two seeds and their summary
+    assert "CoDD's gain over one-step at one masked token" in written

@@ -19,7 +19,13 @@ positions (fixed counts: a low-variance estimate):
   fit by mini-batch EM, and ``circuit_alone``, the layer's own circuit (same structure and
   initialization) fit alone by Adam, both scored exactly as log C(x) − log C(x_O). CoDD's circuit
   should beat neither alone by being a better model of the data, only by coupling the backbone;
-  if either beats sequential decoding, the backbone is the weak part.
+  if either beats sequential decoding, the backbone is the weak part;
+* ``training_distribution`` (in-distribution items only): −log p_D(x_M | x_O) under the very
+  distribution those items are drawn from, exact by enumeration of the training items
+  (:class:`pcdiff.data.EmpiricalDistribution`): its mean is the true conditional entropy, the floor
+  of every model on that set. ``backbone_excess`` (one-step − it, paired) is how far the backbone is
+  from the data where it is scored; at one masked token that is all CoDD can repair. A model that
+  generalizes to unseen types sits above this floor by design (it memorizes the training items).
 """
 from __future__ import annotations
 
@@ -136,6 +142,8 @@ def _row(scores: dict[str, torch.Tensor]) -> dict:
     orders = [name for name in scores if name.startswith("sequential:")]
     best = min(orders, key=lambda name: row[name]["mean"])
     row["sequential_best"] = {**row[best], "order": best.removeprefix("sequential:")}
+    if "training_distribution" in scores:
+        row["backbone_excess"] = mean_ci(scores["one_step"] - scores["training_distribution"])
     if "codd" in scores:
         row["codd_gain"] = mean_ci(scores["one_step"] - scores["codd"])
         row["codd_minus_floor"] = mean_ci(scores["codd"] - scores[best])
@@ -157,10 +165,12 @@ def control_table(backbone, layer: CoDDLayer, data: ItemData, num_states: int,
     counts = _mask_counts(data.block_length, settings.fractions)
     jobs = [(name, label) for name in sets for label in counts if len(sets[name])]
     table: dict[str, dict] = {name: {"items": len(x), "rows": {}} for name, x in sets.items()}
+    exact = {"in_distribution": {"training_distribution": data.train_distribution()}}
     for name, label in tqdm(jobs, total=len(jobs), desc="controls", disable=not progress):
         # one generator per (set, count): a row's masks do not depend on which rows ran before it
         generator = torch.Generator().manual_seed(settings.seed + 7919 * (list(counts).index(label) + 1))
-        scores = _per_token_scores(backbone, layer, circuits, sets[name], counts[label], settings, generator)
+        scores = _per_token_scores(backbone, layer, {**circuits, **exact.get(name, {})}, sets[name], counts[label],
+                                   settings, generator)
         table[name]["rows"][label] = {"masked": counts[label], **_row(scores)}
     return {"settings": {**asdict(settings), "fractions": [str(f) for f in settings.fractions]},
             "standalone": fits, "sets": table,

@@ -5,6 +5,7 @@ import math
 import pathlib
 
 from ..files import atomic_write
+from .controls import ONE_TOKEN
 
 
 def _fmt(value) -> str:
@@ -83,7 +84,19 @@ def _control_columns(rows: dict) -> list[tuple[str, str]]:
     orders = [(f"seq. {key.removeprefix('sequential:').replace('_', ' ')}", key)
               for key in next(iter(rows.values()), {}) if key.startswith("sequential:")]
     return [c for c in [("one-step", "one_step"), *orders, ("CoDD", "codd"), ("CoDD − floor", "codd_minus_floor"),
-                        ("HMM alone (EM)", "hmm_em"), ("circuit alone", "circuit_alone")] if c[1] in keys]
+                        ("HMM alone (EM)", "hmm_em"), ("circuit alone", "circuit_alone"),
+                        ("training distribution (exact)", "training_distribution")] if c[1] in keys]
+
+
+def _excess_sentence(controls: dict) -> list[str]:
+    """How far the backbone is from the training distribution at one masked token, and CoDD's share of it."""
+    row = controls["sets"].get("in_distribution", {}).get("rows", {}).get(ONE_TOKEN, {})
+    if "backbone_excess" not in row:
+        return []
+    excess, gain = row["backbone_excess"], row.get("codd_gain")
+    share = "" if gain is None or excess["mean"] <= 0 else f"; CoDD's gain is {gain['mean'] / excess['mean']:.0%} of it"
+    return ["", f"**The backbone's excess over the training distribution at one masked token** (in distribution: "
+                f"one-step − the exact floor those items are drawn with): {_pm(excess)} nats{share}."]
 
 
 def controls_tables(controls: dict) -> list[str]:
@@ -98,7 +111,7 @@ def controls_tables(controls: dict) -> list[str]:
              f"order(s) per draw, the floor is the better of them. Circuits alone (no backbone), fit on "
              f"{settings['fit_items']} training occurrences: {alone}.", "",
              f"**CoDD's gain over one-step at one masked token** (no factorization gap there; ≈ 0 for a converged "
-             f"backbone): {gain}."]
+             f"backbone): {gain}.", *_excess_sentence(controls)]
     for name, table in controls["sets"].items():
         columns = _control_columns(table["rows"])
         lines += ["", f"### {name.replace('_', ' ')} ({table['items']} item{'' if table['items'] == 1 else 's'})", "",

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from .empirical import EmpiricalDistribution
 from .vocabulary import Vocabulary
 
 __all__ = ["ItemData", "split_types"]
@@ -72,6 +73,11 @@ class ItemData:
             weights = torch.tensor(self.train_weights, dtype=torch.float64)
             rows = torch.multinomial(weights, batch_size, replacement=True, generator=generator)
         return train[rows]
+
+    def train_distribution(self) -> EmpiricalDistribution:
+        """The distribution training rows are drawn from (:meth:`sample_train_batch`), with exact marginals."""
+        weights = None if self.train_weights is None else torch.tensor(self.train_weights, dtype=torch.float64)
+        return EmpiricalDistribution(self.encode_train(), weights)
 
     def is_real(self, item: str) -> bool:
         return item in self.valid_set

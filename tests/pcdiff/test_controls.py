@@ -96,10 +96,17 @@ def test_control_table_has_every_control_and_the_report_prints_it(tiny_run):
         assert row["codd_gain"]["mean"] == pytest.approx(row["one_step"]["mean"] - row["codd"]["mean"])
     one = rows["1 token"]
     assert one["sequential:left_to_right"]["mean"] == pytest.approx(one["one_step"]["mean"])
+    # the exact floor of the in-distribution items: no model beats the distribution they are drawn from
+    for row in rows.values():
+        truth = row["training_distribution"]["mean"]
+        assert 0 <= truth <= min(row[m]["mean"] for m in methods) + 1e-9
+        assert row["backbone_excess"]["mean"] == pytest.approx(row["one_step"]["mean"] - truth)
+    assert all("training_distribution" not in row for row in controls["sets"]["unseen_types"]["rows"].values())
     assert controls["codd_gain_one_token"]["in_distribution"] == one["codd_gain"]
     text = "\n".join(controls_tables(controls))
     assert "CoDD's gain over one-step at one masked token" in text and "### unseen types" in text
     assert text.count("| 1 token (1) |") == 2
+    assert "excess over the training distribution at one masked token" in text and "(exact)" in text
 
 
 def test_the_circuits_alone_can_be_left_out_and_the_rest_is_unchanged(tiny_run):
