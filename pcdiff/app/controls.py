@@ -26,6 +26,10 @@ positions (fixed counts: a low-variance estimate):
   of every model on that set. ``backbone_excess`` (one-step − it, paired) is how far the backbone is
   from the data where it is scored; at one masked token that is all CoDD can repair. A model that
   generalizes to unseen types sits above this floor by design (it memorizes the training items).
+  ``training_distribution_one_step`` scores each masked token by its exact marginal under that
+  distribution: the best any factorized prediction can do, so ``data_factorization_gap`` (it − the
+  floor) is the data's own factorization gap, the part of one-step's excess that coupling can close.
+  Both are left out where the training table has more than ``exact_floor_limit`` rows × positions.
 """
 from __future__ import annotations
 
@@ -40,7 +44,7 @@ import structures
 from ..arguments import check_int, check_number
 from ..codd import CoDDLayer
 from ..data import ItemData
-from .scoring import backbone_scores, circuit_scores, fixed_masks, left_to_right, mean_ci
+from .scoring import backbone_scores, circuit_scores, fixed_masks, left_to_right, marginal_scores, mean_ci
 
 __all__ = ["ControlSettings", "control_table", "item_sets", "standalone_circuits"]
 
@@ -61,9 +65,11 @@ class ControlSettings:
     seed: int = 0
     batch_size: int = 512
     circuits_alone: bool = True            # False: no EM-fit HMM nor circuit fit alone (the slowest controls)
+    # the exact floor enumerates the training table for every item: left out above this many rows × positions
+    exact_floor_limit: int = 4_000_000
 
     def __post_init__(self):
-        for name in ("items", "mask_draws", "fit_batch_size", "batch_size"):
+        for name in ("items", "mask_draws", "fit_batch_size", "batch_size", "exact_floor_limit"):
             check_int(name, getattr(self, name), 1)
         check_int("fit_items", self.fit_items, 1, optional=True)
         if self.fit_items is None:
@@ -120,8 +126,9 @@ def _mask_counts(length: int, fractions) -> dict[str, int]:
 
 
 def _per_token_scores(backbone, layer, circuits: dict, x0: torch.Tensor, count: int, settings: ControlSettings,
-                      generator: torch.Generator) -> dict[str, torch.Tensor]:
-    """Method → ``[N]`` NLL per masked token of each item, averaged over the mask draws."""
+                      generator: torch.Generator, truth=None) -> dict[str, torch.Tensor]:
+    """Method → ``[N]`` NLL per masked token of each item, averaged over the mask draws (``truth``: the
+    distribution the items are drawn from, scored jointly and one-step)."""
     total: dict[str, torch.Tensor] = {}
     for _ in range(settings.mask_draws):
         masked = fixed_masks(x0, count, generator).to(x0.device)
@@ -131,6 +138,9 @@ def _per_token_scores(backbone, layer, circuits: dict, x0: torch.Tensor, count: 
             orders[name] = torch.rand(x0.shape, generator=generator).to(x0.device)
         scores = backbone_scores(backbone, layer, x0, masked, orders, settings.batch_size, generator)
         scores.update({name: circuit_scores(c, x0, masked) for name, c in circuits.items()})
+        if truth is not None:
+            scores["training_distribution"] = circuit_scores(truth, x0, masked)
+            scores["training_distribution_one_step"] = marginal_scores(truth, x0, masked)
         for name, value in scores.items():
             total[name] = total.get(name, 0.0) + value.double().cpu() / (count * settings.mask_draws)
     return total
@@ -144,6 +154,8 @@ def _row(scores: dict[str, torch.Tensor]) -> dict:
     row["sequential_best"] = {**row[best], "order": best.removeprefix("sequential:")}
     if "training_distribution" in scores:
         row["backbone_excess"] = mean_ci(scores["one_step"] - scores["training_distribution"])
+        row["data_factorization_gap"] = mean_ci(scores["training_distribution_one_step"]
+                                                - scores["training_distribution"])
     if "codd" in scores:
         row["codd_gain"] = mean_ci(scores["one_step"] - scores["codd"])
         row["codd_minus_floor"] = mean_ci(scores["codd"] - scores[best])
@@ -165,12 +177,13 @@ def control_table(backbone, layer: CoDDLayer, data: ItemData, num_states: int,
     counts = _mask_counts(data.block_length, settings.fractions)
     jobs = [(name, label) for name in sets for label in counts if len(sets[name])]
     table: dict[str, dict] = {name: {"items": len(x), "rows": {}} for name, x in sets.items()}
-    exact = {"in_distribution": {"training_distribution": data.train_distribution()}}
+    table_size = data.encode_train().numel()
+    truths = {"in_distribution": data.train_distribution()} if table_size <= settings.exact_floor_limit else {}
     for name, label in tqdm(jobs, total=len(jobs), desc="controls", disable=not progress):
         # one generator per (set, count): a row's masks do not depend on which rows ran before it
         generator = torch.Generator().manual_seed(settings.seed + 7919 * (list(counts).index(label) + 1))
-        scores = _per_token_scores(backbone, layer, {**circuits, **exact.get(name, {})}, sets[name], counts[label],
-                                   settings, generator)
+        scores = _per_token_scores(backbone, layer, circuits, sets[name], counts[label], settings, generator,
+                                   truths.get(name))
         table[name]["rows"][label] = {"masked": counts[label], **_row(scores)}
     return {"settings": {**asdict(settings), "fractions": [str(f) for f in settings.fractions]},
             "standalone": fits, "sets": table,

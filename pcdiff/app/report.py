@@ -85,7 +85,8 @@ def _control_columns(rows: dict) -> list[tuple[str, str]]:
               for key in next(iter(rows.values()), {}) if key.startswith("sequential:")]
     return [c for c in [("one-step", "one_step"), *orders, ("CoDD", "codd"), ("CoDD − floor", "codd_minus_floor"),
                         ("HMM alone (EM)", "hmm_em"), ("circuit alone", "circuit_alone"),
-                        ("training distribution (exact)", "training_distribution")] if c[1] in keys]
+                        ("training distribution (exact)", "training_distribution"),
+                        ("its one-step (exact)", "training_distribution_one_step")] if c[1] in keys]
 
 
 def _excess_sentence(controls: dict) -> list[str]:

@@ -9,7 +9,8 @@ is the item's summed negative log-likelihood (nats) of its masked tokens given t
                 masked token, each token scored and then revealed (the factorization's floor);
   codd          −log p̂(x_M | x_O): the CoDD layer's exact joint likelihood (arXiv:2510.22510);
   circuit       −log C(x_M | x_O) = log C(x_O) − log C(x) for a circuit used alone (two exact
-                marginal queries, no backbone).
+                marginal queries, no backbone);
+  marginal      Σ_i −log p(x_i | x_O) from a distribution's exact marginals: its own one-step score.
 """
 from __future__ import annotations
 
@@ -20,7 +21,8 @@ import torch
 from ..codd.checks import check_finite
 from ..train.noise import corrupt, mask_exactly
 
-__all__ = ["batches", "fixed_masks", "backbone_scores", "circuit_scores", "left_to_right", "mean_ci"]
+__all__ = ["batches", "fixed_masks", "backbone_scores", "circuit_scores", "marginal_scores", "left_to_right",
+           "mean_ci"]
 
 #: two-sided 95% normal quantile: the CIs are mean ± Z95 · (per-item standard deviation) / √N
 Z95 = 1.959964
@@ -97,6 +99,15 @@ def circuit_scores(circuit, x0: torch.Tensor, masked: torch.Tensor, batch_size: 
         x, m = x0[rows], masked[rows]
         pieces.append(circuit.log_prob(x, observed=~m) - circuit.log_prob(x))
     return torch.cat(pieces) if pieces else torch.zeros(0)
+
+
+@torch.no_grad()
+def marginal_scores(distribution, x0: torch.Tensor, masked: torch.Tensor) -> torch.Tensor:
+    """``[N]``: Σ_{i∈M} −log p(x_i | x_O), a distribution's own one-step score, each masked token from
+    its exact marginal given the observed ones (``distribution.log_marginals``, e.g.
+    :class:`pcdiff.data.EmpiricalDistribution`)."""
+    log_marginals = distribution.log_marginals(x0, observed=~masked)
+    return -torch.where(masked.to(log_marginals.device), log_marginals, 0.0).sum(1)
 
 
 def mean_ci(values: torch.Tensor) -> dict[str, float]:

@@ -45,16 +45,40 @@ class EmpiricalDistribution:
     def log_prob(self, x: torch.Tensor, observed: torch.Tensor | None = None) -> torch.Tensor:
         """``[N]`` float64: log p(x), or the exact marginal log p(x_O) summing out the positions where
         ``observed`` ``[N, L]`` is False; −inf where no row agrees."""
+        return self._query(x, observed, marginals=False)
+
+    def log_marginals(self, x: torch.Tensor, observed: torch.Tensor) -> torch.Tensor:
+        """``[N, L]`` float64: log p(x_i | x_O) at every position i, each token's exact marginal given
+        the observed ones alone (0 at observed positions). Summed over the unobserved positions, its
+        negative is this distribution's own one-step (factorized) score. Raises where no row agrees
+        with an item's observed tokens (the conditional is undefined there)."""
+        return self._query(x, observed, marginals=True)
+
+    def _query(self, x: torch.Tensor, observed: torch.Tensor | None, marginals: bool) -> torch.Tensor:
         if x.dim() != 2 or x.shape[1] != self.length:
             raise ValueError(f"x must have shape [N, {self.length}], got {list(x.shape)}")
         if observed is not None and observed.shape != x.shape:
             raise ValueError(f"observed must have the shape of x {list(x.shape)}, got {list(observed.shape)}")
         x = x.long().cpu()
         ignored = torch.zeros_like(x, dtype=torch.bool) if observed is None else ~observed.bool().cpu()
-        chunk = max(1, _CHUNK_ELEMENTS // self.rows.numel())
+        # the marginals hold a float64 [n, M, L] tensor per chunk, 8 bytes where the bools hold one
+        chunk = max(1, _CHUNK_ELEMENTS // (self.rows.numel() * (8 if marginals else 1)))
         pieces = []
         for start in range(0, len(x), chunk):
             xs, free = x[start:start + chunk], ignored[start:start + chunk]
-            agrees = ((self.rows.unsqueeze(0) == xs.unsqueeze(1)) | free.unsqueeze(1)).all(-1)     # [n, M]
-            pieces.append(torch.where(agrees, self.log_weights, -torch.inf).logsumexp(-1))
-        return torch.cat(pieces) if pieces else torch.zeros(0, dtype=torch.float64)
+            equal = self.rows.unsqueeze(0) == xs.unsqueeze(1)                                      # [n, M, L]
+            agrees = (equal | free.unsqueeze(1)).all(-1)                                           # [n, M]
+            log_mass = torch.where(agrees, self.log_weights, -torch.inf)
+            if not marginals:
+                pieces.append(log_mass.logsumexp(-1))
+                continue
+            # the rows agreeing with x_O that also hold x_i at position i, over the rows agreeing with x_O
+            joint = torch.where(equal, log_mass.unsqueeze(-1), -torch.inf).logsumexp(1)           # [n, L]
+            evidence = log_mass.logsumexp(-1, keepdim=True)
+            if bool(torch.isinf(evidence).any()):
+                raise ValueError("an item's observed tokens agree with no row: p(x_O) = 0, so its "
+                                 "conditional marginals are undefined")
+            pieces.append(joint - evidence)
+        if pieces:
+            return torch.cat(pieces)
+        return torch.zeros((0, self.length) if marginals else 0, dtype=torch.float64)

@@ -101,6 +101,9 @@ def test_control_table_has_every_control_and_the_report_prints_it(tiny_run):
         truth = row["training_distribution"]["mean"]
         assert 0 <= truth <= min(row[m]["mean"] for m in methods) + 1e-9
         assert row["backbone_excess"]["mean"] == pytest.approx(row["one_step"]["mean"] - truth)
+        assert row["data_factorization_gap"]["mean"] == pytest.approx(
+            row["training_distribution_one_step"]["mean"] - truth)
+    assert rows["1 token"]["data_factorization_gap"]["mean"] == pytest.approx(0.0, abs=1e-9)
     assert all("training_distribution" not in row for row in controls["sets"]["unseen_types"]["rows"].values())
     assert controls["codd_gain_one_token"]["in_distribution"] == one["codd_gain"]
     text = "\n".join(controls_tables(controls))
@@ -109,15 +112,16 @@ def test_control_table_has_every_control_and_the_report_prints_it(tiny_run):
     assert "excess over the training distribution at one masked token" in text and "(exact)" in text
 
 
-def test_the_circuits_alone_can_be_left_out_and_the_rest_is_unchanged(tiny_run):
+def test_the_circuits_alone_and_the_exact_floor_can_be_left_out_and_the_rest_is_unchanged(tiny_run):
     settings = ControlSettings(items=6, fit_epochs=1)
     full = control_table(tiny_run.backbone, tiny_run.layer, tiny_run.data, 4, settings, progress=False)
     lean = control_table(tiny_run.backbone, tiny_run.layer, tiny_run.data, 4,
-                         ControlSettings(items=6, fit_epochs=1, circuits_alone=False), progress=False)
+                         ControlSettings(items=6, fit_epochs=1, circuits_alone=False, exact_floor_limit=1),
+                         progress=False)
     assert lean["standalone"] == {}
     for name, table in lean["sets"].items():
         for label, row in table["rows"].items():
-            assert "hmm_em" not in row and "circuit_alone" not in row
+            assert "hmm_em" not in row and "circuit_alone" not in row and "training_distribution" not in row
             assert row["codd_gain"] == full["sets"][name]["rows"][label]["codd_gain"]
     with pytest.raises(ValueError, match="circuits_alone"):
         ControlSettings(circuits_alone="no")

@@ -7,7 +7,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pcdiff.app.scoring import circuit_scores
+from pcdiff.app.scoring import circuit_scores, marginal_scores
 from pcdiff.data import EmpiricalDistribution, ItemData, Vocabulary
 
 
@@ -16,7 +16,8 @@ def tables(draw):
     length, vocab = draw(st.integers(1, 4)), draw(st.integers(2, 3))
     rows = draw(st.lists(st.lists(st.integers(0, vocab - 1), min_size=length, max_size=length), min_size=1,
                          max_size=8))
-    weights = draw(st.lists(st.floats(0.0, 5.0), min_size=len(rows), max_size=len(rows)).filter(any))
+    weight = st.one_of(st.just(0.0), st.floats(0.01, 5.0))                   # zero weights included
+    weights = draw(st.lists(weight, min_size=len(rows), max_size=len(rows)).filter(any))
     queries = draw(st.lists(st.lists(st.integers(0, vocab - 1), min_size=length, max_size=length), min_size=1,
                             max_size=5))
     observed = draw(st.lists(st.lists(st.booleans(), min_size=length, max_size=length), min_size=len(queries),
@@ -39,6 +40,40 @@ def test_marginals_are_the_weight_of_the_agreeing_rows(table):
                                torch.zeros(len(queries), dtype=torch.float64))
 
 
+@settings(max_examples=60, deadline=None)
+@given(tables())
+def test_marginals_given_the_observed_tokens_are_ratios_of_agreeing_weight(table):
+    rows, weights, queries, observed = table
+    dist = EmpiricalDistribution(torch.tensor(rows), torch.tensor(weights, dtype=torch.float64))
+    agree = lambda row, query, seen: all(r == q or not s for r, q, s in zip(row, query, seen))  # noqa: E731
+    keep = [i for i, (q, o) in enumerate(zip(queries, observed))
+            if any(w > 0 and agree(r, q, o) for r, w in zip(rows, weights))]
+    if not keep:
+        return
+    queries, observed = [queries[i] for i in keep], [observed[i] for i in keep]
+    got = dist.log_marginals(torch.tensor(queries), torch.tensor(observed))
+    for query, seen, values in zip(queries, observed, got.tolist()):
+        evidence = sum(w for r, w in zip(rows, weights) if agree(r, query, seen))
+        for i, value in enumerate(values):
+            mass = sum(w for r, w in zip(rows, weights) if agree(r, query, seen) and r[i] == query[i])
+            expected = -math.inf if mass == 0 else math.log(mass / evidence)
+            assert value == (expected if mass == 0 else pytest.approx(expected, rel=1e-9, abs=1e-12))
+            if seen[i]:
+                assert value == pytest.approx(0.0, abs=1e-12)
+
+
+def test_one_step_and_joint_agree_at_one_masked_token_and_differ_by_the_correlation():
+    # two equally likely words "ab", "ba": each letter alone is a coin flip, the pair is one bit
+    data = ItemData(["ab", "ba"], [], Vocabulary.from_items(["ab", "ba"]), 3)       # + the end symbol
+    dist, x0 = data.train_distribution(), data.encode_train()
+    both, first = torch.tensor([[True, True, False]] * 2), torch.tensor([[True, False, False]] * 2)
+    torch.testing.assert_close(marginal_scores(dist, x0, both), torch.full((2,), 2 * math.log(2), dtype=torch.float64))
+    torch.testing.assert_close(circuit_scores(dist, x0, both), torch.full((2,), math.log(2), dtype=torch.float64))
+    torch.testing.assert_close(marginal_scores(dist, x0, first), circuit_scores(dist, x0, first))
+    with pytest.raises(ValueError, match="agree with no row"):
+        dist.log_marginals(torch.tensor([[0, 0, 0]]), torch.tensor([[True, True, True]]))
+
+
 def test_the_conditional_scored_like_a_circuit_is_the_data_distribution_s():
     # "cab" ×3, "cob" ×1: with the middle masked, -log p(a | c_b) = log(4/3)
     data = ItemData(["cab", "cob", "dab"], [], Vocabulary.from_items(["cab", "cob", "dab"]), 4,
@@ -59,6 +94,10 @@ def test_chunks_agree_with_one_pass(monkeypatch):
     whole = dist.log_prob(x, observed)
     monkeypatch.setattr("pcdiff.data.empirical._CHUNK_ELEMENTS", 7 * rows.numel())
     torch.testing.assert_close(dist.log_prob(x, observed), whole)
+    x = torch.where(observed, rows[:40], x)                  # observed tokens from a row: p(x_O) > 0
+    marginals = dist.log_marginals(x, observed)
+    monkeypatch.setattr("pcdiff.data.empirical._CHUNK_ELEMENTS", 1 << 25)
+    torch.testing.assert_close(dist.log_marginals(x, observed), marginals)
 
 
 def test_bad_tables_and_queries_are_named():
