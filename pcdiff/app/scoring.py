@@ -102,12 +102,17 @@ def circuit_scores(circuit, x0: torch.Tensor, masked: torch.Tensor, batch_size: 
 
 
 @torch.no_grad()
-def marginal_scores(distribution, x0: torch.Tensor, masked: torch.Tensor) -> torch.Tensor:
-    """``[N]``: Σ_{i∈M} −log p(x_i | x_O), a distribution's own one-step score, each masked token from
-    its exact marginal given the observed ones (``distribution.log_marginals``, e.g.
+def marginal_scores(distribution, x0: torch.Tensor, masked: torch.Tensor, batch_size: int = 2048) -> torch.Tensor:
+    """``[N]``: Σ_{i∈M} −log p(x_i | x_O), a distribution's own one-step score: each masked token from its
+    exact marginal given the observed ones (``distribution.marginals``: a compiled circuit, or
     :class:`pcdiff.data.EmpiricalDistribution`)."""
-    log_marginals = distribution.log_marginals(x0, observed=~masked)
-    return -torch.where(masked.to(log_marginals.device), log_marginals, 0.0).sum(1)
+    pieces = []
+    for rows in batches(len(x0), batch_size):
+        x, m = x0[rows], masked[rows]
+        marginals = distribution.marginals(x, observed=~m)                         # [n, L, V]
+        token = marginals.gather(-1, x.to(marginals.device).unsqueeze(-1)).squeeze(-1).double()
+        pieces.append(-torch.where(m.to(token.device), token.log(), 0.0).sum(1).cpu())
+    return torch.cat(pieces) if pieces else torch.zeros(0, dtype=torch.float64)
 
 
 def mean_ci(values: torch.Tensor) -> dict[str, float]:

@@ -77,7 +77,7 @@ class ItemData:
     def train_distribution(self) -> EmpiricalDistribution:
         """The distribution training rows are drawn from (:meth:`sample_train_batch`), with exact marginals."""
         weights = None if self.train_weights is None else torch.tensor(self.train_weights, dtype=torch.float64)
-        return EmpiricalDistribution(self.encode_train(), weights)
+        return EmpiricalDistribution(self.encode_train(), weights, vocab_size=self.vocab.size)
 
     def is_real(self, item: str) -> bool:
         return item in self.valid_set

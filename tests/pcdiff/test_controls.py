@@ -10,7 +10,8 @@ import structures
 from pcdiff.app.controls import ControlSettings, control_table, item_sets
 from pcdiff.app.evaluation import red_flags
 from pcdiff.app.report import controls_tables
-from pcdiff.app.scoring import backbone_scores, circuit_scores, fixed_masks, left_to_right, mean_ci
+from pcdiff.app.scoring import (backbone_scores, circuit_scores, fixed_masks, left_to_right, marginal_scores,
+                                mean_ci)
 from tests.helpers.brute import all_assignments, evaluate
 from tests.helpers.stubs import V, StubBackbone, contextual
 
@@ -27,6 +28,21 @@ def test_circuit_scores_are_the_exact_conditional_by_brute_force():
         agree = (assignments[:, ~m] == x[~m]).all(1)                   # completions of the observed part
         joint = probs[(assignments == x).all(1)].sum()
         assert float(got[row]) == pytest.approx(-math.log(joint / probs[agree].sum()), rel=1e-9)
+
+
+def test_marginal_scores_of_a_circuit_are_its_exact_one_step_by_brute_force():
+    circuit = structures.hmm(4, 3, 3, seed=5)
+    assignments = all_assignments(circuit)
+    probs = evaluate(circuit, assignments)
+    x0 = torch.tensor([[0, 2, 1, 1], [2, 2, 0, 1]])
+    masked = torch.tensor([[True, False, True, False], [False, True, True, True]])
+    got = marginal_scores(structures.compile(circuit, dtype=torch.float64), x0, masked)
+    for row in range(2):
+        x, m = x0[row].numpy(), masked[row].numpy()
+        agree = (assignments[:, ~m] == x[~m]).all(1)
+        expected = sum(-math.log(probs[agree & (assignments[:, i] == x[i])].sum() / probs[agree].sum())
+                       for i in np.flatnonzero(m))
+        assert float(got[row]) == pytest.approx(expected, rel=1e-9)
 
 
 def test_sequential_is_the_chain_rule_in_the_given_order_and_one_step_at_one_token():

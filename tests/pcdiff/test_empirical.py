@@ -44,22 +44,26 @@ def test_marginals_are_the_weight_of_the_agreeing_rows(table):
 @given(tables())
 def test_marginals_given_the_observed_tokens_are_ratios_of_agreeing_weight(table):
     rows, weights, queries, observed = table
-    dist = EmpiricalDistribution(torch.tensor(rows), torch.tensor(weights, dtype=torch.float64))
+    vocab = max(max(r) for r in rows + queries) + 1
+    dist = EmpiricalDistribution(torch.tensor(rows), torch.tensor(weights, dtype=torch.float64), vocab_size=vocab)
     agree = lambda row, query, seen: all(r == q or not s for r, q, s in zip(row, query, seen))  # noqa: E731
     keep = [i for i, (q, o) in enumerate(zip(queries, observed))
             if any(w > 0 and agree(r, q, o) for r, w in zip(rows, weights))]
     if not keep:
+        with pytest.raises(ValueError, match="agree with no row"):
+            dist.marginals(torch.tensor(queries), torch.tensor(observed))
         return
     queries, observed = [queries[i] for i in keep], [observed[i] for i in keep]
-    got = dist.log_marginals(torch.tensor(queries), torch.tensor(observed))
-    for query, seen, values in zip(queries, observed, got.tolist()):
+    got = dist.marginals(torch.tensor(queries), torch.tensor(observed))
+    assert got.shape == (len(queries), len(rows[0]), vocab)
+    for query, seen, table_ in zip(queries, observed, got.tolist()):
         evidence = sum(w for r, w in zip(rows, weights) if agree(r, query, seen))
-        for i, value in enumerate(values):
-            mass = sum(w for r, w in zip(rows, weights) if agree(r, query, seen) and r[i] == query[i])
-            expected = -math.inf if mass == 0 else math.log(mass / evidence)
-            assert value == (expected if mass == 0 else pytest.approx(expected, rel=1e-9, abs=1e-12))
+        for i, probs in enumerate(table_):
+            for v, value in enumerate(probs):
+                mass = sum(w for r, w in zip(rows, weights) if agree(r, query, seen) and r[i] == v)
+                assert value == pytest.approx(mass / evidence, rel=1e-9, abs=1e-12)
             if seen[i]:
-                assert value == pytest.approx(0.0, abs=1e-12)
+                assert probs[query[i]] == pytest.approx(1.0)
 
 
 def test_one_step_and_joint_agree_at_one_masked_token_and_differ_by_the_correlation():
@@ -71,7 +75,7 @@ def test_one_step_and_joint_agree_at_one_masked_token_and_differ_by_the_correlat
     torch.testing.assert_close(circuit_scores(dist, x0, both), torch.full((2,), math.log(2), dtype=torch.float64))
     torch.testing.assert_close(marginal_scores(dist, x0, first), circuit_scores(dist, x0, first))
     with pytest.raises(ValueError, match="agree with no row"):
-        dist.log_marginals(torch.tensor([[0, 0, 0]]), torch.tensor([[True, True, True]]))
+        dist.marginals(torch.tensor([[0, 0, 0]]), torch.tensor([[True, True, True]]))
 
 
 def test_the_conditional_scored_like_a_circuit_is_the_data_distribution_s():
@@ -95,9 +99,9 @@ def test_chunks_agree_with_one_pass(monkeypatch):
     monkeypatch.setattr("pcdiff.data.empirical._CHUNK_ELEMENTS", 7 * rows.numel())
     torch.testing.assert_close(dist.log_prob(x, observed), whole)
     x = torch.where(observed, rows[:40], x)                  # observed tokens from a row: p(x_O) > 0
-    marginals = dist.log_marginals(x, observed)
+    marginals = dist.marginals(x, observed)
     monkeypatch.setattr("pcdiff.data.empirical._CHUNK_ELEMENTS", 1 << 25)
-    torch.testing.assert_close(dist.log_marginals(x, observed), marginals)
+    torch.testing.assert_close(dist.marginals(x, observed), marginals)
 
 
 def test_bad_tables_and_queries_are_named():
@@ -109,6 +113,8 @@ def test_bad_tables_and_queries_are_named():
         EmpiricalDistribution(torch.zeros(2, 3, dtype=torch.long), torch.ones(3))
     with pytest.raises(ValueError, match="not all zero"):
         EmpiricalDistribution(torch.zeros(2, 3, dtype=torch.long), torch.zeros(2))
+    with pytest.raises(ValueError, match=r"token ids in \[0, vocab_size=2\)"):
+        EmpiricalDistribution(torch.tensor([[0, 2]]), vocab_size=2)
     dist = EmpiricalDistribution(torch.zeros(2, 3, dtype=torch.long))
     with pytest.raises(ValueError, match=r"x must have shape \[N, 3\]"):
         dist.log_prob(torch.zeros(2, 4, dtype=torch.long))
