@@ -14,9 +14,9 @@ orders. Without a shipped backbone for the split (``--quick``), each seed trains
 For each item set (in-distribution occurrences, unseen word types) and masked count, in nats per
 masked token: one-step, the best sequential order (the floor), CoDD, and the two circuits alone (an
 EM-fit HMM, the layer's circuit fit by Adam), and on in-distribution items the exact NLL under the
-training distribution they are drawn from (the true floor) and its own one-step score (each
-masked token from its exact marginal: the best factorized score); CoDD's gain at one masked token; gap
-closed (one-step − CoDD) / (one-step − floor). Each figure is the mean over seeds ± their standard deviation.
+training distribution they are drawn from (the true floor) and its own one-step score (each masked
+token from its exact marginal: the best factorized score); CoDD's gain at one masked token; gap closed
+(one-step − CoDD) / (one-step − floor). Each figure is the mean over seeds ± their standard deviation.
 """
 from __future__ import annotations
 
@@ -77,7 +77,8 @@ def markdown(runs: dict[int, dict], info: dict) -> str:
              f"Seeds {', '.join(map(str, runs))} on one split (data seed 0), {source}; the CoDD HMM layer "
              f"({info['num_states']} states, {info['adapter']} adapter) trained {info['layer_steps']} steps at "
              f"learning rate {LAYER_LR:g} per seed"
-             + (f", its circuit first fit alone by {info['em_init_epochs']} EM epochs" if info['em_init_epochs'] else "")
+             + (f", its circuit first fit alone by {info['em_init_epochs']} EM epochs"
+                if info['em_init_epochs'] else "")
              + f"; {info['items']} items per set and masked count. Nats per masked "
              "token, mean over seeds ± their standard deviation.", ""]
     first = next(iter(runs.values()))["sets"]

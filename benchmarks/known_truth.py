@@ -193,11 +193,12 @@ def markdown(rows: dict, sizes: Sizes, seed: int, info: dict) -> str:
 
 def over_seeds(results: dict[int, dict], command: str) -> str:
     """Mean ± sd over seeds of each column and of "CoDD, % of the way", per masked fraction."""
-    ms = lambda values: f"{statistics.fmean(values):.4f} ± {statistics.stdev(values) if len(values) > 1 else 0:.4f}"  # noqa: E731
-    pct = lambda values: f"{100 * statistics.fmean(values):.1f}% ± {100 * (statistics.stdev(values) if len(values) > 1 else 0):.1f}"  # noqa: E731
+    sd = lambda values: statistics.stdev(values) if len(values) > 1 else 0.0                # noqa: E731
+    ms = lambda values: f"{statistics.fmean(values):.4f} ± {sd(values):.4f}"                 # noqa: E731
+    pct = lambda values: f"{100 * statistics.fmean(values):.1f}% ± {100 * sd(values):.1f}"  # noqa: E731
     columns = ("truth", "truth_one_step", "sequential", "codd", "one_step", "circuit_alone")
-    lines = [f"Over seeds {', '.join(map(str, results))} (`{command}`): nats per masked token, mean over seeds ± their "
-             "standard deviation.", "",
+    lines = [f"Over seeds {', '.join(map(str, results))} (`{command}`): nats per masked token, mean over seeds "
+             "± their standard deviation.", "",
              "| masked | truth | truth, one-step | sequential (best order) | CoDD | one-step | the layer's circuit "
              "alone | sequential, % of the way | CoDD, % of the way |", "|---" * 9 + "|"]
     for fraction in next(iter(results.values())):
