@@ -115,8 +115,9 @@ def targets(runs: dict[int, dict], item_set: str = "in_distribution") -> list[st
              f"- CoDD's gain at one masked token {gain:.4f} nats (target < 0.02: {verdict(abs(gain) < 0.02)})"]
     if "backbone_excess" in rows(labels[0])[0]:
         excess = mean(labels[0], "backbone_excess")
+        share = f"; CoDD's gain is {gain / excess:.0%} of it" if excess > 0 else ""
         lines.append(f"  - the backbone's excess over the training distribution there (one-step − the exact floor): "
-                     f"{excess:.4f} nats; CoDD's gain is {gain / excess:.0%} of it")
+                     f"{excess:.4f} nats{share}")
     for label, target in (("0.5", 0.8), ("0.9", 0.4)):
         if label in labels:
             value = mean(label, "gap_closed")

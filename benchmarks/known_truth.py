@@ -99,7 +99,7 @@ def table(truth, backbone, layer, x0: torch.Tensor, seed: int) -> dict[str, dict
     """``{"1 token" or fraction: {method: mean ± CI}}`` per masked token, the truth on the same masks."""
     generator = torch.Generator().manual_seed(seed)
     out = {}
-    # one masked token (no factorization gap there: all CoDD gains is a repair of the backbone) is drawn
+    # one masked token (no factorization gap there: whatever CoDD gains is a repair of the backbone) is drawn
     # last, so the fractions' masks are those of the runs published before it had a row; it is listed first
     for label, count in {**{str(f): round(f * LENGTH) for f in FRACTIONS}, ONE_TOKEN: 1}.items():
         masked = fixed_masks(x0, count, generator)
