@@ -25,15 +25,20 @@ def tables(draw):
     return rows, weights, queries, observed
 
 
+def agrees(row, query, seen) -> bool:
+    """Whether a table row holds the query's tokens at its observed positions."""
+    return all(r == q or not s for r, q, s in zip(row, query, seen))
+
+
 @settings(max_examples=60, deadline=None)
 @given(tables())
-def test_marginals_are_the_weight_of_the_agreeing_rows(table):
+def test_log_prob_of_the_observed_tokens_is_the_weight_of_the_agreeing_rows(table):
     rows, weights, queries, observed = table
     dist = EmpiricalDistribution(torch.tensor(rows), torch.tensor(weights, dtype=torch.float64))
     got = dist.log_prob(torch.tensor(queries), observed=torch.tensor(observed))
     total = sum(weights)
     for query, seen, value in zip(queries, observed, got.tolist()):
-        mass = sum(w for row, w in zip(rows, weights) if all(r == q or not s for r, q, s in zip(row, query, seen)))
+        mass = sum(w for row, w in zip(rows, weights) if agrees(row, query, seen))
         assert value == (-math.inf if mass == 0 else pytest.approx(math.log(mass / total), rel=1e-9, abs=1e-12))
     nothing = torch.zeros(len(queries), len(rows[0]), dtype=torch.bool)
     torch.testing.assert_close(dist.log_prob(torch.tensor(queries), observed=nothing),
@@ -46,9 +51,8 @@ def test_marginals_given_the_observed_tokens_are_ratios_of_agreeing_weight(table
     rows, weights, queries, observed = table
     vocab = max(max(r) for r in rows + queries) + 1
     dist = EmpiricalDistribution(torch.tensor(rows), torch.tensor(weights, dtype=torch.float64), vocab_size=vocab)
-    agree = lambda row, query, seen: all(r == q or not s for r, q, s in zip(row, query, seen))  # noqa: E731
     keep = [i for i, (q, o) in enumerate(zip(queries, observed))
-            if any(w > 0 and agree(r, q, o) for r, w in zip(rows, weights))]
+            if any(w > 0 and agrees(r, q, o) for r, w in zip(rows, weights))]
     if not keep:
         with pytest.raises(ValueError, match="agree with no row"):
             dist.marginals(torch.tensor(queries), torch.tensor(observed))
@@ -57,10 +61,10 @@ def test_marginals_given_the_observed_tokens_are_ratios_of_agreeing_weight(table
     got = dist.marginals(torch.tensor(queries), torch.tensor(observed))
     assert got.shape == (len(queries), len(rows[0]), vocab)
     for query, seen, table_ in zip(queries, observed, got.tolist()):
-        evidence = sum(w for r, w in zip(rows, weights) if agree(r, query, seen))
+        evidence = sum(w for r, w in zip(rows, weights) if agrees(r, query, seen))
         for i, probs in enumerate(table_):
             for v, value in enumerate(probs):
-                mass = sum(w for r, w in zip(rows, weights) if agree(r, query, seen) and r[i] == v)
+                mass = sum(w for r, w in zip(rows, weights) if agrees(r, query, seen) and r[i] == v)
                 assert value == pytest.approx(mass / evidence, rel=1e-9, abs=1e-12)
             if seen[i]:
                 assert probs[query[i]] == pytest.approx(1.0)
