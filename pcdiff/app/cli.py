@@ -113,7 +113,7 @@ def cmd_train_backbone(args) -> int:
     record = train_shipped_backbone(args.out, progress=not args.quiet, dataset=args.dataset, seed=args.seed,
                                     steps=args.steps, noise=args.noise, dropout=args.dropout,
                                     eval_every=args.eval_every, lr=args.lr, init=args.init, dim=args.dim,
-                                    depth=args.depth, max_length=args.max_length)
+                                    depth=args.depth, max_length=args.max_length, elbo_draw=args.elbo_draw)
     last = record["history"][-1]
     print(f"saved {args.out}.safetensors: held-out NLL at one masked token {last['heldout_1tok']:.4f} nats; "
           f"change over the last fifth {100 * record['plateau']['heldout_1tok']:.2f}% "

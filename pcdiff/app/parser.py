@@ -12,6 +12,7 @@ from ..codd.adapters import ADAPTERS
 from ..codd.layer import STRUCTURES
 from ..codd.rules import REMASKING
 from ..data.puzzles import TASKS
+from ..train.noise import ELBO_DRAWS
 from ..decode.step import CODD_MODES
 from .pretrained import PRETRAIN_DEFAULTS
 
@@ -124,6 +125,9 @@ def build_parser() -> argparse.ArgumentParser:
     pretrain.add_argument("--dim", type=int, default=recipe["dim"], help="transformer width (default %(default)s)")
     pretrain.add_argument("--depth", type=int, default=recipe["depth"], help="transformer layers (default %(default)s)")
     pretrain.add_argument("--dropout", type=float, default=recipe["dropout"], help="dropout of the transformer")
+    pretrain.add_argument("--elbo-draw", choices=ELBO_DRAWS, default=recipe["elbo_draw"],
+                          help="how each step draws the ELBO's noise: time (t ~ U(0,1), weight 1/t) or count (k ~ "
+                               "U{1..L} positions masked, weight L/k: same expectation, less variance)")
     pretrain.add_argument("--eval-every", type=int, default=recipe["eval_every"],
                           help="steps between the exact evaluations")
     pretrain.add_argument("--seed", type=int, default=recipe["seed"], help="seed for data split and training")

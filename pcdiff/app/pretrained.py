@@ -45,7 +45,8 @@ SHIPPED: dict[str, str] = {
 
 #: What `pcdiff train-backbone` trains by default (the shipped words backbone's recipe).
 PRETRAIN_DEFAULTS = dict(dataset="words", seed=0, steps=32000, noise="mask", dim=128, depth=4, dropout=0.1,
-                         batch_size=128, lr=3e-3, eval_every=500, eval_items=500, init=None, max_length=None)
+                         batch_size=128, lr=3e-3, eval_every=500, eval_items=500, init=None, max_length=None,
+                         elbo_draw="time")
 
 
 def train_shipped_backbone(out: str | pathlib.Path, progress: bool = True, **settings) -> dict:
@@ -69,7 +70,7 @@ def train_shipped_backbone(out: str | pathlib.Path, progress: bool = True, **set
                                         dropout=s["dropout"], noise=s["noise"])
     parent = None if s["init"] is None else _continue_from(backbone, pathlib.Path(s["init"]), s)
     config = BackboneTrainingConfig(steps=s["steps"], batch_size=s["batch_size"], lr=s["lr"], seed=s["seed"],
-                                    eval_every=s["eval_every"], progress=progress)
+                                    eval_every=s["eval_every"], elbo_draw=s["elbo_draw"], progress=progress)
     summary = train_to_plateau(backbone, data, config, eval_items=s["eval_items"])
     out = pathlib.Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)

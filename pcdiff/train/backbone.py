@@ -2,7 +2,10 @@
 uniform-noise counterpart.
 
 Masked noise: the objective is the diffusion ELBO (MDLM, Sahoo et al., arXiv 2406.07524; LLaDA, Nie
-et al., arXiv 2502.09992): the 1/t-weighted cross-entropy of the clean tokens at the masked positions.
+et al., arXiv 2502.09992): the 1/t-weighted cross-entropy of the clean tokens at the masked positions,
+or the same bound with t integrated out (``elbo_draw="count"``: a uniform number of masked positions,
+weighed by L/k; :func:`~pcdiff.train.noise.mask_count_noise`), which has the same expectation and far
+less variance.
 
 Uniform noise (``backbone.noise == "uniform"``): the same schedule and the same loss, the corrupted
 positions holding uniformly random tokens instead of the mask id. It is *not* the uniform-noise
@@ -22,23 +25,27 @@ from ..backbones.protocol import Backbone
 from ..data import ItemData
 from .config import BackboneTrainingConfig, make_config
 from .loop import Monitor, run_steps
-from .noise import corrupt, mask_noise
+from .noise import corrupt, elbo_draw
 
-__all__ = ["masked_diffusion_loss", "heldout_loss", "train_backbone", "train_model", "check_data_fits"]
+__all__ = ["masked_diffusion_loss", "heldout_loss", "train_backbone", "train_model", "check_data_fits",
+           "diffusion_loss_for"]
 
 
-def masked_diffusion_loss(backbone: Backbone, x0: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-    """Scalar 1/t-weighted cross-entropy on corrupted positions, per token (LLaDA's normalization).
+def masked_diffusion_loss(backbone: Backbone, x0: torch.Tensor, generator: torch.Generator,
+                          draw: str = "time") -> torch.Tensor:
+    """Scalar weighted cross-entropy on corrupted positions, per token (LLaDA's normalization).
 
-    loss = sum_b sum_{i corrupted} CE(logits[b, i], x0[b, i]) / t_b, divided by B * L. With masked
+    loss = sum_b sum_{i corrupted} CE(logits[b, i], x0[b, i]) / t_b, divided by B * L, with t_b drawn
+    uniformly (``draw="time"``) or the fraction k_b / L masked (``draw="count"``;
+    :func:`~pcdiff.train.noise.elbo_draw`). With masked
     noise its expectation upper-bounds the per-token negative log-likelihood (the diffusion ELBO), in
-    nats; with uniform noise it is the same weighted cross-entropy (see the module docstring).
+    nats, either way; with uniform noise it is the same weighted cross-entropy (see the module docstring).
     """
     if x0.dim() != 2 or x0.dtype != torch.long:
         raise ValueError(f"x0 must be a [batch, length] long tensor, got {x0.dtype} {tuple(x0.shape)}")
     if ((x0 < 0) | (x0 >= backbone.vocab_size)).any():
         raise ValueError(f"x0 must hold clean tokens in [0, {backbone.vocab_size}) (no mask ids)")
-    t, masked = mask_noise(x0, generator)
+    t, masked = elbo_draw(x0, generator, draw)
     logits = backbone(corrupt(x0, masked, backbone, generator)).logits  # [B, L, V]
     ce = F.cross_entropy(logits.transpose(1, 2).float(), x0, reduction="none")  # [B, L]
     weighted = (ce * masked) / t[:, None]
@@ -46,8 +53,10 @@ def masked_diffusion_loss(backbone: Backbone, x0: torch.Tensor, generator: torch
 
 
 @torch.no_grad()
-def heldout_loss(backbone: Backbone, x0: torch.Tensor, seed: int = 1234, batch_size: int = 512) -> float:
-    """Mean masked diffusion loss over rows of x0 with fixed noise (same seed -> comparable numbers)."""
+def heldout_loss(backbone: Backbone, x0: torch.Tensor, seed: int = 1234, batch_size: int = 512,
+                 draw: str = "time") -> float:
+    """Mean masked diffusion loss over rows of x0 with fixed noise (same seed and ``draw`` -> comparable
+    numbers)."""
     if len(x0) == 0:
         raise ValueError("x0 has no rows to evaluate")
     was_training = backbone.training
@@ -56,7 +65,7 @@ def heldout_loss(backbone: Backbone, x0: torch.Tensor, seed: int = 1234, batch_s
     total = 0.0
     for start in range(0, len(x0), batch_size):
         chunk = x0[start:start + batch_size].to(backbone.device)
-        total += masked_diffusion_loss(backbone, chunk, generator).item() * len(chunk)
+        total += masked_diffusion_loss(backbone, chunk, generator, draw).item() * len(chunk)
     backbone.train(was_training)
     return total / len(x0)
 
@@ -73,9 +82,15 @@ def train_backbone(backbone: Backbone, data: ItemData, config: BackboneTrainingC
     """
     config = make_config(BackboneTrainingConfig, config, settings)
     check_data_fits(data, backbone)
-    return train_model(backbone, data, config, masked_diffusion_loss,
-                       lambda heldout: {"heldout_loss": heldout_loss(backbone, heldout, seed=config.seed + 1)},
+    return train_model(backbone, data, config, diffusion_loss_for(config),
+                       lambda heldout: {"heldout_loss": heldout_loss(backbone, heldout, seed=config.seed + 1,
+                                                                     draw=config.elbo_draw)},
                        "train backbone")
+
+
+def diffusion_loss_for(config: BackboneTrainingConfig):
+    """:func:`masked_diffusion_loss` with the config's ELBO draw, as the trainer calls it."""
+    return lambda backbone, x0, generator: masked_diffusion_loss(backbone, x0, generator, config.elbo_draw)
 
 
 def check_data_fits(data: ItemData, backbone) -> None:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch
 
 from .distributed import World
-from .noise import backbone_outputs, mask_noise, noise_fill
+from .noise import backbone_outputs, elbo_draw, noise_fill
 
 __all__ = ["BackboneCache", "CACHE_CHUNK"]
 
@@ -25,13 +25,14 @@ class BackboneCache:
 
     Entry e = item · K + k is the item's k-th of K maskings. Every rank draws the maskings of all
     entries from the same generator (the single-process stream) and keeps those it owns
-    (``world.owns``), at local index e // world.size: the cache is sharded over the ranks.
+    (``world.owns``), at local index e // world.size: the cache is sharded over the ranks. ``draw``:
+    how the maskings are drawn (:func:`~pcdiff.train.noise.elbo_draw`).
     """
 
     def __init__(self, backbone, train: torch.Tensor, maskings: int, keep_hidden: bool, generator, dtype,
-                 world: World):
+                 world: World, draw: str = "time"):
         n, length = train.shape
-        t, masked = mask_noise(train.new_empty(n * maskings, length), generator)    # only the shape is read
+        t, masked = elbo_draw(train.new_empty(n * maskings, length), generator, draw)    # reads only the shape
         mine = slice(world.rank, None, world.size)
         self.t, self.masked = t[mine].clone(), masked[mine].clone()                   # [E_local], [E_local, L]
         # uniform noise: every entry's random tokens drawn here, all entries on every rank (one stream),

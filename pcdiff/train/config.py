@@ -9,15 +9,23 @@ from dataclasses import asdict, dataclass, fields
 import torch
 
 from ..arguments import check_flag, check_int, check_number
+from .noise import ELBO_DRAWS
 
 __all__ = ["BackboneTrainingConfig", "LayerTrainingConfig", "make_config"]
+
+
+def check_draw(draw) -> None:
+    if draw not in ELBO_DRAWS:
+        raise ValueError(f"elbo_draw must be one of {ELBO_DRAWS}, got {draw!r}")
 
 
 @dataclass
 class BackboneTrainingConfig:
     """Adam on the masked diffusion loss for ``steps`` steps: linear warmup over ``warmup_steps``
     (at most a tenth of the run), then cosine decay to 10% of ``lr``; held-out loss every
-    ``eval_every`` steps (None: only at the end)."""
+    ``eval_every`` steps (None: only at the end). ``elbo_draw``: how each step draws the ELBO's noise,
+    "time" (t ~ U(0, 1), weight 1/t) or "count" (k ~ U{1..L} masked, weight L/k; same expectation, less
+    variance: :func:`~pcdiff.train.noise.mask_count_noise`)."""
     steps: int
     batch_size: int = 128
     lr: float = 3e-3
@@ -26,9 +34,11 @@ class BackboneTrainingConfig:
     seed: int = 0
     eval_every: int | None = 500
     progress: bool = True
+    elbo_draw: str = "time"
 
     def __post_init__(self):
         check_int("steps", self.steps, 1)
+        check_draw(self.elbo_draw)
         check_int("batch_size", self.batch_size, 1)
         check_int("warmup_steps", self.warmup_steps, 0)
         check_int("eval_every", self.eval_every, 1, optional=True)
@@ -58,7 +68,9 @@ class LayerTrainingConfig:
     ``checkpoint_dir`` every ``checkpoint_every`` (default ``eval_every``) steps and at the end;
     ``resume`` continues the newest one there (same step counter, optimizer and RNG states).
     ``em_init_epochs`` > 0 first fits the circuit alone to the training rows by that many epochs of
-    mini-batch EM (a warm start; skipped when resuming).
+    mini-batch EM (a warm start; skipped when resuming). ``elbo_draw``: how the training maskings are
+    drawn, as for the backbone (:class:`BackboneTrainingConfig`); the held-out objective keeps the time
+    draw, so runs with either draw report comparable numbers.
     """
     steps: int
     batch_size: int = 128
@@ -78,9 +90,11 @@ class LayerTrainingConfig:
     resume: bool = False
     progress: bool = True
     em_init_epochs: int = 0
+    elbo_draw: str = "time"
 
     def __post_init__(self):
         check_int("steps", self.steps, 0)
+        check_draw(self.elbo_draw)
         check_int("em_init_epochs", self.em_init_epochs, 0)
         check_int("batch_size", self.batch_size, 1)
         check_int("cache_maskings", self.cache_maskings, 1)
@@ -112,7 +126,7 @@ class LayerTrainingConfig:
     def run_settings(self, num_train: int) -> dict:
         """What a resumed run must share with the checkpoint it continues (JSON-able)."""
         keep = ("seed", "batch_size", "lr", "freeze_backbone", "cache_backbone", "cache_maskings", "cache_dtype",
-                "adapter_lr", "backbone_lr", "grad_clip", "em_init_epochs")
+                "adapter_lr", "backbone_lr", "grad_clip", "em_init_epochs", "elbo_draw")
         settings = {k: v for k, v in asdict(self).items() if k in keep}
         settings["cache_dtype"] = str(self.cache_dtype).removeprefix("torch.")
         return {**settings, "num_train": num_train}

@@ -18,7 +18,7 @@ from .cache import BackboneCache
 from .config import LayerTrainingConfig, make_config
 from .distributed import World, launched, world as current_world
 from .loop import Monitor, run_steps
-from .noise import backbone_outputs, mask_noise, noise_fill
+from .noise import backbone_outputs, elbo_draw, noise_fill
 from .objective import check_compatible, codd_objective, heldout_objective
 from .resume import TrainingCheckpoints
 
@@ -56,7 +56,8 @@ def train_codd_layer(layer: CoDDLayer, backbone: Backbone, data: ItemData, confi
     data_gen = torch.Generator().manual_seed(seed)
     world.share(backbone)                 # ranks may have trained their backbones apart: use rank 0's
     cache = BackboneCache(backbone.eval(), train, config.cache_maskings, layer.needs_hidden,
-                          torch.Generator().manual_seed(seed + 1), config.cache_dtype, world) if config.cached else None
+                          torch.Generator().manual_seed(seed + 1), config.cache_dtype, world,
+                          config.elbo_draw) if config.cached else None
     # dropout's RNG for joint training: one stream per rank, so ranks do not drop the same units
     torch_rng = torch.Generator().manual_seed(seed + RANK_SEED_STRIDE * world.rank).get_state()
     checkpoints = None if config.checkpoint_dir is None else TrainingCheckpoints(
@@ -138,7 +139,7 @@ def _step_function(layer, backbone, train, data: ItemData, config: LayerTraining
             if len(x0):
                 t, masked, logits, hidden = cache.get(entries[mine], backbone.device)
         else:
-            t, masked = mask_noise(train[rows], data_gen)
+            t, masked = elbo_draw(train[rows], data_gen, config.elbo_draw)
             fill = noise_fill(backbone, masked.shape, data_gen)      # the whole batch's noise, alike on every rank
             part = world.split(batch_size)
             x0, t, masked, fill = train[rows[part]].to(device), t[part], masked[part], fill[part]

@@ -17,7 +17,7 @@ import torch.nn.functional as F
 
 from ..backbones.protocol import Backbone
 from ..data import ItemData
-from .backbone import check_data_fits, masked_diffusion_loss, train_model
+from .backbone import check_data_fits, diffusion_loss_for, train_model
 from .config import BackboneTrainingConfig, make_config
 from .noise import corrupt
 
@@ -73,7 +73,7 @@ def train_to_plateau(backbone: Backbone, data: ItemData, config: BackboneTrainin
         return {"heldout_1tok": one_token_nll(backbone, heldout[:eval_items]),
                 "train_1tok": one_token_nll(backbone, seen)}
 
-    summary = train_model(backbone, data, config, masked_diffusion_loss, evaluate, "train backbone")
+    summary = train_model(backbone, data, config, diffusion_loss_for(config), evaluate, "train backbone")
     fields = [f for f in ("heldout_1tok", "train_1tok") if summary.get(f) is not None]
     summary["plateau"] = {f: plateau_change(summary["history"], f) for f in fields}
     return summary

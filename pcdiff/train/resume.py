@@ -85,7 +85,8 @@ class TrainingCheckpoints:
         path = checkpoint_path(self.directory)
         tensors, config = load_checkpoint(path)
         _check_fields(path, config)
-        diff = {k: (config["train"].get(k), v) for k, v in self.settings.items() if config["train"].get(k) != v}
+        saved = {"elbo_draw": "time", **config["train"]}    # written before the count draw: the time draw
+        diff = {k: (saved.get(k), v) for k, v in self.settings.items() if saved.get(k) != v}
         if diff:
             raise CheckpointError(f"cannot resume: the run's settings differ from the checkpoint's "
                                   f"(checkpoint, now): {diff}")

@@ -122,7 +122,8 @@ def _run(data, tmp_path, steps, resume=False, adapter="low_rank", **kw):
     return layer, backbone, result
 
 
-@pytest.mark.parametrize("settings", [dict(), dict(cache_backbone=False), dict(freeze_backbone=False)])
+@pytest.mark.parametrize("settings", [dict(), dict(cache_backbone=False), dict(freeze_backbone=False),
+                                      dict(elbo_draw="count"), dict(elbo_draw="count", cache_backbone=False)])
 def test_resuming_continues_the_same_run(words, tmp_path, settings):
     straight, straight_bb, result = _run(words, tmp_path / "a", 6, **settings)
     _run(words, tmp_path / "b", 3, **settings)
@@ -146,6 +147,8 @@ def test_resume_refuses_other_settings_and_mismatches(words, tmp_path):
                          checkpoint_dir=tmp_path, resume=True)
     with pytest.raises(CheckpointError, match="adapter"):
         _run(words, tmp_path, 4, resume=True, adapter="latent_evidence")
+    with pytest.raises(CheckpointError, match="settings differ.*elbo_draw"):
+        _run(words, tmp_path, 4, resume=True, elbo_draw="count")
 
 
 def test_training_checks_its_arguments(words):

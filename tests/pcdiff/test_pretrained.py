@@ -141,9 +141,10 @@ def test_a_backbone_of_another_size_and_block_is_shipped_for_that_split_alone(tm
     from pcdiff.app.cli import main
     stem = tmp_path / "python-small"
     assert main(["train-backbone", "--out", str(stem), "--dataset", "python", "--max-length", "8", "--dim", "16",
-                 "--depth", "1", "--steps", "2", "--eval-every", "1", "--quiet"]) == 0
+                 "--depth", "1", "--steps", "2", "--eval-every", "1", "--elbo-draw", "count", "--quiet"]) == 0
     record = json.loads((tmp_path / "python-small.training.json").read_text())
     assert record["data"] == {"source": "python", "seed": 0, "max_length": 8, "block_length": 9}
+    assert record["settings"]["elbo_draw"] == "count"
     monkeypatch.setattr(pretrained, "SHIPPED_DIR", tmp_path)
     monkeypatch.setattr(pretrained, "SHIPPED", {"python-small": record["sha256"]})
     sizes = dict(num_states=4, backbone_dim=16, backbone_depth=1, backbone="shipped")
