@@ -30,6 +30,7 @@ import torch
 from pcdiff.app.controls import ControlSettings, control_table
 from pcdiff.app.demo import LAYER_LR, LAYER_STEPS, prepare_run, train_prepared
 from pcdiff.codd.adapters import ADAPTERS
+from pcdiff.train.noise import ELBO_DRAWS
 
 from .report import invocation, publish
 
@@ -40,7 +41,7 @@ FRACTIONS = (0.25, 0.5, 0.75, 0.9, 1.0)
 
 def one_seed(seed: int, layer_steps: int, items: int, quick: bool, adapter: str = "static",
              num_states: int = 128, em_init_epochs: int = 0, dataset: str = "words",
-             checkpoint: str | None = None) -> dict:
+             checkpoint: str | None = None, layer_draw: str = "time") -> dict:
     """The controls of one seed's run (the demo's sizes, or tiny ones with ``quick``; the backbone at
     ``checkpoint`` when given, else the shipped one)."""
     sizes = dict(num_states=8) if quick else dict(num_states=num_states)
@@ -49,7 +50,7 @@ def one_seed(seed: int, layer_steps: int, items: int, quick: bool, adapter: str 
     run = prepare_run(dataset, seed=seed, data_seed=0, adapter=adapter, **sizes,
                       backbone="shipped" if checkpoint is None else pathlib.Path(checkpoint))
     train_prepared(run, backbone_steps=20 if quick else None, layer_steps=layer_steps, progress=False,
-                   em_init_epochs=em_init_epochs)
+                   em_init_epochs=em_init_epochs, layer_draw=layer_draw)
     settings = ControlSettings(items=items, seed=seed, fractions=FRACTIONS, fit_epochs=1 if quick else 3)
     table = control_table(run.backbone, run.layer, run.data, run.settings["num_states"], settings, progress=False)
     return {"backbone": run.settings["backbone"], "sets": table["sets"]}
@@ -79,6 +80,8 @@ def markdown(runs: dict[int, dict], info: dict) -> str:
              f"learning rate {LAYER_LR:g} per seed"
              + (f", its circuit first fit alone by {info['em_init_epochs']} EM epochs"
                 if info['em_init_epochs'] else "")
+             + (", its maskings drawn by count (k ~ U{1..L} masked, weight L/k)"
+                if info['layer_draw'] == "count" else "")
              + f"; {info['items']} items per set and masked count. Nats per masked "
              "token, mean over seeds ± their standard deviation.", ""]
     first = next(iter(runs.values()))["sets"]
@@ -143,6 +146,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--num-states", type=int, default=128, help="the layer's latent states (default: the demo's)")
     parser.add_argument("--em-init-epochs", type=int, default=0,
                         help="EM epochs fitting the layer's circuit alone before its training (default 0: none)")
+    parser.add_argument("--layer-draw", choices=ELBO_DRAWS, default="time",
+                        help="how the layer's training maskings are drawn (default: the demo's, time)")
     parser.add_argument("--items", type=int, default=300, help="items per set and masked count")
     parser.add_argument("--backbone-checkpoint", metavar="STEM",
                         help="couple to this backbone (written by pcdiff train-backbone for the same split) instead "
@@ -154,18 +159,21 @@ def main(argv: list[str] | None = None) -> int:
     started, runs = time.perf_counter(), {}
     for seed in seeds:
         runs[seed] = one_seed(seed, args.layer_steps, args.items, args.quick, args.adapter, args.num_states,
-                              args.em_init_epochs, args.dataset, args.backbone_checkpoint)
+                              args.em_init_epochs, args.dataset, args.backbone_checkpoint, args.layer_draw)
         print(f"seed {seed}: done ({time.perf_counter() - started:.0f} s)", flush=True)
     info = dict(command=invocation("benchmarks.demo_seeds", argv), quick=args.quick,
                 seconds=time.perf_counter() - started, layer_steps=args.layer_steps, items=args.items,
-                adapter=args.adapter, num_states=args.num_states, em_init_epochs=args.em_init_epochs)
+                adapter=args.adapter, num_states=args.num_states, em_init_epochs=args.em_init_epochs,
+                layer_draw=args.layer_draw)
     # the demo's own layer keeps the section the docs cite; any other layer gets a section of its own
-    demo_layer = (args.adapter, args.num_states, args.em_init_epochs) == ("static", 128, 0)
+    demo_layer = (args.adapter, args.num_states, args.em_init_epochs, args.layer_draw) == ("static", 128, 0, "time")
     warm = f"-em{args.em_init_epochs}" if args.em_init_epochs else ""
+    warm += "-count" if args.layer_draw == "count" else ""
     key, title = ("demo-seeds", "The demo over three seeds, with its controls (issue 13)") if demo_layer else (
         f"demo-seeds-{args.adapter}-{args.num_states}{warm}",
         f"The demo's controls with a {args.adapter} adapter and {args.num_states} states"
-        + (f", EM warm start ({args.em_init_epochs} epochs)" if warm else ""))
+        + (f", EM warm start ({args.em_init_epochs} epochs)" if args.em_init_epochs else "")
+        + (", maskings drawn by count" if args.layer_draw == "count" else ""))
     if args.dataset != "words":
         key, title = f"{key}-{args.dataset}", f"Python lines: {title[0].lower()}{title[1:]}"
     if args.backbone_checkpoint is not None:

@@ -123,11 +123,13 @@ def check_layer_size(structure: str, length: int, vocab: int, num_states: int, a
 
 
 def train_prepared(run: Run, budget: float = 1.0, backbone_steps: int | None = None, layer_steps: int | None = None,
-                   progress: bool = True, layer_lr: float | None = None, em_init_epochs: int = 0) -> Run:
+                   progress: bool = True, layer_lr: float | None = None, em_init_epochs: int = 0,
+                   layer_draw: str = "time") -> Run:
     """Train ``run``'s backbone (unless it was loaded trained), then its layer (backbone
     frozen, Adam at ``layer_lr``, default :data:`LAYER_LR`; its circuit first fit alone by
-    ``em_init_epochs`` EM epochs), each for its step count: ``backbone_steps`` and ``layer_steps``,
-    or the defaults scaled by ``budget``."""
+    ``em_init_epochs`` EM epochs; its maskings drawn by ``layer_draw``, a
+    :class:`~pcdiff.train.config.LayerTrainingConfig` ``elbo_draw``), each for its step count:
+    ``backbone_steps`` and ``layer_steps``, or the defaults scaled by ``budget``."""
     backbone_steps, layer_steps = training_steps(budget, backbone_steps, layer_steps)
     layer_lr = layer_learning_rate(layer_lr)
     data, backbone, layer, seed = run.data, run.backbone, run.layer, run.settings["seed"]
@@ -136,14 +138,14 @@ def train_prepared(run: Run, budget: float = 1.0, backbone_steps: int | None = N
         train_backbone(backbone, data, steps=backbone_steps, seed=seed, progress=progress)
     backbone.eval().requires_grad_(False)
     layer_summary = train_codd_layer(layer, backbone, data, steps=layer_steps, lr=layer_lr, seed=seed,
-                                     progress=progress, em_init_epochs=em_init_epochs)
+                                     progress=progress, em_init_epochs=em_init_epochs, elbo_draw=layer_draw)
     run.settings.update({
         "budget": budget,
         "backbone": {"parameters": backbone.num_parameters(), "config": backbone.config,
                      **_scalars(backbone_summary),
                      **({"plateau": loaded["plateau"]} if "pretrained" in loaded else {})},
         "layer": {"parameters": sum(p.numel() for p in layer.parameters()), "lr": layer_lr,
-                  "em_init_epochs": em_init_epochs, **_scalars(layer_summary)},
+                  "em_init_epochs": em_init_epochs, "elbo_draw": layer_draw, **_scalars(layer_summary)},
     })
     return run
 
