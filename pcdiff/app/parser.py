@@ -12,8 +12,8 @@ from ..codd.adapters import ADAPTERS
 from ..codd.layer import STRUCTURES
 from ..codd.rules import REMASKING
 from ..data.puzzles import TASKS
-from ..train.noise import ELBO_DRAWS
 from ..decode.step import CODD_MODES
+from ..train.noise import ELBO_DRAWS
 from .pretrained import PRETRAIN_DEFAULTS
 
 __all__ = ["build_parser"]

@@ -9,14 +9,9 @@ from dataclasses import asdict, dataclass, fields
 import torch
 
 from ..arguments import check_flag, check_int, check_number
-from .noise import ELBO_DRAWS
+from .noise import check_draw
 
 __all__ = ["BackboneTrainingConfig", "LayerTrainingConfig", "make_config"]
-
-
-def check_draw(draw) -> None:
-    if draw not in ELBO_DRAWS:
-        raise ValueError(f"elbo_draw must be one of {ELBO_DRAWS}, got {draw!r}")
 
 
 @dataclass
@@ -38,7 +33,7 @@ class BackboneTrainingConfig:
 
     def __post_init__(self):
         check_int("steps", self.steps, 1)
-        check_draw(self.elbo_draw)
+        check_draw(self.elbo_draw, "elbo_draw")
         check_int("batch_size", self.batch_size, 1)
         check_int("warmup_steps", self.warmup_steps, 0)
         check_int("eval_every", self.eval_every, 1, optional=True)
@@ -94,7 +89,7 @@ class LayerTrainingConfig:
 
     def __post_init__(self):
         check_int("steps", self.steps, 0)
-        check_draw(self.elbo_draw)
+        check_draw(self.elbo_draw, "elbo_draw")
         check_int("em_init_epochs", self.em_init_epochs, 0)
         check_int("batch_size", self.batch_size, 1)
         check_int("cache_maskings", self.cache_maskings, 1)

@@ -24,8 +24,8 @@ import torch
 
 from ..backbones.noise import corrupt, noise_fill
 
-__all__ = ["MIN_T", "ELBO_DRAWS", "mask_noise", "mask_count_noise", "elbo_draw", "mask_exactly",
-           "noise_fill", "corrupt", "backbone_outputs"]
+__all__ = ["MIN_T", "ELBO_DRAWS", "mask_noise", "mask_count_noise", "elbo_draw", "check_draw",
+           "mask_exactly", "noise_fill", "corrupt", "backbone_outputs"]
 
 MIN_T = 1e-3  # caps the 1/t weight of the ELBO at 1000
 
@@ -73,11 +73,16 @@ def mask_count_noise(x0: torch.Tensor, generator: torch.Generator) -> tuple[torc
     return (count / length).to(x0.device), masked.to(x0.device)
 
 
+def check_draw(draw, name: str = "draw") -> None:
+    """Raise ValueError naming ``name`` unless ``draw`` is one of :data:`ELBO_DRAWS`."""
+    if draw not in ELBO_DRAWS:
+        raise ValueError(f"{name} must be one of {ELBO_DRAWS}, got {draw!r}")
+
+
 def elbo_draw(x0: torch.Tensor, generator: torch.Generator, draw: str = "time") -> tuple[torch.Tensor, torch.Tensor]:
     """(t [B], masked [B, L]) of one draw of the masked diffusion ELBO's noise, each row weighed 1/t:
     ``draw`` "time" is :func:`mask_noise`, "count" :func:`mask_count_noise`."""
-    if draw not in ELBO_DRAWS:
-        raise ValueError(f"draw must be one of {ELBO_DRAWS}, got {draw!r}")
+    check_draw(draw)
     return (mask_count_noise if draw == "count" else mask_noise)(x0, generator)
 
 
