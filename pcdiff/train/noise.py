@@ -68,8 +68,9 @@ def mask_count_noise(x0: torch.Tensor, generator: torch.Generator) -> tuple[torc
     what it does to training."""
     batch, length = x0.shape
     count = torch.randint(1, length + 1, (batch,), generator=generator, device=generator.device)
-    rank = torch.rand(batch, length, generator=generator, device=generator.device).argsort(dim=1).argsort(dim=1)
-    masked = rank < count[:, None]                        # the k positions of lowest random rank
+    order = torch.rand(batch, length, generator=generator, device=generator.device).argsort(dim=1)
+    first = torch.arange(length, device=generator.device) < count[:, None]   # [B, L]: the first k of each order
+    masked = torch.zeros_like(first).scatter_(1, order, first)               # exactly k: a random k-subset
     return (count / length).to(x0.device), masked.to(x0.device)
 
 
