@@ -14,7 +14,7 @@ import torch
 from ..backbones.protocol import Backbone
 from ..codd.layer import CoDDLayer
 from .distributed import World
-from .noise import backbone_outputs, mask_exactly, mask_noise, noise_fill
+from .noise import backbone_outputs, check_draw, elbo_draw, mask_exactly, noise_fill
 
 __all__ = ["check_compatible", "codd_objective", "heldout_objective", "evaluate_nll"]
 
@@ -70,11 +70,13 @@ def _objective_sums(layer, backbone, x0: torch.Tensor, noise, batch_size: int, w
 
 
 def heldout_objective(layer: CoDDLayer, backbone: Backbone, x0: torch.Tensor, seed: int = 1234,
-                      batch_size: int = 512, world: World | None = None) -> dict:
+                      batch_size: int = 512, world: World | None = None, draw: str = "time") -> dict:
     """The training objective on ``x0`` with fixed noise: {"codd": ..., "factorized": ...} (nats per token).
-    With a ``world`` of several ranks, all call it and all get the single-process value."""
+    ``draw``: the ELBO's noise draw (:func:`pcdiff.train.noise.elbo_draw`; both bound the same NLL, the
+    count draw more tightly). With a ``world`` of several ranks, all call it and all get the single-process value."""
+    check_draw(draw, "draw")
     generator = torch.Generator().manual_seed(seed)
-    codd, fact = _objective_sums(layer, backbone, x0, lambda chunk: mask_noise(chunk, generator), batch_size,
+    codd, fact = _objective_sums(layer, backbone, x0, lambda chunk: elbo_draw(chunk, generator, draw), batch_size,
                                  world or World(), generator)
     return {"codd": codd / max(x0.numel(), 1), "factorized": fact / max(x0.numel(), 1)}
 

@@ -10,7 +10,8 @@ import torch
 import torch.nn.functional as F
 
 from pcdiff.backbones import TinyDiffusionTransformer
-from pcdiff.train import BackboneTrainingConfig, masked_diffusion_loss
+from pcdiff.codd import CoDDLayer
+from pcdiff.train import BackboneTrainingConfig, heldout_objective, masked_diffusion_loss
 from pcdiff.train.noise import MIN_T, corrupt, elbo_draw, mask_count_noise
 
 LENGTH, VOCAB = 4, 3
@@ -64,6 +65,21 @@ def test_both_draws_estimate_the_exact_elbo(model, draw):
     assert abs(batches.mean().item() - exact) < 4 * standard_error
     if draw == "time":
         assert forced > 0.5 * elbo        # at L = 4 the forced rows add more than half the ELBO again
+
+
+@pytest.mark.parametrize("draw", ["time", "count"])
+def test_heldout_objective_takes_either_draw(model, draw):
+    """Its factorized value is the backbone's objective under ``draw``: the exact ELBO (plus the forced
+    term for the time draw), within 4 standard errors over noise seeds."""
+    rows = torch.tensor([[0, 1, 2, 0], [2, 2, 1, 0]])
+    elbo, forced = (sum(parts) / len(rows) for parts in zip(*(exact_elbo(model, row) for row in rows)))
+    exact = elbo + (forced if draw == "time" else 0.0)
+    layer = CoDDLayer.from_structure("hmm", LENGTH, VOCAB, num_states=2)
+    values = torch.tensor([heldout_objective(layer, model, rows.repeat(128, 1), seed=seed, draw=draw)["factorized"]
+                           for seed in range(200)])
+    assert abs(values.mean().item() - exact) < 4 * values.std().item() / math.sqrt(len(values))
+    with pytest.raises(ValueError, match="draw must be one of"):
+        heldout_objective(layer, model, rows, draw="linear")
 
 
 def test_count_draw_has_less_variance(model):
