@@ -42,8 +42,10 @@ CELLS = ((2, "low_confidence"), (4, "low_confidence"), (8, "low_confidence"), (O
          (4, "random"), (ONE_PER_STEP, "random"))
 SHIPPED_NAME = "python-mask"                               # pcdiff/pretrained/python-mask, trained to a plateau
 # the layer's size: code_layer_sizes; backbone: the steps of a per-seed backbone (--backbone-steps / -size)
-FULL = Sizes(backbone=2000, layer=3000, num_states=512, dim=64, depth=2, cache_backbone=False, shipped=SHIPPED_NAME)
-QUICK = Sizes(backbone=10, layer=3, num_states=8, dim=32, depth=1, cache_backbone=False)     # trains its backbone
+FULL = Sizes(backbone=2000, layer=3000, num_states=512, dim=64, depth=2, cache_backbone=False, shipped=SHIPPED_NAME,
+             layer_draw="time")        # chosen with the time draw on held-out lines (code_layer_sizes)
+QUICK = Sizes(backbone=10, layer=3, num_states=8, dim=32, depth=1, cache_backbone=False,     # trains its backbone
+              layer_draw="time")
 REPORT_SEED = 30_000
 HELDOUT_LINES = 2000                                       # as LayerTrainingConfig.eval_items
 COLUMNS = ["steps per block", "decoder", "tokenizable", "balanced", "real stdlib line", "novel", "well-formed",

@@ -1,7 +1,8 @@
 """The demo's likelihood figures and their controls over several seeds: mean ± sd (issue 13).
 
 ``python -m benchmarks.demo_seeds [--dataset words|python] [--seeds 0,1,2] [--layer-steps N] [--adapter A]
-[--num-states K] [--em-init-epochs E] [--backbone-checkpoint STEM] [--out docs/results.md] [--quick]``
+[--num-states K] [--em-init-epochs E] [--layer-draw time|count] [--cache-maskings M] [--backbone-checkpoint STEM]
+[--out docs/results.md] [--quick]``
 
 Every seed runs the demo's own pipeline (:func:`pcdiff.app.demo.prepare_run` →
 :func:`~pcdiff.app.demo.train_prepared` → the controls of :func:`pcdiff.app.controls.control_table`)
@@ -28,7 +29,8 @@ import time
 import torch
 
 from pcdiff.app.controls import ControlSettings, control_table
-from pcdiff.app.demo import LAYER_LR, LAYER_STEPS, prepare_run, train_prepared
+from pcdiff.app.demo import prepare_run, train_prepared
+from pcdiff.app.defaults import LAYER_DRAW, LAYER_LR, LAYER_MASKINGS, LAYER_STATES, LAYER_STEPS
 from pcdiff.codd.adapters import ADAPTERS
 from pcdiff.train.noise import ELBO_DRAWS
 
@@ -40,8 +42,8 @@ FRACTIONS = (0.25, 0.5, 0.75, 0.9, 1.0)
 
 
 def one_seed(seed: int, layer_steps: int, items: int, quick: bool, adapter: str = "static",
-             num_states: int = 128, em_init_epochs: int = 0, dataset: str = "words",
-             checkpoint: str | None = None, layer_draw: str = "time") -> dict:
+             num_states: int = LAYER_STATES, em_init_epochs: int = 0, dataset: str = "words",
+             checkpoint: str | None = None, layer_draw: str = LAYER_DRAW, cache_maskings: int = LAYER_MASKINGS) -> dict:
     """The controls of one seed's run (the demo's sizes, or tiny ones with ``quick``; the backbone at
     ``checkpoint`` when given, else the shipped one)."""
     sizes = dict(num_states=8) if quick else dict(num_states=num_states)
@@ -50,7 +52,7 @@ def one_seed(seed: int, layer_steps: int, items: int, quick: bool, adapter: str 
     run = prepare_run(dataset, seed=seed, data_seed=0, adapter=adapter, **sizes,
                       backbone="shipped" if checkpoint is None else pathlib.Path(checkpoint))
     train_prepared(run, backbone_steps=20 if quick else None, layer_steps=layer_steps, progress=False,
-                   em_init_epochs=em_init_epochs, layer_draw=layer_draw)
+                   em_init_epochs=em_init_epochs, layer_draw=layer_draw, cache_maskings=cache_maskings)
     settings = ControlSettings(items=items, seed=seed, fractions=FRACTIONS, fit_epochs=1 if quick else 3)
     table = control_table(run.backbone, run.layer, run.data, run.settings["num_states"], settings, progress=False)
     return {"backbone": run.settings["backbone"], "sets": table["sets"]}
@@ -80,8 +82,9 @@ def markdown(runs: dict[int, dict], info: dict) -> str:
              f"learning rate {LAYER_LR:g} per seed"
              + (f", its circuit first fit alone by {info['em_init_epochs']} EM epochs"
                 if info['em_init_epochs'] else "")
-             + (", its maskings drawn by count (k ~ U{1..L} masked, weight L/k)"
-                if info['layer_draw'] == "count" else "")
+             + (", its maskings drawn by count (k ~ U{1..L} masked, weight L/k)" if info['layer_draw'] == "count"
+                else ", its maskings drawn by time (t ~ U(0, 1), weight 1/t)")
+             + f", the backbone's outputs cached for {info['cache_maskings']} maskings per item"
              + f"; {info['items']} items per set and masked count. Nats per masked "
              "token, mean over seeds ± their standard deviation.", ""]
     first = next(iter(runs.values()))["sets"]
@@ -143,11 +146,14 @@ def main(argv: list[str] | None = None) -> int:
                         help=f"layer training steps per seed (default: the demo's, {LAYER_STEPS})")
     parser.add_argument("--adapter", choices=sorted(ADAPTERS), default="static",
                         help="the layer's adapter (default: the demo's, static)")
-    parser.add_argument("--num-states", type=int, default=128, help="the layer's latent states (default: the demo's)")
+    parser.add_argument("--num-states", type=int, default=LAYER_STATES,
+                        help=f"the layer's latent states (default: the demo's, {LAYER_STATES})")
     parser.add_argument("--em-init-epochs", type=int, default=0,
                         help="EM epochs fitting the layer's circuit alone before its training (default 0: none)")
-    parser.add_argument("--layer-draw", choices=ELBO_DRAWS, default="time",
-                        help="how the layer's training maskings are drawn (default: the demo's, time)")
+    parser.add_argument("--layer-draw", choices=ELBO_DRAWS, default=LAYER_DRAW,
+                        help=f"how the layer's training maskings are drawn (default: the demo's, {LAYER_DRAW})")
+    parser.add_argument("--cache-maskings", type=int, default=LAYER_MASKINGS,
+                        help=f"cached backbone maskings per training item (default: the demo's, {LAYER_MASKINGS})")
     parser.add_argument("--items", type=int, default=300, help="items per set and masked count")
     parser.add_argument("--backbone-checkpoint", metavar="STEM",
                         help="couple to this backbone (written by pcdiff train-backbone for the same split) instead "
@@ -159,21 +165,23 @@ def main(argv: list[str] | None = None) -> int:
     started, runs = time.perf_counter(), {}
     for seed in seeds:
         runs[seed] = one_seed(seed, args.layer_steps, args.items, args.quick, args.adapter, args.num_states,
-                              args.em_init_epochs, args.dataset, args.backbone_checkpoint, args.layer_draw)
+                              args.em_init_epochs, args.dataset, args.backbone_checkpoint, args.layer_draw,
+                              args.cache_maskings)
         print(f"seed {seed}: done ({time.perf_counter() - started:.0f} s)", flush=True)
     info = dict(command=invocation("benchmarks.demo_seeds", argv), quick=args.quick,
                 seconds=time.perf_counter() - started, layer_steps=args.layer_steps, items=args.items,
                 adapter=args.adapter, num_states=args.num_states, em_init_epochs=args.em_init_epochs,
-                layer_draw=args.layer_draw)
-    # the demo's own layer keeps the section the docs cite; any other layer gets a section of its own
-    demo_layer = (args.adapter, args.num_states, args.em_init_epochs, args.layer_draw) == ("static", 128, 0, "time")
+                layer_draw=args.layer_draw, cache_maskings=args.cache_maskings)
+    # the demo's own layer keeps the section the docs cite; any other layer gets a section of its own, named
+    # by all of its settings (not by how they differ from the demo's, which changes)
+    layer = (args.adapter, args.num_states, args.em_init_epochs, args.layer_draw, args.cache_maskings)
     warm = f"-em{args.em_init_epochs}" if args.em_init_epochs else ""
-    warm += "-count" if args.layer_draw == "count" else ""
-    key, title = ("demo-seeds", "The demo over three seeds, with its controls (issue 13)") if demo_layer else (
-        f"demo-seeds-{args.adapter}-{args.num_states}{warm}",
+    key, title = ("demo-seeds", "The demo over three seeds, with its controls (issue 13)") \
+        if layer == ("static", LAYER_STATES, 0, LAYER_DRAW, LAYER_MASKINGS) else (
+        f"demo-seeds-{args.adapter}-{args.num_states}{warm}-{args.layer_draw}-m{args.cache_maskings}",
         f"The demo's controls with a {args.adapter} adapter and {args.num_states} states"
         + (f", EM warm start ({args.em_init_epochs} epochs)" if args.em_init_epochs else "")
-        + (", maskings drawn by count" if args.layer_draw == "count" else ""))
+        + f", maskings drawn by {args.layer_draw}, {args.cache_maskings} cached per item")
     if args.dataset != "words":
         key, title = f"{key}-{args.dataset}", f"Python lines: {title[0].lower()}{title[1:]}"
     if args.backbone_checkpoint is not None:

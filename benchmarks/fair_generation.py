@@ -25,7 +25,7 @@ from dataclasses import replace
 
 import torch
 
-from pcdiff.app.demo import BACKBONE_STEPS, LAYER_STEPS
+from pcdiff.app.defaults import BACKBONE_STEPS, LAYER_STATES, LAYER_STEPS
 from pcdiff.app.judge import judge_items
 
 from .judged_models import (Models, Sizes, cell, generate_rows, header, judged_parser, over_seeds, ready,
@@ -34,7 +34,7 @@ from .report import Section, invocation, write_sections
 
 RULES = ("low_confidence", "random")
 PC_FRACS = (0.3, 0.5, 0.7)
-FULL = Sizes(backbone=BACKBONE_STEPS, layer=LAYER_STEPS, num_states=128, shipped="words-mask")   # the demo's models
+FULL = Sizes(backbone=BACKBONE_STEPS, layer=LAYER_STEPS, num_states=LAYER_STATES, shipped="words-mask")  # the demo's
 QUICK = Sizes(backbone=20, layer=5, num_states=8, dim=32, depth=1, cache_backbone=False)
 REPORT_SEED, VALIDATION_SEED = 10_000, 20_000        # disjoint generator seeds: reported vs validation samples
 RESULTS_HEADER = "# Results\n\nMeasured tables, each written by the command it names.\n"

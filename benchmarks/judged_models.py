@@ -16,7 +16,8 @@ from dataclasses import dataclass
 import torch
 
 from pcdiff.app.allocator import keep_heap_pages
-from pcdiff.app.demo import LAYER_LR, prepare_run, train_run
+from pcdiff.app.demo import prepare_run, train_run
+from pcdiff.app.defaults import LAYER_DRAW, LAYER_LR, LAYER_MASKINGS
 from pcdiff.app import pretrained
 from pcdiff.app.runs import data_spec, load_data
 from pcdiff.data import ItemData
@@ -37,7 +38,7 @@ DATA_SEED = 0
 @dataclass(frozen=True)
 class Sizes:
     """Training steps of the backbone and of the layer, the HMM's states, the backbone's width and depth,
-    the layer's learning rate and adapter."""
+    the layer's learning rate, adapter, ELBO draw and cached maskings per item."""
     backbone: int
     layer: int
     num_states: int
@@ -47,6 +48,8 @@ class Sizes:
     cache_backbone: bool = True         # False: the frozen backbone runs on each layer batch (see trained)
     shipped: str | None = None          # a name in pcdiff.app.pretrained.SHIPPED: that backbone, not one trained
     adapter: str = "static"
+    layer_draw: str = LAYER_DRAW
+    cache_maskings: int = LAYER_MASKINGS
 
     @property
     def backbone_text(self) -> str:
@@ -59,8 +62,9 @@ class Sizes:
     def layer_text(self) -> str:
         """How the layer was trained, for a report."""
         adapter = "" if self.adapter == "static" else f", {self.adapter} adapter"
+        cached = f", {self.cache_maskings} cached maskings per item" if self.cache_backbone else ""
         return (f"CoDD HMM layer with {self.num_states} states{adapter}, {self.layer} steps at learning rate "
-                f"{self.layer_lr:g}")
+                f"{self.layer_lr:g}, maskings drawn by {self.layer_draw}{cached}")
 
     def section(self, key: str, title: str, default: Sizes | None = None) -> tuple[str, str]:
         """A report's section key and title: the static layer's own; another adapter's, or (given the
@@ -77,16 +81,19 @@ class Sizes:
         if default is not None and (self.num_states, self.layer) != (default.num_states, default.layer):
             keys.append(f"h{self.num_states}-l{self.layer}")
             titles.append(f"layer of {self.num_states} states, {self.layer:,} steps")
+        if default is not None and (self.layer_draw, self.cache_maskings) != (default.layer_draw, default.cache_maskings):
+            keys.append(f"{self.layer_draw}-m{self.cache_maskings}")
+            titles.append(f"maskings drawn by {self.layer_draw}, {self.cache_maskings} cached per item")
         return "-".join(keys), title + (": " + ", ".join(titles) if titles else "")
 
     @property
     def tag(self) -> str:
-        cache = "" if self.cache_backbone else "-nocache"
         # the shipped checkpoint's hash prefix: a newly shipped backbone never reuses models kept for the old
         backbone = f"shipped{pretrained.SHIPPED[self.shipped][:8]}" if self.shipped else self.backbone
         adapter = "" if self.adapter == "static" else f"-{self.adapter}"
+        cache = f"-m{self.cache_maskings}" if self.cache_backbone else "-nocache"
         return (f"b{backbone}-l{self.layer}-lr{self.layer_lr:g}-h{self.num_states}{adapter}-d{self.dim}x{self.depth}"
-                f"{cache}")
+                f"-{self.layer_draw}{cache}")
 
 
 @dataclass
@@ -115,7 +122,8 @@ def trained(dataset: str, work: pathlib.Path, sizes: Sizes, seed: int, max_lengt
                         backbone_steps=sizes.backbone, layer_steps=sizes.layer, backbone_dim=sizes.dim,
                         backbone_depth=sizes.depth, progress=False,
                         backbone="shipped" if sizes.shipped else "train", data_seed=DATA_SEED,
-                        layer_lr=sizes.layer_lr, adapter=sizes.adapter)
+                        layer_lr=sizes.layer_lr, adapter=sizes.adapter, layer_draw=sizes.layer_draw,
+                        cache_maskings=sizes.cache_maskings)
         if sizes.shipped:
             _check_shipped(run, sizes)
     else:
@@ -153,7 +161,7 @@ def _train_uncached(dataset: str, work: pathlib.Path, max_length: int | None, se
     run = prepared(dataset, sizes, seed, max_length)
     backbone = frozen_backbone(run, work, sizes, seed, max_length, log)
     train_codd_layer(run.layer, backbone, run.data, steps=sizes.layer, lr=sizes.layer_lr, seed=seed,
-                     progress=False, eval_every=None, cache_backbone=False)
+                     progress=False, eval_every=None, cache_backbone=False, elbo_draw=sizes.layer_draw)
     return Models(run.data, backbone, run.layer)
 
 

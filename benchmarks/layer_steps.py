@@ -1,9 +1,10 @@
 """How much of the factorization gap the CoDD layer closes as it trains longer, on the shipped backbone.
 
 ``python -m benchmarks.layer_steps [--steps 1000,2000,4000,8000] [--lr 0.03] [--adapter A] [--em-init-epochs E]
-[--layer-draw time|count] [--items 150] [--out docs/results.md]``
+[--layer-draw time|count] [--num-states K] [--cache-maskings M] [--items 150] [--control-seed 0]
+[--out docs/results.md]``
 
-One layer (the demo's: HMM, 128 states, seed 0; or with another adapter or an EM warm start) trains at a constant learning rate on the frozen
+One layer (the demo's, seed 0: :mod:`pcdiff.app.defaults`; or another size, adapter, draw or EM warm start) trains at a constant learning rate on the frozen
 shipped backbone, resumed from its own checkpoint at each step count (one run, measured on the way;
 the same figures as separate runs of each length). At each count, the demo's controls on
 in-distribution items: CoDD's gain over one-step at one masked token (≈ 0 unless the layer repairs
@@ -18,7 +19,8 @@ import argparse
 import tempfile
 
 from pcdiff.app.controls import ControlSettings, control_table
-from pcdiff.app.demo import LAYER_LR, prepare_run
+from pcdiff.app.demo import prepare_run
+from pcdiff.app.defaults import LAYER_DRAW, LAYER_LR, LAYER_MASKINGS, LAYER_STATES
 from pcdiff.codd.adapters import ADAPTERS
 from pcdiff.train import heldout_objective, train_codd_layer
 from pcdiff.train.noise import ELBO_DRAWS
@@ -29,17 +31,19 @@ FRACTIONS = (0.5, 0.9, 1.0)
 
 
 def measure(step_counts: list[int], items: int, quick: bool, lr: float = LAYER_LR, adapter: str = "static",
-            em_init_epochs: int = 0, layer_draw: str = "time") -> list[dict]:
-    sizes = dict(num_states=8, backbone_dim=16, backbone_depth=1) if quick else {}
+            em_init_epochs: int = 0, layer_draw: str = LAYER_DRAW, num_states: int = LAYER_STATES,
+            cache_maskings: int = LAYER_MASKINGS, control_seed: int = 0) -> list[dict]:
+    sizes = dict(num_states=8, backbone_dim=16, backbone_depth=1) if quick else dict(num_states=num_states)
     run = prepare_run("words", seed=0, backbone="shipped", adapter=adapter, **sizes)
     run.backbone.eval().requires_grad_(False)
-    settings = ControlSettings(items=items, seed=0, fractions=FRACTIONS, fit_epochs=1)
+    settings = ControlSettings(items=items, seed=control_seed, fractions=FRACTIONS, fit_epochs=1)
     rows = []
     with tempfile.TemporaryDirectory() as checkpoints:
         for steps in step_counts:
             summary = train_codd_layer(run.layer, run.backbone, run.data, steps=steps, lr=lr, seed=0, progress=False,
                                        checkpoint_dir=checkpoints, resume=True, eval_every=max(1, steps // 4),
-                                       em_init_epochs=em_init_epochs, elbo_draw=layer_draw)
+                                       em_init_epochs=em_init_epochs, elbo_draw=layer_draw,
+                                       cache_maskings=cache_maskings)
             heldout_count = heldout_objective(run.layer, run.backbone, run.data.encode_heldout()[:2000], seed=2,
                                               draw="count")
             table = control_table(run.backbone, run.layer, run.data, run.settings["num_states"], settings,
@@ -52,11 +56,14 @@ def measure(step_counts: list[int], items: int, quick: bool, lr: float = LAYER_L
     return rows
 
 
-def markdown(rows: list[dict], command: str, items: int, shipped: bool, lr: float, layer: str) -> str:
+def markdown(rows: list[dict], command: str, items: int, shipped: bool, lr: float, layer: str,
+             control_seed: int = 0) -> str:
+    drawn = f" (the controls' validation draw, seed {control_seed})" if control_seed else ""
     lines = [f"Command: `{command}`" + ("" if shipped else " (no shipped backbone matched: a smoke test)") + "; "
              f"seed 0, {layer} at learning rate {lr:g} on the shipped backbone, {items} "
-             "in-distribution items per masked count.", "",
-             "| layer steps | held-out objective, CoDD (factorized) | the same, count draw | CoDD gain at one masked token | gap closed at "
+             f"in-distribution items per masked count{drawn}.", "",
+             "| layer steps | held-out objective, CoDD (factorized) | the same, count draw | CoDD gain at one masked "
+             "token | gap closed at "
              + " | gap closed at ".join(f"{f}" for f in FRACTIONS) + " |", "|" + "---|" * (4 + len(FRACTIONS))]
     for r in rows:
         gaps = " | ".join(f"{r['gap_closed'][str(f)]:.2f}" for f in FRACTIONS)
@@ -75,9 +82,16 @@ def main(argv: list[str] | None = None) -> int:
                         help="the layer's adapter (default: the demo's, static)")
     parser.add_argument("--em-init-epochs", type=int, default=0,
                         help="EM epochs fitting the layer's circuit alone first (default 0: none)")
-    parser.add_argument("--layer-draw", choices=ELBO_DRAWS, default="time",
-                        help="how the layer's training maskings are drawn (default: the demo's, time)")
+    parser.add_argument("--layer-draw", choices=ELBO_DRAWS, default=LAYER_DRAW,
+                        help=f"how the layer's training maskings are drawn (default: the demo's, {LAYER_DRAW})")
+    parser.add_argument("--num-states", type=int, default=LAYER_STATES,
+                        help=f"the layer's states (default: the demo's, {LAYER_STATES})")
+    parser.add_argument("--cache-maskings", type=int, default=LAYER_MASKINGS,
+                        help=f"cached backbone maskings of each training item (default: the demo's, {LAYER_MASKINGS})")
     parser.add_argument("--items", type=int, default=150, help="in-distribution items per masked count")
+    parser.add_argument("--control-seed", type=int, default=0,
+                        help="seed of the controls' items and masks (default 0, demo_seeds' first seed; another "
+                             "seed gives a validation draw that no reported table uses)")
     parser.add_argument("--out", help="markdown file to put the section in (e.g. docs/results.md)")
     parser.add_argument("--quick", action="store_true", help="tiny sizes (seconds; for tests)")
     args = parser.parse_args(argv)
@@ -85,17 +99,21 @@ def main(argv: list[str] | None = None) -> int:
     if step_counts != sorted(set(step_counts)) or step_counts[0] < 1:
         parser.error(f"--steps must be increasing positive counts, got {args.steps}")
     rows = measure(step_counts, args.items, args.quick, args.lr, args.adapter, args.em_init_epochs,
-                   args.layer_draw)
+                   args.layer_draw, args.num_states, args.cache_maskings, args.control_seed)
     warm = f", its circuit first fit alone by {args.em_init_epochs} EM epochs" if args.em_init_epochs else ""
-    drawn = ", maskings drawn by count" if args.layer_draw == "count" else ""
-    layer = f"the demo's layer (HMM, 128 states, {args.adapter} adapter{warm}{drawn})"
-    body = markdown(rows, invocation("benchmarks.layer_steps", argv), args.items, not args.quick, args.lr, layer)
+    drawn = f", maskings drawn by {args.layer_draw}, {args.cache_maskings} cached per item"
+    layer = f"the layer (HMM, {args.num_states} states, {args.adapter} adapter{warm}{drawn})"
+    body = markdown(rows, invocation("benchmarks.layer_steps", argv), args.items, not args.quick, args.lr, layer,
+                    args.control_seed)
     # the demo's own layer keeps the section the docs cite; any other layer gets a section of its own
-    tag = "" if (args.adapter, args.em_init_epochs, args.layer_draw) == ("static", 0, "time") else \
-        f"-{args.adapter}" + (f"-em{args.em_init_epochs}" if args.em_init_epochs else "") \
-        + ("-count" if args.layer_draw == "count" else "")
+    # named by all of its settings (not by how they differ from the demo's, which changes)
+    demo = (args.adapter, args.em_init_epochs, args.layer_draw, args.num_states, args.cache_maskings) == \
+        ("static", 0, LAYER_DRAW, LAYER_STATES, LAYER_MASKINGS)
+    tag = "" if demo else f"-{args.adapter}" + (f"-em{args.em_init_epochs}" if args.em_init_epochs else "") \
+        + f"-{args.layer_draw}-h{args.num_states}-m{args.cache_maskings}"
+    tag += f"-c{args.control_seed}" if args.control_seed else ""
     publish(body, args.out, f"layer-steps{tag}", "Gap closed against the layer's training steps"
-            + (f" ({args.adapter} adapter{warm}{drawn})" if tag else " (issue 13)"))
+            + (f" ({args.num_states} states, {args.adapter} adapter{warm}{drawn})" if tag else " (issue 13)"))
     return 0
 
 

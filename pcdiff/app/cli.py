@@ -58,7 +58,8 @@ def _prepare(args, device):
 def _train(args, run, progress: bool):
     from .demo import train_prepared
     return train_prepared(run, budget=args.budget, backbone_steps=args.backbone_steps, layer_steps=args.layer_steps,
-                          progress=progress, layer_lr=args.layer_lr, em_init_epochs=args.em_init_epochs)
+                          progress=progress, layer_lr=args.layer_lr, em_init_epochs=args.em_init_epochs,
+                          layer_draw=args.layer_draw, cache_maskings=args.cache_maskings)
 
 
 def _controls(args):

@@ -26,27 +26,16 @@ from .controls import ControlSettings, control_table
 from .evaluation import generation_table, headline, infill_table, sampling_overhead
 from .judge import code_reference_rates
 from .pretrained import checkpoint_for, pretrained_backbone, shipped_for
+from .defaults import BACKBONE_STEPS, LAYER_DRAW, LAYER_LR, LAYER_MASKINGS, LAYER_STATES, LAYER_STEPS
 from .report import markdown_tables, save_plots
 from .runs import Run, data_spec, load_data
 
-#: Training steps at ``budget=1``: under five minutes end to end on 2 CPU cores with the shipped
-#: backbone (which the demo loads instead of training BACKBONE_STEPS; see :mod:`.pretrained`). Runs
-#: are bounded by steps, never by seconds, so one seed gives one model whatever the machine's speed.
-#: The layer's 4,000 steps at learning rate 0.03 were chosen on the layer's own held-out objective on
-#: the 32,000-step backbone shipped before the current one (seed 0): 1.620 nats at 2,000 steps and
-#: lr 0.01 (the library default), 1.592 at 2,000 and lr 0.03, 1.529 at 4,000 and lr 0.03, then worse
-#: again (1.557 at 8,000, fitting its cached maskings); lr 0.1 gave 1.666 at 2,000 steps. On the
-#: current backbone 8,000 steps score 1% better (1.536 against 1.552); kept at 4,000, the count every
-#: words table in docs/results.md is measured with.
-BACKBONE_STEPS = 800
-LAYER_STEPS = 4000
-LAYER_LR = 0.03
 #: A new tiny backbone's width and depth (the shipped words backbone's).
 BACKBONE_SIZE = (128, 4)
 
 
 def prepare_run(dataset: str | None = "words", data_file: str | None = None, max_length: int | None = None,
-                seed: int = 0, num_states: int = 128, structure: str = "hmm", adapter: str = "static",
+                seed: int = 0, num_states: int = LAYER_STATES, structure: str = "hmm", adapter: str = "static",
                 device: str | torch.device = "cpu", backbone_dim: int | None = None,
                 backbone_depth: int | None = None, noise: str = "mask", backbone: str | os.PathLike = "train",
                 data_seed: int | None = None) -> Run:
@@ -124,12 +113,13 @@ def check_layer_size(structure: str, length: int, vocab: int, num_states: int, a
 
 def train_prepared(run: Run, budget: float = 1.0, backbone_steps: int | None = None, layer_steps: int | None = None,
                    progress: bool = True, layer_lr: float | None = None, em_init_epochs: int = 0,
-                   layer_draw: str = "time") -> Run:
+                   layer_draw: str = LAYER_DRAW, cache_maskings: int = LAYER_MASKINGS) -> Run:
     """Train ``run``'s backbone (unless it was loaded trained), then its layer (backbone
-    frozen, Adam at ``layer_lr``, default :data:`LAYER_LR`; its circuit first fit alone by
-    ``em_init_epochs`` EM epochs; its maskings drawn by ``layer_draw``, a
-    :class:`~pcdiff.train.config.LayerTrainingConfig` ``elbo_draw``), each for its step count:
-    ``backbone_steps`` and ``layer_steps``, or the defaults scaled by ``budget``."""
+    frozen, Adam at ``layer_lr``, default :data:`~.defaults.LAYER_LR`; its circuit first fit alone by
+    ``em_init_epochs`` EM epochs; its maskings drawn by ``layer_draw``, the backbone's outputs cached for
+    ``cache_maskings`` of them per item: :class:`~pcdiff.train.config.LayerTrainingConfig`'s
+    ``elbo_draw`` and ``cache_maskings``), each for its step count: ``backbone_steps`` and
+    ``layer_steps``, or the defaults scaled by ``budget``."""
     backbone_steps, layer_steps = training_steps(budget, backbone_steps, layer_steps)
     layer_lr = layer_learning_rate(layer_lr)
     data, backbone, layer, seed = run.data, run.backbone, run.layer, run.settings["seed"]
@@ -138,35 +128,38 @@ def train_prepared(run: Run, budget: float = 1.0, backbone_steps: int | None = N
         train_backbone(backbone, data, steps=backbone_steps, seed=seed, progress=progress)
     backbone.eval().requires_grad_(False)
     layer_summary = train_codd_layer(layer, backbone, data, steps=layer_steps, lr=layer_lr, seed=seed,
-                                     progress=progress, em_init_epochs=em_init_epochs, elbo_draw=layer_draw)
+                                     progress=progress, em_init_epochs=em_init_epochs, elbo_draw=layer_draw,
+                                     cache_maskings=cache_maskings)
     run.settings.update({
         "budget": budget,
         "backbone": {"parameters": backbone.num_parameters(), "config": backbone.config,
                      **_scalars(backbone_summary),
                      **({"plateau": loaded["plateau"]} if "pretrained" in loaded else {})},
         "layer": {"parameters": sum(p.numel() for p in layer.parameters()), "lr": layer_lr,
-                  "em_init_epochs": em_init_epochs, "elbo_draw": layer_draw, **_scalars(layer_summary)},
+                  "em_init_epochs": em_init_epochs, "elbo_draw": layer_draw,
+                  "cache_maskings": cache_maskings, **_scalars(layer_summary)},
     })
     return run
 
 
 def train_run(dataset: str | None = "words", data_file: str | None = None, max_length: int | None = None,
-              seed: int = 0, num_states: int = 128,
+              seed: int = 0, num_states: int = LAYER_STATES,
               structure: str = "hmm", adapter: str = "static", device: str | torch.device = "cpu",
               budget: float = 1.0, backbone_steps: int | None = None, layer_steps: int | None = None,
               backbone_dim: int | None = None, backbone_depth: int | None = None, progress: bool = True,
               noise: str = "mask",
               backbone: str | os.PathLike = "train", data_seed: int | None = None, layer_lr: float | None = None,
-              em_init_epochs: int = 0) -> Run:
+              em_init_epochs: int = 0, layer_draw: str = LAYER_DRAW, cache_maskings: int = LAYER_MASKINGS) -> Run:
     """:func:`prepare_run` then :func:`train_prepared` (the step counts are checked first of all)."""
     training_steps(budget, backbone_steps, layer_steps)
     run = prepare_run(dataset, data_file, max_length, seed, num_states, structure, adapter, device,
                       backbone_dim, backbone_depth, noise, backbone, data_seed)
-    return train_prepared(run, budget, backbone_steps, layer_steps, progress, layer_lr, em_init_epochs)
+    return train_prepared(run, budget, backbone_steps, layer_steps, progress, layer_lr, em_init_epochs, layer_draw,
+                          cache_maskings)
 
 
 def layer_learning_rate(layer_lr: float | None) -> float:
-    """``layer_lr`` checked, or :data:`LAYER_LR` when None."""
+    """``layer_lr`` checked, or :data:`~.defaults.LAYER_LR` when None."""
     return LAYER_LR if layer_lr is None else check_number("layer_lr", layer_lr)
 
 
@@ -221,6 +214,14 @@ def evaluate_run(run: Run, seed: int = 0, num_samples: int = 1200, progress: boo
     return results
 
 
+def _layer_training(layer: dict) -> str:
+    """", trained N steps, maskings drawn by D (M cached per item)" from what run.json records (older runs: less)."""
+    steps = f", trained {layer['steps']:,} steps" if isinstance(layer.get("steps"), int) else ""
+    draw = f", maskings drawn by {layer['elbo_draw']}" if "elbo_draw" in layer else ""
+    cached = f" ({layer['cache_maskings']} cached per item)" if draw and "cache_maskings" in layer else ""
+    return steps + draw + cached
+
+
 def write_report(results: dict, out_dir: pathlib.Path) -> str:
     """results.json, results.md and the PNG plots in ``out_dir``; returns the markdown."""
     out_dir = pathlib.Path(out_dir)
@@ -237,7 +238,7 @@ def write_report(results: dict, out_dir: pathlib.Path) -> str:
               f"Backbone{noise}{source} {backbone['parameters']:,} parameters, held-out diffusion loss "
               f"{results['backbone_heldout_loss']:.3f}; CoDD layer: {settings['structure']} with "
               f"{settings['num_states']} latent states, adapter `{settings['adapter']}`, "
-              f"{settings['layer']['parameters']:,} parameters.\n\n")
+              f"{settings['layer']['parameters']:,} parameters{_layer_training(settings['layer'])}.\n\n")
     text = header + markdown_tables(results)
     atomic_write_text(out_dir / "results.md", text)
     save_plots(results, out_dir)

@@ -166,13 +166,15 @@ def train_hf(args, directory: pathlib.Path, out: pathlib.Path, device, progress:
     view = CanvasAfterContext(backbone, _context_id(tokenizer)) if _is_canvas(backbone) else backbone
     steps, lr = training_steps(args.budget, None, args.layer_steps)[1], layer_learning_rate(args.layer_lr)
     summary = train_codd_layer(layer, view, data, steps=steps, lr=lr, seed=args.seed, progress=progress,
-                               em_init_epochs=args.em_init_epochs)
+                               em_init_epochs=args.em_init_epochs, elbo_draw=args.layer_draw,
+                               cache_maskings=args.cache_maskings)
     settings = {"pcdiff_version": __version__, "hf": {"path": str(directory), "weights_sha256": sha,
                                                       "noise": backbone.noise, "block_length": length},
                 "data": spec, "dataset": data.name, "seed": args.seed, "structure": args.structure,
                 "num_states": args.num_states, "adapter": args.adapter, "top_k": top_k,
                 "layer": {"parameters": sum(p.numel() for p in layer.parameters()), "steps": steps, "lr": lr,
-                          "em_init_epochs": args.em_init_epochs,
+                          "em_init_epochs": args.em_init_epochs, "elbo_draw": args.layer_draw,
+                          "cache_maskings": args.cache_maskings,
                           "train_loss": summary.get("train_loss")}}
 
     def write(folder: pathlib.Path) -> None:

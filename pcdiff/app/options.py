@@ -50,6 +50,7 @@ def _training(args) -> None:
     check_number("--layer-lr", args.layer_lr, optional=True)
     check_int("--em-init-epochs", args.em_init_epochs, 0)
     check_int("--num-states", args.num_states, 1)
+    check_int("--cache-maskings", args.cache_maskings, 1)
     check_int("--max-length", args.max_length, 1, MAX_LENGTH, optional=True)
     if args.data is not None and not pathlib.Path(args.data).is_file():
         raise FileNotFoundError(f"--data {args.data}: no such file" + (" (it is a folder)"

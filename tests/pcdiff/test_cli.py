@@ -6,6 +6,7 @@ import sys
 import pytest
 
 from pcdiff.app.cli import main
+from pcdiff.app.defaults import LAYER_DRAW, LAYER_MASKINGS
 
 TINY = ["--max-length", "6", "--backbone-steps", "8", "--layer-steps", "4", "--hidden", "8", "--quiet", "--seed", "3"]
 
@@ -86,8 +87,11 @@ def test_demo_writes_results_report_and_plots(demo_run):
     assert controls["sets"]["in_distribution"]["items"] == 16 and controls["settings"]["fit_items"] == 640
     assert set(controls["codd_gain_one_token"]) == {"in_distribution", "unseen_types"}
     assert results["settings"]["backbone"]["steps"] == 8
+    layer = results["settings"]["layer"]                 # the demo's recipe, recorded and in the report's header
+    assert (layer["steps"], layer["elbo_draw"], layer["cache_maskings"]) == (4, LAYER_DRAW, LAYER_MASKINGS)
     assert "final_loss" in json.dumps(results["settings"]) or "train_loss" in json.dumps(results["settings"])
     report = (demo_run / "results.md").read_text()
+    assert f"maskings drawn by {LAYER_DRAW} ({LAYER_MASKINGS} cached per item)" in report.splitlines()[2]
     assert report.startswith("# pcdiff demo") and report.index("## Perplexity") < report.index("## Controls")
     for plot in ("perplexity.png", "generation.png", "infill.png"):
         assert (demo_run / plot).stat().st_size > 1000

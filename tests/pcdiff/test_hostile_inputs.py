@@ -73,6 +73,7 @@ def one_line_error(argv, capsys, *names) -> str:
     (["--hidden", "0"], ["--num-states"]),
     (["--backbone-steps", "0"], ["--backbone-steps"]),
     (["--layer-steps", "-1"], ["--layer-steps"]),
+    (["--cache-maskings", "0"], ["--cache-maskings"]),
     (["--seed", "-1"], ["--seed"]),
     (["--seed", str(2 ** 70)], ["--seed"]),
     (["--device", "foo"], ["--device", "foo"]),
