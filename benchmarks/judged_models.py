@@ -1,10 +1,8 @@
-"""What the judged-generation benchmarks share (``fair_generation`` on words, ``code_lines`` on Python
-lines): a tiny backbone and a CoDD HMM layer trained for fixed step counts, as the demo's own
-:func:`pcdiff.app.demo.train_run` trains them (or, ``cache_backbone=False``, from the same
-:func:`pcdiff.app.demo.prepare_run` start without its cache of backbone outputs), kept in a work folder
-(a second run reuses them, a fresh run with the same seed trains the same models); whole blocks
-generated from nothing; table cells; several seeds on one data split, summarized as mean ± sd.
-"""
+"""What the judged-generation benchmarks share (``fair_generation`` on words, ``code_lines`` on Python lines): a
+tiny backbone and a CoDD HMM layer trained for fixed step counts, as :func:`pcdiff.app.demo.train_run` trains
+them (or, ``cache_backbone=False``, from :func:`pcdiff.app.demo.prepare_run`'s start without its cache of
+backbone outputs), kept in a work folder (a second run reuses them, a fresh run with the same seed trains the
+same models); whole blocks generated from nothing; table cells; several seeds on one split, as mean ± sd."""
 from __future__ import annotations
 
 import argparse
@@ -81,9 +79,6 @@ class Sizes:
         if default is not None and (self.num_states, self.layer) != (default.num_states, default.layer):
             keys.append(f"h{self.num_states}-l{self.layer}")
             titles.append(f"layer of {self.num_states} states, {self.layer:,} steps")
-        if default is not None and (self.layer_draw, self.cache_maskings) != (default.layer_draw, default.cache_maskings):
-            keys.append(f"{self.layer_draw}-m{self.cache_maskings}")
-            titles.append(f"maskings drawn by {self.layer_draw}, {self.cache_maskings} cached per item")
         return "-".join(keys), title + (": " + ", ".join(titles) if titles else "")
 
     @property
@@ -118,12 +113,11 @@ def trained(dataset: str, work: pathlib.Path, sizes: Sizes, seed: int, max_lengt
         f"training the backbone ({sizes.backbone} steps) and"
     log(f"  {dataset}: {backbone} the CoDD HMM layer ({sizes.layer} steps, {sizes.num_states} states)")
     if sizes.cache_backbone:
-        run = train_run(dataset, max_length=max_length, seed=seed, num_states=sizes.num_states,
+        run = train_run(dataset, max_length=max_length, seed=seed, num_states=sizes.num_states, progress=False,
                         backbone_steps=sizes.backbone, layer_steps=sizes.layer, backbone_dim=sizes.dim,
-                        backbone_depth=sizes.depth, progress=False,
-                        backbone="shipped" if sizes.shipped else "train", data_seed=DATA_SEED,
-                        layer_lr=sizes.layer_lr, adapter=sizes.adapter, layer_draw=sizes.layer_draw,
-                        cache_maskings=sizes.cache_maskings)
+                        backbone_depth=sizes.depth, backbone="shipped" if sizes.shipped else "train",
+                        data_seed=DATA_SEED, layer_lr=sizes.layer_lr, adapter=sizes.adapter,
+                        layer_draw=sizes.layer_draw, cache_maskings=sizes.cache_maskings)
         if sizes.shipped:
             _check_shipped(run, sizes)
     else:
@@ -154,10 +148,10 @@ def trained_backbone(dataset: str, work: pathlib.Path, sizes: Sizes, seed: int, 
 
 
 def _train_uncached(dataset: str, work: pathlib.Path, max_length: int | None, seed: int, sizes: Sizes, log) -> Models:
-    """train_run's models from the same start, except that the frozen backbone runs on each layer
-    batch instead of being cached first for 4 maskings of every training item (for 45,000 code
-    lines that cache is 180,000 backbone passes, several times the layer steps' own work), and
-    held-out records are kept only at the end."""
+    """train_run's models from the same start, except that the frozen backbone runs on each layer batch
+    instead of being cached first for several maskings of every training item (for 45,000 code lines 4
+    maskings are 180,000 backbone passes, several times the layer steps' own work), and held-out
+    records are kept only at the end."""
     run = prepared(dataset, sizes, seed, max_length)
     backbone = frozen_backbone(run, work, sizes, seed, max_length, log)
     train_codd_layer(run.layer, backbone, run.data, steps=sizes.layer, lr=sizes.layer_lr, seed=seed,

@@ -4,9 +4,10 @@
 [--layer-draw time|count] [--num-states K] [--cache-maskings M] [--items 150] [--control-seed 0]
 [--out docs/results.md]``
 
-One layer (the demo's, seed 0: :mod:`pcdiff.app.defaults`; or another size, adapter, draw or EM warm start) trains at a constant learning rate on the frozen
-shipped backbone, resumed from its own checkpoint at each step count (one run, measured on the way;
-the same figures as separate runs of each length). At each count, the demo's controls on
+One layer (the demo's, seed 0: :mod:`pcdiff.app.defaults`; or another size, adapter, draw or EM warm
+start) trains at a constant learning rate on the frozen shipped backbone, resumed from its own
+checkpoint at each step count (one run, measured on the way; the same figures as separate runs of
+each length). At each count, the demo's controls on
 in-distribution items: CoDD's gain over one-step at one masked token (≈ 0 unless the layer repairs
 the backbone's conditionals) and gap closed, (one-step − CoDD) / (one-step − best sequential order),
 at 50%, 90% and 100% masked; besides, the layer's held-out training objective (on unseen word types,
