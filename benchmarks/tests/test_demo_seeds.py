@@ -23,8 +23,14 @@ def test_another_layer_gets_a_section_of_its_own(tmp_path):
     assert demo_seeds.main(["--quick", "--seeds", "0", "--layer-steps", "2", "--items", "4", "--adapter",
                             "latent_evidence", "--out", str(out)]) == 0
     text = out.read_text()
-    assert "<!-- pcdiff-bench:demo-seeds-latent_evidence-128:begin -->" in text
+    # named by all of its settings, so that a later change of the demo's defaults never renames it
+    assert "<!-- pcdiff-bench:demo-seeds-latent_evidence-128-count-m16:begin -->" in text
     assert "<!-- pcdiff-bench:demo-seeds:begin -->" not in text and "latent_evidence adapter" in text
+    assert demo_seeds.main(["--quick", "--seeds", "0", "--layer-steps", "2", "--items", "4", "--layer-draw", "time",
+                            "--cache-maskings", "2", "--out", str(out)]) == 0
+    text = out.read_text()
+    assert "<!-- pcdiff-bench:demo-seeds-static-128-time-m2:begin -->" in text
+    assert "maskings drawn by time, 2 cached per item" in text
 
 
 def test_python_lines_get_a_section_of_their_own(tmp_path):

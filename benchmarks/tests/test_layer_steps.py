@@ -15,3 +15,12 @@ def test_quick_run_writes_one_row_per_step_count(tmp_path):
 def test_step_counts_must_increase():
     with pytest.raises(SystemExit):
         layer_steps.main(["--quick", "--steps", "3,1"])
+
+
+def test_another_layer_or_a_validation_draw_gets_a_section_of_its_own(tmp_path):
+    out = tmp_path / "results.md"
+    assert layer_steps.main(["--quick", "--steps", "2", "--items", "5", "--layer-draw", "time", "--cache-maskings",
+                             "2", "--control-seed", "100", "--out", str(out)]) == 0
+    text = out.read_text()
+    assert "<!-- pcdiff-bench:layer-steps-static-time-h128-m2-c100:begin -->" in text
+    assert "the controls' validation draw, seed 100" in text and "the same, count draw" in text

@@ -67,7 +67,7 @@ def _model_options(parser: argparse.ArgumentParser) -> None:
                             f"time (each position with probability t) (default {LAYER_DRAW})")
     group.add_argument("--cache-maskings", type=int, default=LAYER_MASKINGS,
                        help=f"maskings of each training item whose frozen-backbone outputs are cached for the layer "
-                            f"(default {LAYER_MASKINGS})")
+                            f"(default {LAYER_MASKINGS}; memory: items x maskings x block x vocabulary floats)")
     group.add_argument("--em-init-epochs", type=int, default=0,
                        help="fit the layer's circuit alone to the training data by this many EM epochs before "
                             "training the product (a warm start; default 0: none)")

@@ -9,15 +9,38 @@ hidden states]) values of the cache's dtype.
 """
 from __future__ import annotations
 
+import os
+
 import torch
 
 from .distributed import World
 from .noise import backbone_outputs, elbo_draw, noise_fill
 
-__all__ = ["BackboneCache", "CACHE_CHUNK"]
+__all__ = ["BackboneCache", "CACHE_CHUNK", "check_cache_size"]
 
 #: Entries are computed in fixed chunks of this many (see :meth:`BackboneCache.get`).
 CACHE_CHUNK = 64
+
+
+def physical_memory() -> int | None:
+    """This machine's memory in bytes, where the OS tells (None elsewhere)."""
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (AttributeError, ValueError, OSError):
+        return None
+
+
+def check_cache_size(items: int, maskings: int, length: int, values: int, dtype, ranks: int = 1) -> None:
+    """Refuse, before allocating, a cache (one rank's share) larger than half this machine's memory: the
+    number of items comes from the user's data, so a large file with many maskings would otherwise run
+    the machine out of memory midway through training."""
+    size = -(-items * maskings // ranks) * length * values * torch.empty((), dtype=dtype).element_size()
+    memory = physical_memory()
+    if memory is not None and size > memory // 2:
+        raise ValueError(f"the layer's cache of frozen-backbone outputs would take {size / 1e9:.1f} GB ({items:,} "
+                         f"items x {maskings} maskings x {length} positions x {values} values), more than half of "
+                         f"this machine's {memory / 1e9:.1f} GB: lower cache_maskings (--cache-maskings), or set "
+                         "cache_backbone=False to run the backbone on each batch instead")
 
 
 class BackboneCache:
@@ -32,6 +55,8 @@ class BackboneCache:
     def __init__(self, backbone, train: torch.Tensor, maskings: int, keep_hidden: bool, generator, dtype,
                  world: World, draw: str = "time"):
         n, length = train.shape
+        check_cache_size(n, maskings, length, backbone.vocab_size + (backbone.hidden_size if keep_hidden else 0),
+                         dtype, world.size)
         t, masked = elbo_draw(train.new_empty(n * maskings, length), generator, draw)    # reads only the shape
         mine = slice(world.rank, None, world.size)
         self.t, self.masked = t[mine].clone(), masked[mine].clone()                   # [E_local], [E_local, L]

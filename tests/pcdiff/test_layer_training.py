@@ -176,6 +176,18 @@ def test_training_checks_its_arguments(words):
     assert result["steps"] == 2 and np.isfinite(result["heldout"]["codd"])
 
 
+def test_a_cache_too_large_for_the_machine_is_refused_before_allocating(words, monkeypatch):
+    from pcdiff.train import cache
+    backbone = tiny_backbone(words)
+    layer = CoDDLayer.from_structure("hmm", 3, words.vocab.size, num_states=2)
+    monkeypatch.setattr(cache, "physical_memory", lambda: 10_000)            # bytes: far less than the cache
+    with pytest.raises(ValueError, match=r"more than half of this machine's .*lower cache_maskings"):
+        train_codd_layer(layer, backbone, words, steps=1, cache_maskings=64, progress=False)
+    train_codd_layer(layer, backbone, words, steps=1, cache_backbone=False, progress=False)   # no cache: trains
+    monkeypatch.setattr(cache, "physical_memory", lambda: None)              # the OS does not tell: no check
+    train_codd_layer(layer, backbone, words, steps=1, cache_maskings=64, progress=False)
+
+
 def test_em_warm_start_fits_the_circuit_alone_before_training(words):
     """em_init_epochs: the circuit alone gets likelier on the training rows before any gradient step;
     the same seed gives the same circuit; 0 leaves it as built."""
