@@ -23,10 +23,10 @@ from ..codd.recipe import MAX_VALUES, layer_values
 from ..files import atomic_write_text
 from ..train import heldout_loss, train_backbone, train_codd_layer
 from .controls import ControlSettings, control_table
+from .defaults import BACKBONE_STEPS, LAYER_DRAW, LAYER_LR, LAYER_MASKINGS, LAYER_STATES, LAYER_STEPS
 from .evaluation import generation_table, headline, infill_table, sampling_overhead
 from .judge import code_reference_rates
 from .pretrained import checkpoint_for, pretrained_backbone, shipped_for
-from .defaults import BACKBONE_STEPS, LAYER_DRAW, LAYER_LR, LAYER_MASKINGS, LAYER_STATES, LAYER_STEPS
 from .report import markdown_tables, save_plots
 from .runs import Run, data_spec, load_data
 

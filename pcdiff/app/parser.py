@@ -14,8 +14,8 @@ from ..codd.rules import REMASKING
 from ..data.puzzles import TASKS
 from ..decode.step import CODD_MODES
 from ..train.noise import ELBO_DRAWS
-from .pretrained import PRETRAIN_DEFAULTS
 from .defaults import LAYER_DRAW, LAYER_MASKINGS, LAYER_STATES
+from .pretrained import PRETRAIN_DEFAULTS
 
 __all__ = ["build_parser"]
 

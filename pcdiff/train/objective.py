@@ -14,7 +14,7 @@ import torch
 from ..backbones.protocol import Backbone
 from ..codd.layer import CoDDLayer
 from .distributed import World
-from .noise import backbone_outputs, check_draw, elbo_draw, mask_exactly, noise_fill
+from .noise import backbone_outputs, elbo_draw, mask_exactly, noise_fill
 
 __all__ = ["check_compatible", "codd_objective", "heldout_objective", "evaluate_nll"]
 
@@ -74,7 +74,6 @@ def heldout_objective(layer: CoDDLayer, backbone: Backbone, x0: torch.Tensor, se
     """The training objective on ``x0`` with fixed noise: {"codd": ..., "factorized": ...} (nats per token).
     ``draw``: the ELBO's noise draw (:func:`pcdiff.train.noise.elbo_draw`; both bound the same NLL, the
     count draw more tightly). With a ``world`` of several ranks, all call it and all get the single-process value."""
-    check_draw(draw, "draw")
     generator = torch.Generator().manual_seed(seed)
     codd, fact = _objective_sums(layer, backbone, x0, lambda chunk: elbo_draw(chunk, generator, draw), batch_size,
                                  world or World(), generator)
