@@ -8,8 +8,8 @@ import torch
 
 import structures
 from benchmarks import known_truth
+from helpers.brute import evaluate
 from pcdiff.app.scoring import circuit_scores, fixed_masks
-from tests.helpers.brute import evaluate
 
 
 def test_the_truth_is_the_exact_conditional_by_brute_force():

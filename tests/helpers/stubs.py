@@ -1,10 +1,13 @@
 """Stub backbones with known logits that record every input they see, so a test can replay a
-decoding run step by step."""
+decoding run step by step; small HMM layers to decode with."""
 from __future__ import annotations
 
+import numpy as np
 import torch
 
+import structures
 from pcdiff.backbones import Backbone, BackboneOutput
+from pcdiff.codd import CoDDLayer
 
 V, MASK = 5, 7
 
@@ -35,3 +38,15 @@ def contextual(length: int, vocab: int = V, seed: int = 0):
     g = torch.Generator().manual_seed(seed)
     table, shift = torch.randn(length, vocab, generator=g), torch.randn(vocab + MASK + 1, vocab, generator=g)
     return lambda tokens: table[: tokens.shape[1]] + shift[tokens.roll(1, dims=1)]
+
+
+def hmm_layer(length: int, vocab: int = V, sticky: bool = False, seed: int = 0) -> CoDDLayer:
+    """A float64 CoDD layer over a random 3-state HMM, or a sticky one whose positions nearly repeat."""
+    if sticky:   # strongly coupled positions: the chain stays put and emits its state's token
+        hidden = vocab
+        circuit = structures.hmm(length, hidden, vocab, initial=np.full(hidden, 1 / hidden),
+                                 transition=0.1 / hidden + 0.9 * np.eye(hidden),
+                                 emission=0.1 / vocab + 0.9 * np.eye(vocab))
+    else:
+        circuit = structures.hmm(length, 3, vocab, seed=seed)
+    return CoDDLayer(circuit, mask_id=MASK, dtype=torch.float64)

@@ -12,8 +12,8 @@ from pcdiff.app.evaluation import red_flags
 from pcdiff.app.report import controls_tables
 from pcdiff.app.scoring import (backbone_scores, circuit_scores, fixed_masks, left_to_right, marginal_scores,
                                 mean_ci)
-from tests.helpers.brute import all_assignments, evaluate
-from tests.helpers.stubs import V, StubBackbone, contextual
+from helpers.brute import all_assignments, evaluate
+from helpers.stubs import StubBackbone, contextual
 
 
 def test_circuit_scores_are_the_exact_conditional_by_brute_force():

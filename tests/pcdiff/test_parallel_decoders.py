@@ -9,10 +9,8 @@ import pytest
 import torch
 from scipy.stats import chisquare
 
-import structures
-from helpers.stubs import MASK, V, StubBackbone, contextual, fixed
+from helpers.stubs import MASK, V, StubBackbone, contextual, fixed, hmm_layer
 from pcdiff.backbones import Backbone, BackboneOutput
-from pcdiff.codd import CoDDLayer
 from pcdiff.codd.rules import confidence, draw, entropy, gumbel_noise
 from pcdiff.decode import BlockDecoder, commit_count, denoise, entropy_bound_count, generate
 from pcdiff.decode.remask import remask_tokens
@@ -45,10 +43,6 @@ def successor_ar() -> ARStub:
     table = torch.zeros(MASK + 1, V)
     table[[*range(V), MASK], [*((torch.arange(V) + 1) % V).tolist(), 0]] = 30.0
     return ARStub(table)
-
-
-def hmm_layer(length: int) -> CoDDLayer:
-    return CoDDLayer(structures.hmm(length, 3, V, seed=0), mask_id=MASK, dtype=torch.float64)
 
 
 def newly_committed(states: list[torch.Tensor]) -> list[list[int]]:

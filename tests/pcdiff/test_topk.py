@@ -4,20 +4,21 @@ decoder's top-k paths draw what the dense ones draw; bad arguments are refused."
 import numpy as np
 import pytest
 import torch
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 import structures
 from helpers.blocks import (LOGIT_KINDS, assert_matches_brute_force, brute_block_rows, brute_z, random_block,
                             reference_evidence)
 from helpers.brute import assert_log_close, brute_free_joint, free_index, goodness_of_fit_pvalue
+from helpers.properties import property_settings
 from helpers.strategies import circuits, seeds
 from helpers.stubs import StubBackbone, contextual
 from pcdiff.codd import CoDDBlockDistribution, CoDDLayer
 from pcdiff.decode import BlockDecoder, generate
 
-exact = settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-few = settings(max_examples=6, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow])
+exact = property_settings(20)
+few = property_settings(6, derandomize=True)
 SAMPLES, ALPHA = 8000, 1e-5
 
 

@@ -4,18 +4,19 @@ float64): a ``CandidateEvidence`` is the dense evidence it stands for in every q
 import numpy as np
 import pytest
 import torch
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import structures
 from helpers.brute import (assert_log_close, brute_free_joint, brute_log_prob, brute_marginals, brute_max_product,
                            evaluate, free_index, goodness_of_fit_pvalue)
 from helpers.queries import kwargs, random_sum_tables, reference, row_tables
+from helpers.properties import property_settings
 from helpers.strategies import circuits, queries, seeds
 from structures.queries import make_evidence
 
-exact = settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-few = settings(max_examples=6, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow])
+exact = property_settings(20)
+few = property_settings(6, derandomize=True)
 SAMPLES, ALPHA = 8000, 1e-5
 
 
