@@ -142,8 +142,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dataset", choices=("words", "python"), default="words",
                         help="the demo's data: words (default) or Python lines (blocks of 32)")
     parser.add_argument("--seeds", default="0,1,2", help="comma list of seeds")
-    parser.add_argument("--layer-steps", type=int, default=LAYER_STEPS,
-                        help=f"layer training steps per seed (default: the demo's, {LAYER_STEPS})")
+    parser.add_argument("--layer-steps", type=int,
+                        help=f"layer training steps per seed (default: the demo's, {LAYER_STEPS}; 2 with --quick)")
     parser.add_argument("--adapter", choices=sorted(ADAPTERS), default="static",
                         help="the layer's adapter (default: the demo's, static)")
     parser.add_argument("--num-states", type=int, default=LAYER_STATES,
@@ -162,26 +162,31 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="tiny sizes (seconds; for tests)")
     args = parser.parse_args(argv)
     seeds = [int(s) for s in args.seeds.split(",")]
+    layer_steps = args.layer_steps or (2 if args.quick else LAYER_STEPS)
     started, runs = time.perf_counter(), {}
     for seed in seeds:
-        runs[seed] = one_seed(seed, args.layer_steps, args.items, args.quick, args.adapter, args.num_states,
+        runs[seed] = one_seed(seed, layer_steps, args.items, args.quick, args.adapter, args.num_states,
                               args.em_init_epochs, args.dataset, args.backbone_checkpoint, args.layer_draw,
                               args.cache_maskings)
         print(f"seed {seed}: done ({time.perf_counter() - started:.0f} s)", flush=True)
     info = dict(command=invocation("benchmarks.demo_seeds", argv), quick=args.quick,
-                seconds=time.perf_counter() - started, layer_steps=args.layer_steps, items=args.items,
+                seconds=time.perf_counter() - started, layer_steps=layer_steps, items=args.items,
                 adapter=args.adapter, num_states=args.num_states, em_init_epochs=args.em_init_epochs,
                 layer_draw=args.layer_draw, cache_maskings=args.cache_maskings)
     # the demo's own layer keeps the section the docs cite; any other layer gets a section of its own, named
-    # by all of its settings (not by how they differ from the demo's, which changes)
-    layer = (args.adapter, args.num_states, args.em_init_epochs, args.layer_draw, args.cache_maskings)
+    # by all of its settings (not by how they differ from the demo's, which changes); --quick's tiny layer
+    # is keyed by what was asked for
+    requested_steps = args.layer_steps or LAYER_STEPS
+    layer = (args.adapter, args.num_states, args.em_init_epochs, args.layer_draw, args.cache_maskings, requested_steps)
     warm = f"-em{args.em_init_epochs}" if args.em_init_epochs else ""
     key, title = ("demo-seeds", "The demo over three seeds, with its controls (issue 13)") \
-        if layer == ("static", LAYER_STATES, 0, LAYER_DRAW, LAYER_MASKINGS) else (
-        f"demo-seeds-{args.adapter}-{args.num_states}{warm}-{args.layer_draw}-m{args.cache_maskings}",
+        if layer == ("static", LAYER_STATES, 0, LAYER_DRAW, LAYER_MASKINGS, LAYER_STEPS) else (
+        f"demo-seeds-{args.adapter}-{args.num_states}{warm}-{args.layer_draw}-m{args.cache_maskings}"
+        f"-l{requested_steps}",
         f"The demo's controls with a {args.adapter} adapter and {args.num_states} states"
         + (f", EM warm start ({args.em_init_epochs} epochs)" if args.em_init_epochs else "")
-        + f", maskings drawn by {args.layer_draw}, {args.cache_maskings} cached per item")
+        + f", maskings drawn by {args.layer_draw}, {args.cache_maskings} cached per item,"
+        f" {requested_steps:,} layer steps")
     if args.dataset != "words":
         key, title = f"{key}-{args.dataset}", f"Python lines: {title[0].lower()}{title[1:]}"
     if args.backbone_checkpoint is not None:

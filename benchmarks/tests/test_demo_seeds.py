@@ -6,7 +6,7 @@ from benchmarks import demo_seeds
 def test_quick_run_writes_one_table_per_item_set_and_the_targets(tmp_path, capsys):
     out = tmp_path / "results.md"
     out.write_text("# Results\n\nwritten by hand\n")
-    assert demo_seeds.main(["--quick", "--seeds", "0,1", "--layer-steps", "2", "--items", "6", "--out", str(out)]) == 0
+    assert demo_seeds.main(["--quick", "--seeds", "0,1", "--items", "6", "--out", str(out)]) == 0
     text = out.read_text()
     assert "written by hand" in text and "<!-- pcdiff-bench:demo-seeds:begin -->" in text
     for heading in ("**in distribution**", "**unseen types**", "Targets (issue 13)"):
@@ -20,22 +20,26 @@ def test_quick_run_writes_one_table_per_item_set_and_the_targets(tmp_path, capsy
 
 def test_another_layer_gets_a_section_of_its_own(tmp_path):
     out = tmp_path / "results.md"
-    assert demo_seeds.main(["--quick", "--seeds", "0", "--layer-steps", "2", "--items", "4", "--adapter",
+    assert demo_seeds.main(["--quick", "--seeds", "0", "--items", "4", "--adapter",
                             "latent_evidence", "--out", str(out)]) == 0
     text = out.read_text()
     # named by all of its settings, so that a later change of the demo's defaults never renames it
-    assert "<!-- pcdiff-bench:demo-seeds-latent_evidence-128-count-m16:begin -->" in text
+    assert "<!-- pcdiff-bench:demo-seeds-latent_evidence-128-count-m16-l4000:begin -->" in text
     assert "<!-- pcdiff-bench:demo-seeds:begin -->" not in text and "latent_evidence adapter" in text
-    assert demo_seeds.main(["--quick", "--seeds", "0", "--layer-steps", "2", "--items", "4", "--layer-draw", "time",
+    assert demo_seeds.main(["--quick", "--seeds", "0", "--items", "4", "--layer-draw", "time",
                             "--cache-maskings", "2", "--out", str(out)]) == 0
     text = out.read_text()
-    assert "<!-- pcdiff-bench:demo-seeds-static-128-time-m2:begin -->" in text
-    assert "maskings drawn by time, 2 cached per item" in text
+    assert "<!-- pcdiff-bench:demo-seeds-static-128-time-m2-l4000:begin -->" in text
+    assert "maskings drawn by time, 2 cached per item, 4,000 layer steps" in text
+    # the layer's steps are one of its settings: the demo's layer trained longer is another section
+    assert demo_seeds.main(["--quick", "--seeds", "0", "--items", "4", "--layer-steps", "3", "--out", str(out)]) == 0
+    text = out.read_text()
+    assert "<!-- pcdiff-bench:demo-seeds-static-128-count-m16-l3:begin -->" in text
 
 
 def test_python_lines_get_a_section_of_their_own(tmp_path):
     out = tmp_path / "results.md"
-    assert demo_seeds.main(["--quick", "--dataset", "python", "--seeds", "0", "--layer-steps", "2", "--items", "4",
+    assert demo_seeds.main(["--quick", "--dataset", "python", "--seeds", "0", "--items", "4",
                             "--out", str(out)]) == 0
     text = out.read_text()
     assert "<!-- pcdiff-bench:demo-seeds-python:begin -->" in text and "## Python lines: the demo over" in text
@@ -46,7 +50,7 @@ def test_a_backbone_checkpoint_gets_a_section_of_its_own(tmp_path):
     stem = tmp_path / "words-tiny"
     train_shipped_backbone(stem, progress=False, steps=2, dim=16, depth=1, eval_every=1, eval_items=4)
     out = tmp_path / "results.md"
-    assert demo_seeds.main(["--quick", "--seeds", "0", "--layer-steps", "2", "--items", "4", "--backbone-checkpoint",
+    assert demo_seeds.main(["--quick", "--seeds", "0", "--items", "4", "--backbone-checkpoint",
                             str(stem), "--out", str(out)]) == 0
     text = out.read_text()
     assert "<!-- pcdiff-bench:demo-seeds-words-tiny:begin -->" in text
