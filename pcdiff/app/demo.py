@@ -127,9 +127,10 @@ def train_prepared(run: Run, budget: float = 1.0, backbone_steps: int | None = N
     backbone_summary = loaded if "pretrained" in loaded else \
         train_backbone(backbone, data, steps=backbone_steps, seed=seed, progress=progress)
     backbone.eval().requires_grad_(False)
+    # held out only at the end: the run keeps no learning curve, and evaluating never moves training
     layer_summary = train_codd_layer(layer, backbone, data, steps=layer_steps, lr=layer_lr, seed=seed,
                                      progress=progress, em_init_epochs=em_init_epochs, elbo_draw=layer_draw,
-                                     cache_maskings=cache_maskings)
+                                     cache_maskings=cache_maskings, eval_every=None)
     run.settings.update({
         "budget": budget,
         "backbone": {"parameters": backbone.num_parameters(), "config": backbone.config,
