@@ -3,9 +3,10 @@
 Random masks make one backbone forward per item useless, so the cache holds ``maskings`` fixed
 random maskings per training item (with a uniform-noise backbone, the corrupted positions and their
 random tokens; the paper precomputes the logits once) and a step picks one of
-them at random. Entries are computed on first use, so the cost is min(items × maskings, steps ×
-batch) backbone rows, and the memory is items × maskings × L × (V [+ D when the adapter reads
-hidden states]) values of the cache's dtype.
+them at random. Entries are computed on first use, and only those the run will read where it says
+which, so the cost is at most min(items × maskings, steps × batch) backbone rows; the memory
+reserved is items × maskings × L × (V [+ D when the adapter reads hidden states]) values of the
+cache's dtype, of which the OS commits the pages written.
 """
 from __future__ import annotations
 
@@ -49,11 +50,12 @@ class BackboneCache:
     Entry e = item · K + k is the item's k-th of K maskings. Every rank draws the maskings of all
     entries from the same generator (the single-process stream) and keeps those it owns
     (``world.owns``), at local index e // world.size: the cache is sharded over the ranks. ``draw``:
-    how the maskings are drawn (:func:`~pcdiff.train.noise.elbo_draw`).
+    how the maskings are drawn (:func:`~pcdiff.train.noise.elbo_draw`). ``read``: [items · maskings]
+    bool, the entries the run will ask for (None: any), so that a chunk computes only those.
     """
 
     def __init__(self, backbone, train: torch.Tensor, maskings: int, keep_hidden: bool, generator, dtype,
-                 world: World, draw: str = "time"):
+                 world: World, draw: str = "time", read: torch.Tensor | None = None):
         n, length = train.shape
         check_cache_size(n, maskings, length, backbone.vocab_size + (backbone.hidden_size if keep_hidden else 0),
                          dtype, world.size)
@@ -70,6 +72,9 @@ class BackboneCache:
         self.logits = torch.zeros(size, length, backbone.vocab_size, dtype=dtype)   # lazily written pages
         self.hidden = torch.zeros(size, length, backbone.hidden_size, dtype=dtype) if keep_hidden else None
         self.filled = torch.zeros(size, dtype=torch.bool)
+        if read is not None and read.shape != (n * maskings,):
+            raise ValueError(f"read must have one flag per entry, shape ({n * maskings},), got {tuple(read.shape)}")
+        self.read = None if read is None else read[mine].clone()
 
     def get(self, entries: torch.Tensor, device):
         """(t, masked, logits, hidden) of owned ``entries`` [B'] (global entry numbers)."""
@@ -81,6 +86,8 @@ class BackboneCache:
         todo = (chunks.unsqueeze(-1) * CACHE_CHUNK + torch.arange(CACHE_CHUNK)).flatten()
         todo = todo[todo < len(self.filled)]
         todo = todo[~self.filled[todo]]
+        if self.read is not None:               # a chunk's entries that no step reads are never computed
+            todo = todo[self.read[todo] | torch.isin(todo, local)]
         if len(todo):
             items = (todo * self.world.size + self.world.rank) // self.maskings
             logits, hidden = backbone_outputs(self.backbone, self.train[items].to(device), self.masked[todo].to(device),

@@ -55,9 +55,10 @@ def train_codd_layer(layer: CoDDLayer, backbone: Backbone, data: ItemData, confi
     optimizer = _optimizer(layer, backbone, config)
     data_gen = torch.Generator().manual_seed(seed)
     world.share(backbone)                 # ranks may have trained their backbones apart: use rank 0's
+    weights = torch.tensor(data.train_weights, dtype=torch.float64) if data.train_weights is not None else None
     cache = BackboneCache(backbone.eval(), train, config.cache_maskings, layer.needs_hidden,
-                          torch.Generator().manual_seed(seed + 1), config.cache_dtype, world,
-                          config.elbo_draw) if config.cached else None
+                          torch.Generator().manual_seed(seed + 1), config.cache_dtype, world, config.elbo_draw,
+                          read=_entries_read(weights, len(train), config)) if config.cached else None
     # dropout's RNG for joint training: one stream per rank, so ranks do not drop the same units
     torch_rng = torch.Generator().manual_seed(seed + RANK_SEED_STRIDE * world.rank).get_state()
     checkpoints = None if config.checkpoint_dir is None else TrainingCheckpoints(
@@ -75,7 +76,7 @@ def train_codd_layer(layer: CoDDLayer, backbone: Backbone, data: ItemData, confi
                 if len(heldout) else None}
 
     monitor = Monitor(evaluate) if resumed is None else Monitor(evaluate, resumed.history, resumed.seconds)
-    step_fn = _step_function(layer, backbone, train, data, config, world, cache, data_gen)
+    step_fn = _step_function(layer, backbone, train, weights, config, world, cache, data_gen)
     with torch.random.fork_rng(devices=[]):
         torch.set_rng_state(torch_rng)
         backbone.train(not config.freeze_backbone)
@@ -114,12 +115,36 @@ def _optimizer(layer: CoDDLayer, backbone: Backbone, config: LayerTrainingConfig
     return torch.optim.Adam(groups, lr=config.lr)
 
 
-def _step_function(layer, backbone, train, data: ItemData, config: LayerTrainingConfig, world: World,
+def _draw_rows(weights: torch.Tensor | None, items: int, batch_size: int, generator: torch.Generator) -> torch.Tensor:
+    """A global batch of training rows: by the items' weights where the data have them, else uniform."""
+    return torch.multinomial(weights, batch_size, replacement=True, generator=generator) \
+        if weights is not None else torch.randint(items, (batch_size,), generator=generator)
+
+
+def _draw_entries(rows: torch.Tensor, maskings: int, generator: torch.Generator) -> torch.Tensor:
+    """The cache entries of ``rows``: each row's masking, one of its ``maskings`` at random."""
+    return rows * maskings + torch.randint(maskings, (len(rows),), generator=generator)
+
+
+def _entries_read(weights: torch.Tensor | None, items: int, config: LayerTrainingConfig) -> torch.Tensor:
+    """[items · maskings] bool: the cache entries the run's ``config.steps`` steps will read, found by
+    replaying their draws from the seed (a cached step draws from nothing else). Why: a run of
+    steps × batch draws over items × maskings entries leaves many unread (e^-1.25, 29%, for the
+    demo's), and the cache need not compute them. Always from step 0, so a resumed run computes the
+    same entries together as a straight one."""
+    generator = torch.Generator().manual_seed(config.seed)
+    read = torch.zeros(items * config.cache_maskings, dtype=torch.bool)
+    for _ in range(config.steps):
+        rows = _draw_rows(weights, items, config.batch_size, generator)
+        read[_draw_entries(rows, config.cache_maskings, generator)] = True
+    return read
+
+
+def _step_function(layer, backbone, train, weights: torch.Tensor | None, config: LayerTrainingConfig, world: World,
                    cache: BackboneCache | None, data_gen: torch.Generator):
     """The loop's ``step_fn``: this rank's part of a global batch → (loss to differentiate, the whole
     batch's loss)."""
     device = layer.circuit.device
-    weights = torch.tensor(data.train_weights, dtype=torch.float64) if data.train_weights is not None else None
     batch_size = config.batch_size
     tokens = batch_size * train.shape[1]                            # the global batch normalizes every part
     # wrapped once (DDP copies rank 0's parameters when built); called for the gradient sync
@@ -128,12 +153,10 @@ def _step_function(layer, backbone, train, data: ItemData, config: LayerTraining
 
     def step_fn(step: int) -> tuple[torch.Tensor, float]:
         # the global batch, drawn alike on every rank; then this rank's part of it
-        rows = torch.multinomial(weights, batch_size, replacement=True, generator=data_gen) \
-            if weights is not None else torch.randint(len(train), (batch_size,), generator=data_gen)
+        rows = _draw_rows(weights, len(train), batch_size, data_gen)
         logits = hidden = fill = None
         if cache is not None:
-            entries = rows * config.cache_maskings + torch.randint(config.cache_maskings, (batch_size,),
-                                                                   generator=data_gen)
+            entries = _draw_entries(rows, config.cache_maskings, data_gen)
             mine = world.owns(entries)
             x0 = train[rows[mine]].to(device)
             if len(x0):

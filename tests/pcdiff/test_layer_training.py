@@ -188,6 +188,33 @@ def test_a_cache_too_large_for_the_machine_is_refused_before_allocating(words, m
     train_codd_layer(layer, backbone, words, steps=1, cache_maskings=64, progress=False)
 
 
+def test_the_cache_computes_only_the_entries_the_run_reads(words, monkeypatch):
+    """3 steps of 8 read at most 24 of the 6 items x 64 maskings: the cache's backbone runs on those
+    alone, and the layer trains to the same bits as with every touched chunk computed."""
+    from pcdiff.train import cache, layer as layer_training
+    computed = []
+
+    def counting(backbone, x0, masked, **kw):
+        computed.append(len(x0))
+        return backbone_outputs(backbone, x0, masked, **kw)
+    backbone_outputs = cache.backbone_outputs
+    monkeypatch.setattr(cache, "backbone_outputs", counting)
+
+    def train(schedule):
+        if not schedule:
+            monkeypatch.setattr(layer_training, "_entries_read", lambda *args: None)
+        layer = CoDDLayer.from_structure("hmm", 6, words.vocab.size, num_states=4, mask_id=words.vocab.mask_id)
+        train_codd_layer(layer, tiny_backbone(words), words, steps=3, batch_size=8, cache_maskings=64,
+                         progress=False, eval_every=None)
+        rows, computed[:] = sum(computed), []
+        return layer, rows
+    scheduled, rows_read = train(True)
+    every, rows_touched = train(False)
+    assert rows_read <= 24 < rows_touched
+    for a, b in zip(scheduled.parameters(), every.parameters()):
+        assert torch.equal(a, b)
+
+
 def test_em_warm_start_fits_the_circuit_alone_before_training(words):
     """em_init_epochs: the circuit alone gets likelier on the training rows before any gradient step;
     the same seed gives the same circuit; 0 leaves it as built."""
