@@ -58,7 +58,7 @@ def train_codd_layer(layer: CoDDLayer, backbone: Backbone, data: ItemData, confi
     weights = torch.tensor(data.train_weights, dtype=torch.float64) if data.train_weights is not None else None
     cache = BackboneCache(backbone.eval(), train, config.cache_maskings, layer.needs_hidden,
                           torch.Generator().manual_seed(seed + 1), config.cache_dtype, world, config.elbo_draw,
-                          read=_entries_read(weights, len(train), config)) if config.cached else None
+                          read=_entries_read(weights, len(train), config, data_gen)) if config.cached else None
     # dropout's RNG for joint training: one stream per rank, so ranks do not drop the same units
     torch_rng = torch.Generator().manual_seed(seed + RANK_SEED_STRIDE * world.rank).get_state()
     checkpoints = None if config.checkpoint_dir is None else TrainingCheckpoints(
@@ -126,13 +126,15 @@ def _draw_entries(rows: torch.Tensor, maskings: int, generator: torch.Generator)
     return rows * maskings + torch.randint(maskings, (len(rows),), generator=generator)
 
 
-def _entries_read(weights: torch.Tensor | None, items: int, config: LayerTrainingConfig) -> torch.Tensor:
+def _entries_read(weights: torch.Tensor | None, items: int, config: LayerTrainingConfig,
+                  data_gen: torch.Generator) -> torch.Tensor:
     """[items · maskings] bool: the cache entries the run's ``config.steps`` steps will read, found by
-    replaying their draws from the seed (a cached step draws from nothing else). Why: a run of
-    steps × batch draws over items × maskings entries leaves many unread (e^-1.25, 29%, for the
-    demo's), and the cache need not compute them. Always from step 0, so a resumed run computes the
-    same entries together as a straight one."""
-    generator = torch.Generator().manual_seed(config.seed)
+    replaying their draws on a copy of ``data_gen`` as it is before step 0 (a cached step draws from
+    nothing else). Why: a run of steps × batch draws over items × maskings entries leaves many unread
+    (e^-1.25, 29%, for the demo's), and the cache need not compute them. Always from step 0, so a
+    resumed run computes the same entries together as a straight one."""
+    generator = torch.Generator()
+    generator.set_state(data_gen.get_state())
     read = torch.zeros(items * config.cache_maskings, dtype=torch.bool)
     for _ in range(config.steps):
         rows = _draw_rows(weights, items, config.batch_size, generator)
