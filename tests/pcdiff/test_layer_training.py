@@ -241,7 +241,8 @@ def test_a_trained_layer_beats_the_factorized_backbone_on_words():
     torch.manual_seed(0)
     backbone = TinyDiffusionTransformer(data.vocab.size, data.vocab.mask_id, data.block_length, dim=64, depth=2)
     train_backbone(backbone, data, steps=300, batch_size=128, lr=3e-3, progress=False, eval_every=None)
-    layer = CoDDLayer.from_structure("hmm", data.block_length, data.vocab.size, num_states=64, mask_id=data.vocab.mask_id)
+    layer = CoDDLayer.from_structure("hmm", data.block_length, data.vocab.size, num_states=64,
+                                     mask_id=data.vocab.mask_id)
     heldout = data.encode_heldout()
     before = evaluate_nll(layer, backbone, heldout, 0.5)
     assert before["codd"] > before["factorized"] - 0.05                      # an untrained circuit does not help

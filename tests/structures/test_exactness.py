@@ -46,8 +46,8 @@ def test_marginals_match_brute_force(circuit, data):
         q = q.rows(possible)
         if q.batch == 0:
             return
-    np.testing.assert_allclose(model.marginals(**kwargs(q)).numpy(), brute_query_rows(circuit, model, q, brute_marginals),
-                               rtol=0, atol=1e-9)
+    np.testing.assert_allclose(model.marginals(**kwargs(q)).numpy(),
+                               brute_query_rows(circuit, model, q, brute_marginals), rtol=0, atol=1e-9)
 
 
 @exact
