@@ -215,6 +215,23 @@ def test_the_cache_computes_only_the_entries_the_run_reads(words, monkeypatch):
         assert torch.equal(a, b)
 
 
+def test_the_cache_stores_only_the_entries_it_is_told_will_be_read(words):
+    from pcdiff.train.cache import BackboneCache
+    from pcdiff.train.distributed import world
+    train = words.encode_train()
+    read = torch.zeros(len(train) * 4, dtype=torch.bool)
+    read[[1, 5, 6, 22]] = True
+    cache = BackboneCache(tiny_backbone(words), train, 4, False, torch.Generator().manual_seed(0), torch.float32,
+                          world(), read=read)
+    assert cache.logits.shape[0] == 4
+    t, masked, logits, _ = cache.get(torch.tensor([22, 5, 22]), "cpu")
+    assert torch.equal(logits[0], logits[2]) and logits.shape[0] == 3
+    with pytest.raises(ValueError, match="never read"):
+        cache.get(torch.tensor([2]), "cpu")
+    with pytest.raises(ValueError, match="one flag per entry"):
+        BackboneCache(tiny_backbone(words), train, 4, False, torch.Generator(), torch.float32, world(), read=read[:5])
+
+
 def test_em_warm_start_fits_the_circuit_alone_before_training(words):
     """em_init_epochs: the circuit alone gets likelier on the training rows before any gradient step;
     the same seed gives the same circuit; 0 leaves it as built."""
