@@ -90,9 +90,9 @@ class BackboneCache:
         if self.read is not None and not bool(self.read[local].all()):
             raise ValueError("asked for cache entries that the run's draws never read: the cache was built for "
                              "another schedule")
-        # Whole fixed chunks of entries are computed together: a backbone's bits depend on the batch
-        # it ran in (BLAS blocks rows by batch size), so an entry must not depend on which entries
-        # happened to be asked for first (a resumed run asks in another order).
+        # Fixed chunks of entries (those of each the run reads) are computed together: a backbone's
+        # bits may depend on the batch it ran in (BLAS blocks rows by batch size), so an entry must not
+        # depend on which entries happened to be asked for first (a resumed run asks in another order).
         chunks = torch.unique(local // CACHE_CHUNK)
         todo = (chunks.unsqueeze(-1) * CACHE_CHUNK + torch.arange(CACHE_CHUNK)).flatten()
         todo = todo[todo < len(self.filled)]
