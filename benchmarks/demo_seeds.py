@@ -30,7 +30,7 @@ import torch
 
 from pcdiff.app.controls import ControlSettings, control_table
 from pcdiff.app.demo import prepare_run, train_prepared
-from pcdiff.app.defaults import LAYER_DRAW, LAYER_LR, LAYER_MASKINGS, LAYER_STATES, LAYER_STEPS
+from pcdiff.app.defaults import LAYER_DRAW, LAYER_LR, LAYER_MASKINGS, LAYER_STATES, LAYER_STEPS, layer_recipe
 from pcdiff.codd.adapters import ADAPTERS
 from pcdiff.train.noise import ELBO_DRAWS
 
@@ -146,13 +146,13 @@ def main(argv: list[str] | None = None) -> int:
                         help=f"layer training steps per seed (default: the demo's, {LAYER_STEPS}; 2 with --quick)")
     parser.add_argument("--adapter", choices=sorted(ADAPTERS), default="static",
                         help="the layer's adapter (default: the demo's, static)")
-    parser.add_argument("--num-states", type=int, default=LAYER_STATES,
-                        help=f"the layer's latent states (default: the demo's, {LAYER_STATES})")
+    parser.add_argument("--num-states", type=int,
+                        help=f"the layer's latent states (default: the demo's for the data, {LAYER_STATES} for words)")
     parser.add_argument("--em-init-epochs", type=int, default=0,
                         help="EM epochs fitting the layer's circuit alone before its training (default 0: none)")
-    parser.add_argument("--layer-draw", choices=ELBO_DRAWS, default=LAYER_DRAW,
+    parser.add_argument("--layer-draw", choices=ELBO_DRAWS,
                         help=f"how the layer's training maskings are drawn (default: the demo's, {LAYER_DRAW})")
-    parser.add_argument("--cache-maskings", type=int, default=LAYER_MASKINGS,
+    parser.add_argument("--cache-maskings", type=int,
                         help=f"cached backbone maskings per training item (default: the demo's, {LAYER_MASKINGS})")
     parser.add_argument("--items", type=int, default=300, help="items per set and masked count")
     parser.add_argument("--backbone-checkpoint", metavar="STEM",
@@ -161,6 +161,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", help="markdown file to put the section in (e.g. docs/results.md)")
     parser.add_argument("--quick", action="store_true", help="tiny sizes (seconds; for tests)")
     args = parser.parse_args(argv)
+    recipe = layer_recipe(args.dataset)              # the demo's layer for this data, where a flag leaves it unset
+    args.num_states = args.num_states or recipe.num_states
+    args.layer_draw = args.layer_draw or recipe.draw
+    args.cache_maskings = args.cache_maskings or recipe.cache_maskings
     seeds = [int(s) for s in args.seeds.split(",")]
     layer_steps = args.layer_steps or (2 if args.quick else LAYER_STEPS)
     started, runs = time.perf_counter(), {}
@@ -180,7 +184,7 @@ def main(argv: list[str] | None = None) -> int:
     layer = (args.adapter, args.num_states, args.em_init_epochs, args.layer_draw, args.cache_maskings, requested_steps)
     warm = f"-em{args.em_init_epochs}" if args.em_init_epochs else ""
     key, title = ("demo-seeds", "The demo over three seeds, with its controls (issue 13)") \
-        if layer == ("static", LAYER_STATES, 0, LAYER_DRAW, LAYER_MASKINGS, LAYER_STEPS) else (
+        if layer == ("static", recipe.num_states, 0, recipe.draw, recipe.cache_maskings, LAYER_STEPS) else (
         f"demo-seeds-{args.adapter}-{args.num_states}{warm}-{args.layer_draw}-m{args.cache_maskings}"
         f"-l{requested_steps}",
         f"The demo's controls with a {args.adapter} adapter and {args.num_states} states"

@@ -10,9 +10,10 @@ checkpoint at each step count (one run, measured on the way; the same figures as
 each length). At each count, the demo's controls on
 in-distribution items: CoDD's gain over one-step at one masked token (≈ 0 unless the layer repairs
 the backbone's conditionals) and gap closed, (one-step − CoDD) / (one-step − best sequential order),
-at 50%, 90% and 100% masked; besides, the layer's held-out training objective (on unseen word types, or
-unseen lines with ``--dataset python``: the data a layer's recipe may be chosen on), with the ELBO's time draw and with its
-count draw (the tighter bound, which weighs every masked count alike as gap closed does).
+at 50%, 90% and 100% masked; besides, the layer's held-out training objective (on unseen word types,
+or unseen lines with ``--dataset python``: the data a layer's recipe may be chosen on), with the
+ELBO's time draw and with its count draw (the tighter bound, which weighs every masked count alike
+as gap closed does).
 """
 from __future__ import annotations
 
@@ -21,7 +22,7 @@ import tempfile
 
 from pcdiff.app.controls import ControlSettings, control_table
 from pcdiff.app.demo import prepare_run
-from pcdiff.app.defaults import LAYER_DRAW, LAYER_LR, LAYER_MASKINGS, LAYER_STATES
+from pcdiff.app.defaults import LAYER_DRAW, LAYER_LR, LAYER_MASKINGS, LAYER_STATES, layer_recipe
 from pcdiff.codd.adapters import ADAPTERS
 from pcdiff.train import heldout_objective, train_codd_layer
 from pcdiff.train.noise import ELBO_DRAWS
@@ -86,12 +87,14 @@ def main(argv: list[str] | None = None) -> int:
                         help="the layer's adapter (default: the demo's, static)")
     parser.add_argument("--em-init-epochs", type=int, default=0,
                         help="EM epochs fitting the layer's circuit alone first (default 0: none)")
-    parser.add_argument("--layer-draw", choices=ELBO_DRAWS, default=LAYER_DRAW,
-                        help=f"how the layer's training maskings are drawn (default: the demo's, {LAYER_DRAW})")
-    parser.add_argument("--num-states", type=int, default=LAYER_STATES,
-                        help=f"the layer's states (default: the demo's, {LAYER_STATES})")
-    parser.add_argument("--cache-maskings", type=int, default=LAYER_MASKINGS,
-                        help=f"cached backbone maskings of each training item (default: the demo's, {LAYER_MASKINGS})")
+    parser.add_argument("--layer-draw", choices=ELBO_DRAWS,
+                        help=f"how the layer's training maskings are drawn (default: the demo's for the data, "
+                             f"{LAYER_DRAW} for words)")
+    parser.add_argument("--num-states", type=int,
+                        help=f"the layer's states (default: the demo's for the data, {LAYER_STATES} for words)")
+    parser.add_argument("--cache-maskings", type=int,
+                        help=f"cached backbone maskings of each training item (default: the demo's for the data, "
+                             f"{LAYER_MASKINGS} for words)")
     parser.add_argument("--items", type=int, default=150, help="in-distribution items per masked count")
     parser.add_argument("--control-seed", type=int, default=0,
                         help="seed of the controls' items and masks (default 0, demo_seeds' first seed; another "
@@ -99,6 +102,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", help="markdown file to put the section in (e.g. docs/results.md)")
     parser.add_argument("--quick", action="store_true", help="tiny sizes (seconds; for tests)")
     args = parser.parse_args(argv)
+    recipe = layer_recipe(args.dataset)              # the demo's layer for this data, where a flag leaves it unset
+    args.num_states = args.num_states or recipe.num_states
+    args.layer_draw = args.layer_draw or recipe.draw
+    args.cache_maskings = args.cache_maskings or recipe.cache_maskings
     step_counts = [int(s) for s in args.steps.split(",")]
     if step_counts != sorted(set(step_counts)) or step_counts[0] < 1:
         parser.error(f"--steps must be increasing positive counts, got {args.steps}")
@@ -112,7 +119,7 @@ def main(argv: list[str] | None = None) -> int:
     # the demo's own layer keeps the section the docs cite; any other layer gets a section of its own
     # named by all of its settings (not by how they differ from the demo's, which changes)
     demo = (args.adapter, args.em_init_epochs, args.layer_draw, args.num_states, args.cache_maskings) == \
-        ("static", 0, LAYER_DRAW, LAYER_STATES, LAYER_MASKINGS)
+        ("static", 0, recipe.draw, recipe.num_states, recipe.cache_maskings)
     tag = "" if demo else f"-{args.adapter}" + (f"-em{args.em_init_epochs}" if args.em_init_epochs else "") \
         + f"-{args.layer_draw}-h{args.num_states}-m{args.cache_maskings}"
     tag += f"-c{args.control_seed}" if args.control_seed else ""

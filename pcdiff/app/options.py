@@ -11,6 +11,7 @@ import torch
 from ..arguments import check_int, check_number
 from ..data.sources import MAX_LENGTH
 from ..files import check_new_folder
+from .defaults import layer_recipe
 
 __all__ = ["check_options", "check_seed", "torch_device", "MAX_SEED"]
 
@@ -41,7 +42,17 @@ def torch_device(name: str | torch.device | None, option: str = "--device") -> t
     return device
 
 
+def _fill_layer_recipe(args) -> None:
+    """Layer options left unset take the recipe chosen for this data (:func:`.defaults.layer_recipe`)."""
+    recipe = layer_recipe(args.dataset if args.data is None else None)
+    for name, value in (("num_states", recipe.num_states), ("layer_draw", recipe.draw),
+                        ("cache_maskings", recipe.cache_maskings)):
+        if getattr(args, name) is None:
+            setattr(args, name, value)
+
+
 def _training(args) -> None:
+    _fill_layer_recipe(args)
     check_number("--budget", args.budget)
     check_int("--backbone-steps", args.backbone_steps, 1, optional=True)
     check_int("--layer-steps", args.layer_steps, 1, optional=True)
@@ -93,7 +104,8 @@ def _report_folder(out) -> None:
 
 
 def check_options(args) -> None:
-    """Check every option of one command's parsed ``args`` (see :func:`pcdiff.app.parser.build_parser`)."""
+    """Check every option of one command's parsed ``args`` (see :func:`pcdiff.app.parser.build_parser`),
+    after filling the layer options a demo or train left unset from its data's recipe."""
     if hasattr(args, "seed"):
         check_seed(args.seed)
     if getattr(args, "data_seed", None) is not None:

@@ -14,10 +14,12 @@ from ..codd.rules import REMASKING
 from ..data.puzzles import TASKS
 from ..decode.step import CODD_MODES
 from ..train.noise import ELBO_DRAWS
-from .defaults import LAYER_DRAW, LAYER_MASKINGS, LAYER_STATES
+from .defaults import layer_recipe
 from .pretrained import PRETRAIN_DEFAULTS
 
 __all__ = ["build_parser"]
+
+_WORDS, _PYTHON = layer_recipe("words"), layer_recipe("python")
 
 
 def _data_options(parser: argparse.ArgumentParser) -> None:
@@ -37,9 +39,9 @@ def _data_options(parser: argparse.ArgumentParser) -> None:
 def _model_options(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("model and training")
     group.add_argument("--structure", choices=STRUCTURES, default="hmm", help="circuit structure")
-    group.add_argument("--num-states", "--hidden", dest="num_states", type=int, default=LAYER_STATES,
-                       help=f"latent states of the circuit (default {LAYER_STATES}; --hidden: the 0.1 name, kept "
-                            "for now)")
+    group.add_argument("--num-states", "--hidden", dest="num_states", type=int,
+                       help=f"latent states of the circuit (default: the data's recipe, {_PYTHON.num_states} for "
+                            f"python, else {_WORDS.num_states}; --hidden: the 0.1 name, kept for now)")
     group.add_argument("--adapter", choices=sorted(ADAPTERS), default="static",
                        help="how the circuit is conditioned on the backbone's hidden states")
     group.add_argument("--budget", type=float, default=1.0,
@@ -62,12 +64,13 @@ def _model_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--layer-lr", type=float,
                        help="the layer's Adam learning rate (default: the demo's LAYER_LR, chosen on the words' "
                             "held-out objective: docs/results.md)")
-    group.add_argument("--layer-draw", choices=ELBO_DRAWS, default=LAYER_DRAW,
+    group.add_argument("--layer-draw", choices=ELBO_DRAWS,
                        help=f"how the layer's training maskings are drawn: count (k of L positions, k uniform) or "
-                            f"time (each position with probability t) (default {LAYER_DRAW})")
-    group.add_argument("--cache-maskings", type=int, default=LAYER_MASKINGS,
+                            f"time (each position with probability t) (default: the data's recipe, {_WORDS.draw})")
+    group.add_argument("--cache-maskings", type=int,
                        help=f"maskings of each training item whose frozen-backbone outputs are cached for the layer "
-                            f"(default {LAYER_MASKINGS}; memory: items x maskings x block x vocabulary floats)")
+                            f"(default: the data's recipe, {_WORDS.cache_maskings}; memory: items x maskings x block "
+                            "x vocabulary floats)")
     group.add_argument("--em-init-epochs", type=int, default=0,
                        help="fit the layer's circuit alone to the training data by this many EM epochs before "
                             "training the product (a warm start; default 0: none)")

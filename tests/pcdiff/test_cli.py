@@ -163,3 +163,21 @@ def test_the_commands_keep_freed_heap_pages_on_glibc(monkeypatch, tmp_path):
     monkeypatch.setattr(cli, "keep_heap_pages", lambda: calls.append(True))
     assert cli.main(["convert", str(tmp_path / "missing.jpc"), str(tmp_path / "out.jpc")]) == 2
     assert calls == [True]
+
+
+@pytest.mark.parametrize("flags, expected", [
+    (["--dataset", "python"], (64, "count", 16)),             # the recipe chosen for Python lines
+    (["--dataset", "words"], (128, "count", 16)),
+    (["--dataset", "python", "--num-states", "32", "--layer-draw", "time"], (32, "time", 16)),   # a flag wins
+])
+def test_layer_options_left_unset_take_the_datas_recipe(flags, expected, tmp_path):
+    from pcdiff.app.options import check_options
+    from pcdiff.app.parser import build_parser
+    args = build_parser().parse_args(["demo", *flags, "--out", str(tmp_path / "run")])
+    check_options(args)
+    assert (args.num_states, args.layer_draw, args.cache_maskings) == expected
+
+
+def test_a_users_file_takes_the_words_recipe(tmp_path):
+    from pcdiff.app.defaults import layer_recipe
+    assert layer_recipe(None) == layer_recipe("words") != layer_recipe("python")
