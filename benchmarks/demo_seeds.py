@@ -30,7 +30,8 @@ import torch
 
 from pcdiff.app.controls import ControlSettings, control_table
 from pcdiff.app.demo import prepare_run, train_prepared
-from pcdiff.app.defaults import LAYER_DRAW, LAYER_LR, LAYER_MASKINGS, LAYER_STATES, LAYER_STEPS, layer_recipe
+from pcdiff.app.defaults import (LAYER_DRAW, LAYER_LR, LAYER_MASKINGS, LAYER_STATES, LAYER_STEPS, fill_layer_options,
+                                  layer_recipe)
 from pcdiff.codd.adapters import ADAPTERS
 from pcdiff.train.noise import ELBO_DRAWS
 
@@ -161,10 +162,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", help="markdown file to put the section in (e.g. docs/results.md)")
     parser.add_argument("--quick", action="store_true", help="tiny sizes (seconds; for tests)")
     args = parser.parse_args(argv)
-    recipe = layer_recipe(args.dataset)              # the demo's layer for this data, where a flag leaves it unset
-    args.num_states = args.num_states or recipe.num_states
-    args.layer_draw = args.layer_draw or recipe.draw
-    args.cache_maskings = args.cache_maskings or recipe.cache_maskings
+    fill_layer_options(args, args.dataset)           # the demo's layer for this data, where a flag leaves it unset
+    recipe = layer_recipe(args.dataset)
     seeds = [int(s) for s in args.seeds.split(",")]
     layer_steps = args.layer_steps or (2 if args.quick else LAYER_STEPS)
     started, runs = time.perf_counter(), {}

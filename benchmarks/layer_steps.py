@@ -22,7 +22,7 @@ import tempfile
 
 from pcdiff.app.controls import ControlSettings, control_table
 from pcdiff.app.demo import prepare_run
-from pcdiff.app.defaults import LAYER_DRAW, LAYER_LR, LAYER_MASKINGS, LAYER_STATES, layer_recipe
+from pcdiff.app.defaults import LAYER_DRAW, LAYER_LR, LAYER_MASKINGS, LAYER_STATES, fill_layer_options, layer_recipe
 from pcdiff.codd.adapters import ADAPTERS
 from pcdiff.train import heldout_objective, train_codd_layer
 from pcdiff.train.noise import ELBO_DRAWS
@@ -102,10 +102,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", help="markdown file to put the section in (e.g. docs/results.md)")
     parser.add_argument("--quick", action="store_true", help="tiny sizes (seconds; for tests)")
     args = parser.parse_args(argv)
-    recipe = layer_recipe(args.dataset)              # the demo's layer for this data, where a flag leaves it unset
-    args.num_states = args.num_states or recipe.num_states
-    args.layer_draw = args.layer_draw or recipe.draw
-    args.cache_maskings = args.cache_maskings or recipe.cache_maskings
+    fill_layer_options(args, args.dataset)           # the demo's layer for this data, where a flag leaves it unset
+    recipe = layer_recipe(args.dataset)
     step_counts = [int(s) for s in args.steps.split(",")]
     if step_counts != sorted(set(step_counts)) or step_counts[0] < 1:
         parser.error(f"--steps must be increasing positive counts, got {args.steps}")

@@ -28,7 +28,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 __all__ = ["BACKBONE_STEPS", "LAYER_STEPS", "LAYER_LR", "LAYER_STATES", "LAYER_DRAW", "LAYER_MASKINGS",
-           "LayerRecipe", "layer_recipe"]
+           "LayerRecipe", "layer_recipe", "fill_layer_options"]
 
 #: The backbone's steps when the demo trains one (``--retrain-backbone``) at ``budget=1``.
 BACKBONE_STEPS = 800
@@ -59,3 +59,13 @@ _RECIPES = {"words": LayerRecipe(LAYER_STATES, LAYER_DRAW, LAYER_MASKINGS),
 def layer_recipe(dataset: str | None) -> LayerRecipe:
     """The recipe for the built-in ``dataset``; the words' recipe for any other data (a user's file: None)."""
     return _RECIPES.get(dataset, _RECIPES["words"])
+
+
+def fill_layer_options(options, dataset: str | None) -> None:
+    """Set ``options.num_states``, ``.layer_draw`` and ``.cache_maskings`` (parsed command-line options)
+    where they are None, from ``dataset``'s recipe: a flag the user gave wins."""
+    recipe = layer_recipe(dataset)
+    for name, value in (("num_states", recipe.num_states), ("layer_draw", recipe.draw),
+                        ("cache_maskings", recipe.cache_maskings)):
+        if getattr(options, name) is None:
+            setattr(options, name, value)

@@ -11,7 +11,7 @@ import torch
 from ..arguments import check_int, check_number
 from ..data.sources import MAX_LENGTH
 from ..files import check_new_folder
-from .defaults import layer_recipe
+from .defaults import fill_layer_options
 
 __all__ = ["check_options", "check_seed", "torch_device", "MAX_SEED"]
 
@@ -42,17 +42,8 @@ def torch_device(name: str | torch.device | None, option: str = "--device") -> t
     return device
 
 
-def _fill_layer_recipe(args) -> None:
-    """Layer options left unset take the recipe chosen for this data (:func:`.defaults.layer_recipe`)."""
-    recipe = layer_recipe(args.dataset if args.data is None else None)
-    for name, value in (("num_states", recipe.num_states), ("layer_draw", recipe.draw),
-                        ("cache_maskings", recipe.cache_maskings)):
-        if getattr(args, name) is None:
-            setattr(args, name, value)
-
-
 def _training(args) -> None:
-    _fill_layer_recipe(args)
+    fill_layer_options(args, args.dataset if args.data is None else None)   # a user's file: the words' recipe
     check_number("--budget", args.budget)
     check_int("--backbone-steps", args.backbone_steps, 1, optional=True)
     check_int("--layer-steps", args.layer_steps, 1, optional=True)
