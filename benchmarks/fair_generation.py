@@ -55,7 +55,8 @@ def choose_pc_frac(models: Models, samples: int, seed: int, log=print) -> tuple[
     grid = [s for s in step_grid(models.data.block_length) if s > 1]     # at one step the gate never opens
     means = {}
     for frac in PC_FRACS:
-        cells = [_judge(models, steps, samples, VALIDATION_SEED + seed + 10 * steps + r, rule, codd=True, pc_frac=frac)
+        cells = [_judge(models, steps, samples, VALIDATION_SEED + seed + 10 * steps + r, rule, codd="joint",
+                        pc_frac=frac)
                  for steps in grid for r, rule in enumerate(RULES)]
         means[frac] = {k: sum(c[k] for c in cells) / len(cells) for k in ("novel", "valid", "tv")}
         log(f"  validation pc_frac {frac}: novel {means[frac]['novel']:.4f}, valid {means[frac]['valid']:.4f}, "
@@ -67,7 +68,7 @@ def choose_pc_frac(models: Models, samples: int, seed: int, log=print) -> tuple[
 def measure(models: Models, samples: int, seed: int, pc_frac: float, log=print) -> list[dict]:
     """Every reported cell: steps × remasking × (factorized, CoDD, CoDD gated by the chosen pc_frac)."""
     rows = []
-    decoders = (("factorized", {}), ("CoDD", dict(codd=True)), ("CoDD, gated", dict(codd=True, pc_frac=pc_frac)))
+    decoders = (("factorized", {}), ("CoDD", dict(codd="joint")), ("CoDD, gated", dict(codd="joint", pc_frac=pc_frac)))
     for steps in step_grid(models.data.block_length):
         for r, rule in enumerate(RULES):
             for label, kwargs in decoders:
@@ -152,8 +153,8 @@ def run(work: pathlib.Path, out: pathlib.Path | None, samples: int, validation_s
     body = markdown(rows, means, chosen, info)
     log("\n" + body)
     if out is not None:
-        write_sections(out, [Section(*sizes.section("fair-generation", "Words: generation judged fairly (issue 13)"), body)],
-                       header=RESULTS_HEADER)
+        key, title = sizes.section("fair-generation", "Words: generation judged fairly (issue 13)")
+        write_sections(out, [Section(key, title, body)], header=RESULTS_HEADER)
         log(f"wrote {out}")
     return body
 

@@ -240,7 +240,8 @@ def markdown(rows: list[dict], info: dict, task: str, size: dict, seed: int, com
         f"CoDD: an HMM with "
         f"{size['states']} states, {size['layer_steps']} steps on the frozen model (held-out CoDD objective "
         f"{heldout if heldout is not None else float('nan'):.3f}). {size['samples']} items per cell, "
-        f"`steps` = the canvas length unless the row says otherwise, the model's temperatures and stopping rule; ± one standard error.",
+        "`steps` = the canvas length unless the row says otherwise, the model's temperatures and stopping rule; "
+        "± one standard error.",
         "", table, "",
         "CoDD with joint acceptance against CoDD with the model's entropy-bound acceptance, per bound:", "",
         *verdict(rows), "",

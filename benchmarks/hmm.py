@@ -98,7 +98,8 @@ def queries(model, dense, x, soft) -> dict:
     unobserved and puts the [B, L, V] log-potentials on all of them."""
     unobserved = torch.zeros_like(x, dtype=torch.bool)
     return {"fwd": (lambda: model.log_prob(x), lambda: dense.log_prob(x)),
-            "soft fwd": (lambda: model.log_prob(x, observed=unobserved, soft_evidence=soft), lambda: dense.soft_log_normalizer(soft))}
+            "soft fwd": (lambda: model.log_prob(x, observed=unobserved, soft_evidence=soft),
+                         lambda: dense.soft_log_normalizer(soft))}
 
 
 def contenders(model, dense, x, soft) -> dict:

@@ -187,17 +187,19 @@ def _check_shipped(run, sizes: Sizes) -> None:
 
 @torch.no_grad()
 def generate_rows(models: Models, steps: int, samples: int, seed: int, remasking: str = "low_confidence",
-                  codd: bool = False, pc_frac: float | None = None, batch: int = 500) -> torch.Tensor:
-    """``[samples, L]``: whole blocks generated from nothing at ``steps`` per block, factorized or with
-    the CoDD layer's joint draw (gated by ``pc_frac`` when given); one seeded generator for all."""
+                  codd: str = "off", pc_frac: float | None = None, batch: int = 500) -> torch.Tensor:
+    """``[samples, L]``: whole blocks generated from nothing at ``steps`` per block, factorized
+    (``codd="off"``) or with the CoDD layer (``"joint"``: its joint draw; ``"any_order"``: each
+    step's positions drawn one at a time from its exact conditionals), gated by ``pc_frac`` when
+    given; one seeded generator for all."""
     length = models.data.block_length
     generator = torch.Generator().manual_seed(seed)
     pieces = []
     for first in range(0, samples, batch):
         rows = min(batch, samples - first)
-        pieces.append(generate(models.backbone, None, layer=models.layer if codd else None, gen_length=length,
+        pieces.append(generate(models.backbone, None, layer=None if codd == "off" else models.layer, gen_length=length,
                                block_length=length, steps=steps, remasking=remasking, batch_size=rows,
-                               codd="joint" if codd else "off", pc_frac=pc_frac, generator=generator))
+                               codd=codd, pc_frac=pc_frac, generator=generator))
     return torch.cat(pieces)
 
 

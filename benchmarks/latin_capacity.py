@@ -7,8 +7,8 @@ cell is near uniform), so the circuit alone must carry the joint. This fits circ
 squares by maximum likelihood (mini-batch EM, and Adam for comparison) and samples them with no
 backbone at all: a row-major HMM of H states (H = 576 could hold one path per square), the same with a
 transition table per position (not tied), in a snake order of the cells, a hidden chain over rows, a
-latent tree learned from the data (HCLT), and the circuit designed for the rules (`structures.latin_square`: a latent state per
-cell that is the set of symbols each row and column has used, weights from exact completion counts).
+latent tree learned from the data (HCLT), and the circuit designed for the rules (`structures.latin_square`:
+a latent state per cell that is the set of symbols each row and column has used, weights from exact completion counts).
 Printed: held-out log-likelihood (the uniform distribution over squares has −log 576 = −6.36 nats)
 and the valid / novel rates of 4,000 samples.
 """

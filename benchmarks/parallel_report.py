@@ -71,8 +71,8 @@ def completion_table(rows: list[dict]) -> str:
         for k in sorted({r["blanks"] for r in rows if r["task"] == task}):
             here = {r["decoder"]: r for r in rows if r["task"] == task and r["blanks"] == k}
             first = next(iter(here.values()))
-            cells.append([task, str(k), f"{first['perfect']:.3f}"] +
-                         [f"{here[d]['exact']:.3f} ± {here[d]['exact_se']:.3f}" if d in here else "–" for d in decoders])
+            exact = [f"{here[d]['exact']:.3f} ± {here[d]['exact_se']:.3f}" if d in here else "–" for d in decoders]
+            cells.append([task, str(k), f"{first['perfect']:.3f}"] + exact)
     return ("Held-out solutions with k cells blanked, every blank filled in one backbone call; exact = one of "
             "the puzzle's valid completions.\n\n" + markdown_table(head, cells))
 

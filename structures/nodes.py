@@ -234,7 +234,8 @@ def _resolve_tie(group: NodeGroup, source, shape: tuple[int, int]):
         source = source.tie_to
     if source.parameter_shape != shape:
         raise StructureError(
-            f"{group.label}: cannot tie to {source.label}: parameter shapes {shape} and {source.parameter_shape} differ")
+            f"{group.label}: cannot tie to {source.label}: parameter shapes {shape} and {source.parameter_shape} "
+            "differ")
     return source
 
 

@@ -1,7 +1,7 @@
 """The code-lines benchmark (``python -m benchmarks.code_lines --quick``) runs end to end at tiny sizes:
-blocks of 32, both decoders at every step count and the random-order control, the layer's held-out
-objective and the held-out lines' own rates, its section written; layers of another adapter couple to
-the same saved backbone."""
+blocks of 32, every decoder (factorized, CoDD's joint and any-order draws) at every step count and the
+random-order control, the layer's held-out objective and the held-out lines' own rates, its section
+written; layers of another adapter couple to the same saved backbone."""
 import torch
 from safetensors.torch import load_file
 
@@ -20,10 +20,11 @@ def test_quick_run_writes_its_section(tmp_path):
     assert "The layer's held-out objective" in text and "factorized backbone" in text
     for steps, remasking in code_lines.CELLS:
         label = f"{steps} (random order)" if remasking == "random" else str(steps)
-        for decoder in ("factorized", "CoDD"):
+        for decoder, _ in code_lines.DECODERS:
             assert text.count(f"\n| {label} | {decoder} | ") == 1
     assert "- 4 steps per block: tokenizable CoDD" in text and "- control, one token per step" in text
     assert "- factorization loss, both in a random order" in text
+    assert "- the same with CoDD's any-order draw (the paper's CoDD+AO" in text
     assert "- the same lines, among the well-formed ones alone" in text and "| tokenizable among well-formed |" in text
     # another adapter: its own models and a section of its own beside the static layer's
     assert code_lines.main(args + ["--adapter", "backbone_weight"]) == 0

@@ -34,7 +34,8 @@ def test_two_seeds_report_mean_and_sd_and_the_gated_decoder_per_seed(tmp_path):
             "--out", str(out), "--threads", "1", "--seeds", "0,1"]
     assert fair_generation.main(args) == 0
     text = out.read_text()
-    assert "seeds 0, 1 on one data split (data seed 0)" in text and "mean over seeds ± their standard deviation" in text
+    assert "seeds 0, 1 on one data split (data seed 0)" in text
+    assert "mean over seeds ± their standard deviation" in text
     rows = [line for line in text.splitlines() if line.startswith("| 2 | random | CoDD, gated |")]
     assert len(rows) == 1 and rows[0].count(" ± ") >= 6                  # every rate and count with its sd
     models = [p.name for p in (tmp_path / "work").iterdir() if "-backbone-" not in p.name]    # not the shared backbones

@@ -93,7 +93,8 @@ def _common(parser: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="pcdiff", description="Coupled Discrete Diffusion with probabilistic circuits")
+    parser = argparse.ArgumentParser(prog="pcdiff",
+                                     description="Coupled Discrete Diffusion with probabilistic circuits")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     demo = commands.add_parser("demo", help="train a backbone and a CoDD layer, evaluate, write a report",

@@ -97,8 +97,8 @@ class CoDDBlockDistribution(Distribution):
         self.mask_id = mask_id
         self.log_params = log_params
         self.node_potentials = node_potentials
-        if self.top_k is None:
-            self.evidence = soft_evidence(self.logits.to(dtype), self.masked, evidence_temperature, mask_id)  # [B, L, V]
+        if self.top_k is None:                                                                  # [B, L, V]
+            self.evidence = soft_evidence(self.logits.to(dtype), self.masked, evidence_temperature, mask_id)
         else:                                                                                   # [B, L, k]
             self.evidence = candidate_evidence(self.logits.to(dtype), self.tokens, self.masked, evidence_temperature,
                                                self.top_k, mask_id, None if force_include is None

@@ -133,8 +133,8 @@ def test_max_product_map_is_flagged_approximate_and_exact_without_latents():
 
 def test_factorized_is_the_tempered_backbone():
     logits = torch.randn(2, 3, 4)
-    dist = CoDDBlockDistribution(structures.compile(structures.hmm(3, 2, 4)), logits,
-                                 torch.zeros(2, 3, dtype=torch.long), torch.ones(2, 3, dtype=torch.bool), temperature=0.5)
+    tokens, masked = torch.zeros(2, 3, dtype=torch.long), torch.ones(2, 3, dtype=torch.bool)
+    dist = CoDDBlockDistribution(structures.compile(structures.hmm(3, 2, 4)), logits, tokens, masked, temperature=0.5)
     base = dist.factorized()
     assert isinstance(base, torch.distributions.Categorical) and base.batch_shape == (2, 3)
     torch.testing.assert_close(base.probs, torch.softmax(logits / 0.5, -1))

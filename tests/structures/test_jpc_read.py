@@ -37,8 +37,9 @@ def test_pyjuice_hmm_matches_forward_algorithm(juice, tmp_path, hidden):
     rng = np.random.default_rng(hidden)
     V, L = 3, 5
     alpha, beta, gamma = dyadic_rows(rng, hidden, hidden), dyadic_rows(rng, hidden, V), dyadic_rows(rng, 1, hidden)[0]
-    ns = juice.structures.HMM(L, hidden, V, homogeneous=True, alpha=torch.tensor(alpha, dtype=torch.float32),
-                              beta=torch.tensor(beta, dtype=torch.float32), gamma=torch.tensor(gamma, dtype=torch.float32))
+    as_tensors = {name: torch.tensor(t, dtype=torch.float32) for name, t in zip(("alpha", "beta", "gamma"),
+                                                                               (alpha, beta, gamma))}
+    ns = juice.structures.HMM(L, hidden, V, homogeneous=True, **as_tensors)
     path = str(tmp_path / "hmm.jpc")
     juice.save(path, ns)
     raw = read_jpc_entries(path)
