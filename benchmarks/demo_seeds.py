@@ -44,13 +44,14 @@ FRACTIONS = (0.25, 0.5, 0.75, 0.9, 1.0)
 
 def one_seed(seed: int, layer_steps: int, items: int, quick: bool, adapter: str = "static",
              num_states: int = LAYER_STATES, em_init_epochs: int = 0, dataset: str = "words",
-             checkpoint: str | None = None, layer_draw: str = LAYER_DRAW, cache_maskings: int = LAYER_MASKINGS) -> dict:
+             checkpoint: str | None = None, layer_draw: str = LAYER_DRAW, cache_maskings: int = LAYER_MASKINGS,
+             dependence_only: bool = False) -> dict:
     """The controls of one seed's run (the demo's sizes, or tiny ones with ``quick``; the backbone at
     ``checkpoint`` when given, else the shipped one)."""
     sizes = dict(num_states=8) if quick else dict(num_states=num_states)
     if quick and checkpoint is None:                  # a checkpoint brings its own size
         sizes |= dict(backbone_dim=16, backbone_depth=1)
-    run = prepare_run(dataset, seed=seed, data_seed=0, adapter=adapter, **sizes,
+    run = prepare_run(dataset, seed=seed, data_seed=0, adapter=adapter, **sizes, dependence_only=dependence_only,
                       backbone="shipped" if checkpoint is None else pathlib.Path(checkpoint))
     train_prepared(run, backbone_steps=20 if quick else None, layer_steps=layer_steps, progress=False,
                    em_init_epochs=em_init_epochs, layer_draw=layer_draw, cache_maskings=cache_maskings)
@@ -79,7 +80,8 @@ def markdown(runs: dict[int, dict], info: dict) -> str:
     lines = [f"Command: `{info['command']}`{' (--quick: smoke-test sizes, not a measurement)' if info['quick'] else ''}"
              f"; {info['seconds']:.0f} s on {torch.get_num_threads()} torch threads.", "",
              f"Seeds {', '.join(map(str, runs))} on one split (data seed 0), {source}; the CoDD HMM layer "
-             f"({info['num_states']} states, {info['adapter']} adapter) trained {info['layer_steps']} steps at "
+             f"({info['num_states']} states, {info['adapter']} adapter"
+             f"{'; dependence only: the circuit conditionals divided out' if info['dependence_only'] else ''}) trained {info['layer_steps']} steps at "
              f"learning rate {LAYER_LR:g} per seed"
              + (f", its circuit first fit alone by {info['em_init_epochs']} EM epochs"
                 if info['em_init_epochs'] else "")
@@ -155,6 +157,8 @@ def main(argv: list[str] | None = None) -> int:
                         help=f"how the layer's training maskings are drawn (default: the demo's, {LAYER_DRAW})")
     parser.add_argument("--cache-maskings", type=int,
                         help=f"cached backbone maskings per training item (default: the demo's, {LAYER_MASKINGS})")
+    parser.add_argument("--dependence-only", action="store_true",
+                        help="the layer's product keeps the circuit's coupling alone (pcdiff.codd.dependence)")
     parser.add_argument("--items", type=int, default=300, help="items per set and masked count")
     parser.add_argument("--backbone-checkpoint", metavar="STEM",
                         help="couple to this backbone (written by pcdiff train-backbone for the same split) instead "
@@ -170,23 +174,25 @@ def main(argv: list[str] | None = None) -> int:
     for seed in seeds:
         runs[seed] = one_seed(seed, layer_steps, args.items, args.quick, args.adapter, args.num_states,
                               args.em_init_epochs, args.dataset, args.backbone_checkpoint, args.layer_draw,
-                              args.cache_maskings)
+                              args.cache_maskings, args.dependence_only)
         print(f"seed {seed}: done ({time.perf_counter() - started:.0f} s)", flush=True)
     info = dict(command=invocation("benchmarks.demo_seeds", argv), quick=args.quick,
                 seconds=time.perf_counter() - started, layer_steps=layer_steps, items=args.items,
                 adapter=args.adapter, num_states=args.num_states, em_init_epochs=args.em_init_epochs,
-                layer_draw=args.layer_draw, cache_maskings=args.cache_maskings)
+                layer_draw=args.layer_draw, cache_maskings=args.cache_maskings, dependence_only=args.dependence_only)
     # the demo's own layer keeps the section the docs cite; any other layer gets a section of its own, named
     # by all of its settings (not by how they differ from the demo's, which changes); --quick's tiny layer
     # is keyed by what was asked for
     requested_steps = args.layer_steps or LAYER_STEPS
-    layer = (args.adapter, args.num_states, args.em_init_epochs, args.layer_draw, args.cache_maskings, requested_steps)
+    layer = (args.adapter, args.num_states, args.em_init_epochs, args.layer_draw, args.cache_maskings, requested_steps,
+             args.dependence_only)
     warm = f"-em{args.em_init_epochs}" if args.em_init_epochs else ""
     key, title = ("demo-seeds", "The demo over three seeds, with its controls (issue 13)") \
-        if layer == ("static", recipe.num_states, 0, recipe.draw, recipe.cache_maskings, LAYER_STEPS) else (
+        if layer == ("static", recipe.num_states, 0, recipe.draw, recipe.cache_maskings, LAYER_STEPS, False) else (
         f"demo-seeds-{args.adapter}-{args.num_states}{warm}-{args.layer_draw}-m{args.cache_maskings}"
-        f"-l{requested_steps}",
-        f"The demo's controls with a {args.adapter} adapter and {args.num_states} states"
+        f"-l{requested_steps}{'-dependence' if args.dependence_only else ''}",
+        f"The demo's controls with a {args.adapter} adapter{' (dependence only)' if args.dependence_only else ''} "
+        f"and {args.num_states} states"
         + (f", EM warm start ({args.em_init_epochs} epochs)" if args.em_init_epochs else "")
         + f", maskings drawn by {args.layer_draw}, {args.cache_maskings} cached per item,"
         f" {requested_steps:,} layer steps")

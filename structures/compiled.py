@@ -32,10 +32,11 @@ class CompiledCircuit(CircuitEngine):
         return queries.log_prob(self, x, observed, soft_evidence, node_potentials=node_potentials,
                                 log_params=log_params)
 
-    def marginals(self, x=None, observed=None, soft_evidence=None, *, node_potentials=None, log_params=None):
+    def marginals(self, x=None, observed=None, soft_evidence=None, *, node_potentials=None, log_params=None,
+                  differentiable=False):
         """[B, n, V] posterior marginals (see :func:`queries.marginals`)."""
         return queries.marginals(self, x, observed, soft_evidence, node_potentials=node_potentials,
-                                 log_params=log_params)
+                                 log_params=log_params, differentiable=differentiable)
 
     def sample(self, x=None, observed=None, soft_evidence=None, num_samples=None, generator=None, *,
                node_potentials=None, log_params=None):

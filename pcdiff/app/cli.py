@@ -48,7 +48,7 @@ def _prepare(args, device):
     run = prepare_run(dataset=args.dataset, data_file=args.data, max_length=args.max_length, seed=args.seed,
                       num_states=args.num_states, structure=args.structure, adapter=args.adapter, device=device,
                       backbone_dim=args.backbone_dim, backbone_depth=args.backbone_depth, noise=args.noise,
-                      backbone=backbone, data_seed=args.data_seed)
+                      backbone=backbone, data_seed=args.data_seed, dependence_only=args.dependence_only)
     shipped = run.settings.get("backbone", {}).get("shipped")
     if shipped is not None:
         print(f"pcdiff {args.command}: using the shipped backbone {shipped} (--retrain-backbone to train one here)")

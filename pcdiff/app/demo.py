@@ -38,7 +38,7 @@ def prepare_run(dataset: str | None = "words", data_file: str | None = None, max
                 seed: int = 0, num_states: int = LAYER_STATES, structure: str = "hmm", adapter: str = "static",
                 device: str | torch.device = "cpu", backbone_dim: int | None = None,
                 backbone_depth: int | None = None, noise: str = "mask", backbone: str | os.PathLike = "train",
-                data_seed: int | None = None) -> Run:
+                data_seed: int | None = None, dependence_only: bool = False) -> Run:
     """A run before training: its data, an initialized backbone and layer, its settings. Everything a
     user can get wrong (the data, the layer's size, the structure and adapter) fails here, in
     seconds, before any training. (Neither model draws from or changes the global RNG after the
@@ -50,7 +50,8 @@ def prepare_run(dataset: str | None = "words", data_file: str | None = None, max
     stem of a checkpoint `pcdiff train-backbone` wrote (a path; refused unless made for this data split
     and noise). A new backbone's width and depth default to :data:`BACKBONE_SIZE`. ``data_seed``
     (default ``seed``) draws the held-out split alone, so that runs of several seeds can share one split
-    (and one trained backbone)."""
+    (and one trained backbone). ``dependence_only``: the layer's product keeps the circuit's coupling
+    alone (:mod:`pcdiff.codd.dependence`)."""
     if structure not in STRUCTURES:
         raise ValueError(f"structure must be one of {STRUCTURES}, got {structure!r}")
     if adapter not in ADAPTERS:
@@ -89,7 +90,7 @@ def prepare_run(dataset: str | None = "words", data_file: str | None = None, max
                                      adapter=adapter,
                                      backbone_hidden_size=backbone.hidden_size, seed=seed,
                                      data=data.encode_train() if structure == "tree" else None,
-                                     mask_id=mask_id, device=device)
+                                     mask_id=mask_id, device=device, dependence_only=dependence_only)
     settings = {
         "pcdiff_version": __version__, "data": spec, "dataset": data.name, "block_length": data.block_length,
         "vocab_size": data.vocab.size, "train_items": len(data.train_items), "heldout_items": len(data.heldout_items),
@@ -97,6 +98,8 @@ def prepare_run(dataset: str | None = "words", data_file: str | None = None, max
     }
     if noise != "mask":                       # a masked run's settings stay as they always were
         settings["noise"] = noise
+    if dependence_only:                       # likewise the paper's product
+        settings["dependence_only"] = True
     if pretrained is not None:
         settings["backbone"] = pretrained[1]
     return Run(data=data, backbone=backbone, layer=layer, settings=settings)

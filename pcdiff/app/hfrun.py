@@ -162,7 +162,8 @@ def train_hf(args, directory: pathlib.Path, out: pathlib.Path, device, progress:
     layer = CoDDLayer.from_structure(args.structure, length, backbone.vocab_size, num_states=args.num_states,
                                      adapter=args.adapter, backbone_hidden_size=backbone.hidden_size, seed=args.seed,
                                      data=data.encode_train() if args.structure == "tree" else None,
-                                     mask_id=backbone.mask_id, device=device, top_k=top_k)
+                                     mask_id=backbone.mask_id, device=device, top_k=top_k,
+                                     dependence_only=args.dependence_only)
     view = CanvasAfterContext(backbone, _context_id(tokenizer)) if _is_canvas(backbone) else backbone
     steps, lr = training_steps(args.budget, None, args.layer_steps)[1], layer_learning_rate(args.layer_lr)
     summary = train_codd_layer(layer, view, data, steps=steps, lr=lr, seed=args.seed, progress=progress,
@@ -172,6 +173,7 @@ def train_hf(args, directory: pathlib.Path, out: pathlib.Path, device, progress:
                                                       "noise": backbone.noise, "block_length": length},
                 "data": spec, "dataset": data.name, "seed": args.seed, "structure": args.structure,
                 "num_states": args.num_states, "adapter": args.adapter, "top_k": top_k,
+                "dependence_only": args.dependence_only,
                 "layer": {"parameters": sum(p.numel() for p in layer.parameters()), "steps": steps, "lr": lr,
                           "em_init_epochs": args.em_init_epochs, "elbo_draw": args.layer_draw,
                           "cache_maskings": args.cache_maskings,

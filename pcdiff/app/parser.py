@@ -44,6 +44,10 @@ def _model_options(parser: argparse.ArgumentParser) -> None:
                             f"python, else {_WORDS.num_states}; --hidden: the 0.1 name, kept for now)")
     group.add_argument("--adapter", choices=sorted(ADAPTERS), default="static",
                        help="how the circuit is conditioned on the backbone's hidden states")
+    group.add_argument("--dependence-only", action="store_true",
+                       help="divide the circuit's own one-position conditionals out of the product: it couples "
+                            "positions but cannot change one alone (pcdiff.codd.dependence; training costs a "
+                            "double backward)")
     group.add_argument("--budget", type=float, default=1.0,
                        help="multiplies the default training steps (1 = about 5 minutes on 2 CPU cores; "
                             "4 = a longer, better run)")

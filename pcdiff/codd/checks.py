@@ -129,3 +129,18 @@ def check_node_potentials(model, node_potentials, batch: int) -> None:
     if node_potentials.shape != (batch, width):
         raise ValueError(f"node_potentials must have shape [{batch}, {width}], got {tuple(node_potentials.shape)}")
     check_finite(node_potentials, "node_potentials", allow_neg_inf=True)
+
+
+def raise_if_impossible(log_z: torch.Tensor) -> None:
+    nan = torch.isnan(log_z) | torch.isposinf(log_z)
+    if bool(nan.any()):     # not "probability zero": a NaN came in through a parameter or the adapter
+        rows = nan.nonzero().flatten().tolist()
+        raise ValueError(f"CoDDBlockDistribution: log Z is NaN or +inf in batch row(s) {rows[:10]}: a NaN or "
+                         "inf reached the circuit (its parameters, log_params or node_potentials); this is not a "
+                         "block of probability zero")
+    bad = torch.isneginf(log_z)
+    if bool(bad.any()):
+        rows = bad.nonzero().flatten().tolist()
+        raise ValueError(f"CoDDBlockDistribution: the block has probability zero in batch row(s) {rows[:10]}: "
+                         "no completion of the masked positions is possible under the circuit and the backbone "
+                         "(e.g. every candidate token banned, or decided tokens the circuit forbids)")

@@ -24,8 +24,9 @@ from torch.distributions import Categorical, Distribution, constraints
 
 import structures
 
-from . import any_order, mode
-from .checks import check_arguments, check_force_include, check_node_potentials, check_value, temperature_tensor
+from . import any_order, dependence, mode
+from .checks import (check_arguments, check_force_include, check_node_potentials, check_value, raise_if_impossible,
+                     temperature_tensor)
 from .evidence import candidate_evidence, check_top_k, soft_evidence
 
 __all__ = ["CoDDBlockDistribution", "SampleWithMarginals"]
@@ -63,6 +64,9 @@ class CoDDBlockDistribution(Distribution):
             tokens and p̂ is exact on that support, renormalized (leaf cost L·H·k instead of L·H·V).
         force_include: [B, L] long, with ``top_k``: these tokens (e.g. the training targets x0) join
             the candidates of the masked positions, replacing the least likely where missing.
+        dependence_only: divide the circuit's own one-position conditionals out of the product, so
+            the circuit couples the masked positions without changing any one alone (with one
+            masked, p̂ is the backbone's; see :mod:`pcdiff.codd.dependence`).
 
     ``batch_shape`` is [B], ``event_shape`` is [L]. Queries: :meth:`log_prob`, :meth:`marginals`,
     :meth:`sample`, :meth:`sample_with_marginals`, :meth:`sample_any_order`, :meth:`map` /
@@ -74,7 +78,7 @@ class CoDDBlockDistribution(Distribution):
 
     def __init__(self, model, logits, tokens, masked, temperature=1.0, log_params=None, node_potentials=None,
                  validate_args=True, mask_id: int | None = None, top_k: int | None = None,
-                 force_include: torch.Tensor | None = None, backbone_weight=1.0):
+                 force_include: torch.Tensor | None = None, backbone_weight=1.0, dependence_only: bool = False):
         if validate_args:
             check_arguments(model, logits, tokens, masked, mask_id)
             check_node_potentials(model, node_potentials, tokens.shape[0])
@@ -105,6 +109,13 @@ class CoDDBlockDistribution(Distribution):
                                                else force_include.to(device).long())
         self._log_z: torch.Tensor | None = None
         self._shared_log_params: structures.LogParams | None = None
+        if not isinstance(dependence_only, bool):
+            raise TypeError(f"dependence_only must be a bool, got {type(dependence_only).__name__}")
+        self.dependence_only = dependence_only
+        if dependence_only:
+            log_cond = dependence.circuit_log_conditionals(model, self.tokens, self.observed, node_potentials,
+                                                           self._training_log_params())
+            self.evidence = dependence.divide_conditionals(self.evidence, log_cond)
         self._inference: tuple[structures.Evidence, structures.LogParams | None] | None = None
         super().__init__(torch.Size([batch]), torch.Size([length]), validate_args=False)
         self._validate_args = validate_args
@@ -176,7 +187,7 @@ class CoDDBlockDistribution(Distribution):
         if stale:
             evidence = self._circuit_evidence(self.tokens, self.observed, self.evidence, self.node_potentials)
             log_z = self.model.log_prob(evidence, log_params=self._training_log_params())
-            _raise_if_impossible(log_z)
+            raise_if_impossible(log_z)
             self._log_z = log_z
         return self._log_z
 
@@ -282,18 +293,3 @@ def _sample_arguments(sample_shape, generator) -> tuple[torch.Size, torch.Genera
     if isinstance(sample_shape, torch.Generator):                 # sample(generator)
         return torch.Size(), sample_shape
     return torch.Size(sample_shape), generator
-
-
-def _raise_if_impossible(log_z: torch.Tensor) -> None:
-    nan = torch.isnan(log_z) | torch.isposinf(log_z)
-    if bool(nan.any()):     # not "probability zero": a NaN came in through a parameter or the adapter
-        rows = nan.nonzero().flatten().tolist()
-        raise ValueError(f"CoDDBlockDistribution: log Z is NaN or +inf in batch row(s) {rows[:10]}: a NaN or "
-                         "inf reached the circuit (its parameters, log_params or node_potentials); this is not a "
-                         "block of probability zero")
-    bad = torch.isneginf(log_z)
-    if bool(bad.any()):
-        rows = bad.nonzero().flatten().tolist()
-        raise ValueError(f"CoDDBlockDistribution: the block has probability zero in batch row(s) {rows[:10]}: "
-                         "no completion of the masked positions is possible under the circuit and the backbone "
-                         "(e.g. every candidate token banned, or decided tokens the circuit forbids)")

@@ -36,11 +36,15 @@ class CoDDLayer(nn.Module):
         top_k: None, or k in [1, V]: every distribution keeps each masked position's k most likely
             tokens and is exact on that support (leaf cost L·H·k instead of L·H·V; see
             :mod:`pcdiff.codd.evidence`); :meth:`nll` forces the targets into the candidates. Settable.
+        dependence_only: every distribution divides the circuit's own one-position conditionals out
+            of the product, so the circuit couples positions without repairing any one alone
+            (:mod:`pcdiff.codd.dependence`); False = the paper's product.
     """
 
     def __init__(self, circuit, adapter: str | Adapter = "static", hidden_size: int | None = None,
                  temperature: float = 1.0, mask_id: int | None = None, dtype: torch.dtype = torch.float32,
-                 device=None, adapter_kwargs: dict | None = None, top_k: int | None = None):
+                 device=None, adapter_kwargs: dict | None = None, top_k: int | None = None,
+                 dependence_only: bool = False):
         super().__init__()
         if isinstance(circuit, structures.Circuit):
             circuit = structures.compile(circuit, device=device, dtype=dtype)
@@ -49,6 +53,8 @@ class CoDDLayer(nn.Module):
         check_number("temperature", temperature)
         check_int("hidden_size", hidden_size, 1, optional=True)
         check_int("mask_id", mask_id, 0, optional=True)
+        if not isinstance(dependence_only, bool):
+            raise TypeError(f"dependence_only must be a bool, got {type(dependence_only).__name__}")
         if adapter_kwargs is not None and not isinstance(adapter_kwargs, dict):
             raise TypeError(f"adapter_kwargs must be a dict, got {type(adapter_kwargs).__name__}")
         self.circuit = circuit
@@ -67,6 +73,7 @@ class CoDDLayer(nn.Module):
         self.recipe: dict | None = None
         self.adapter_kwargs = dict(adapter_kwargs or {})
         self.top_k = top_k
+        self.dependence_only = dependence_only
 
     @property
     def top_k(self) -> int | None:
@@ -108,7 +115,7 @@ class CoDDLayer(nn.Module):
             log_params=out.log_params, node_potentials=out.node_potentials, validate_args=validate_args,
             backbone_weight=1.0 if out.backbone_weight is None else out.backbone_weight,
             mask_id=self.mask_id, top_k=self.top_k if top_k is None else top_k,
-            force_include=force_include)
+            force_include=force_include, dependence_only=self.dependence_only)
 
     def blocks(self, logits, hidden, tokens, masked, temperature=None,
                force_include: torch.Tensor | None = None) -> list[CoDDBlockDistribution]:
@@ -149,7 +156,8 @@ class CoDDLayer(nn.Module):
                        adapter: str = "static", backbone_hidden_size: int | None = None, seed: int = 0,
                        data=None, temperature: float = 1.0, mask_id: int | None = None,
                        dtype: torch.dtype = torch.float32, device=None, adapter_kwargs: dict | None = None,
-                       tree_edges: list | None = None, top_k: int | None = None) -> "CoDDLayer":
+                       tree_edges: list | None = None, top_k: int | None = None,
+                       dependence_only: bool = False) -> "CoDDLayer":
         """A layer over a builder's circuit with ``num_states`` latent states.
 
         ``name``: "hmm" (homogeneous HMM), "chain" (hidden chain over spans of two positions) or
@@ -174,7 +182,8 @@ class CoDDLayer(nn.Module):
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(0 if seed is None else seed)                     # the adapter's random init
             layer = cls(circuit, adapter=adapter, hidden_size=backbone_hidden_size, temperature=temperature,
-                        mask_id=mask_id, dtype=dtype, device=device, adapter_kwargs=adapter_kwargs, top_k=top_k)
+                        mask_id=mask_id, dtype=dtype, device=device, adapter_kwargs=adapter_kwargs, top_k=top_k,
+                        dependence_only=dependence_only)
         layer.recipe = {"structure": name, "block_length": int(block_length), "vocab_size": int(vocab_size),
                         "num_states": int(num_states), "seed": seed,
                         "tree_edges": [list(map(int, e)) for e in tree_edges] if name == "tree" else None}
@@ -185,7 +194,7 @@ class CoDDLayer(nn.Module):
         return {"recipe": self.recipe, "adapter": self.adapter_name, "adapter_kwargs": self.adapter_kwargs,
                 "hidden_size": self.hidden_size, "temperature": self.temperature, "mask_id": self.mask_id,
                 "block_length": self.block_length, "vocab_size": self.vocab_size, "top_k": self.top_k,
-                "dtype": str(self.circuit.dtype).removeprefix("torch.")}
+                "dependence_only": self.dependence_only, "dtype": str(self.circuit.dtype).removeprefix("torch.")}
 
     @classmethod
     def from_config(cls, config: dict, device=None, max_values: int = MAX_VALUES) -> "CoDDLayer":
@@ -198,7 +207,8 @@ class CoDDLayer(nn.Module):
 
     def extra_repr(self) -> str:
         return f"block_length={self.block_length}, vocab={self.vocab_size}, adapter={self.adapter_name!r}, " \
-               f"temperature={self.temperature}" + (f", top_k={self.top_k}" if self.top_k is not None else "")
+               f"temperature={self.temperature}" + (f", top_k={self.top_k}" if self.top_k is not None else "") \
+            + (", dependence_only=True" if self.dependence_only else "")
 
 
 def _tree_edges(length: int, vocab: int, data) -> list[tuple[int, int]]:

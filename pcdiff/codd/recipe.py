@@ -156,5 +156,9 @@ def check_config(config) -> dict:
     except ValueError:
         raise ValueError(f"top_k must be null or an int in [1, {settings['vocab_size']}] (recipe.vocab_size), "
                          f"got {top_k!r}") from None
+    dependence_only = config.get("dependence_only", False)              # absent from older files: the paper's product
+    if not isinstance(dependence_only, bool):
+        raise ValueError(f"dependence_only must be true or false, got {dependence_only!r}")
     return dict(settings, adapter=adapter, adapter_kwargs=kwargs, backbone_hidden_size=config.get("hidden_size"),
-                temperature=temperature, mask_id=config.get("mask_id"), dtype=dtype, top_k=top_k)
+                temperature=temperature, mask_id=config.get("mask_id"), dtype=dtype, top_k=top_k,
+                dependence_only=dependence_only)

@@ -35,19 +35,24 @@ def log_prob(model: CircuitEngine, x=None, observed=None, soft_evidence=None, *,
 
 
 def marginals(model: CircuitEngine, x=None, observed=None, soft_evidence=None, *, node_potentials=None,
-              log_params=None) -> torch.Tensor:
+              log_params=None, differentiable: bool = False) -> torch.Tensor:
     """``[B, n, V]``: posterior marginals P(x_i = v | observed positions, evidence) of every position
     (one-hot at observed positions). With :class:`CandidateEvidence` ``[B, n, k]``: the probability
     of each candidate slot (``soft_evidence.scatter`` turns it into ``[B, n, V]``). Raises if some
-    batch row's evidence is impossible."""
+    batch row's evidence is impossible.
+
+    ``differentiable``: when gradients are enabled the marginals keep their graph to the parameters
+    (the module's or ``log_params``), the soft evidence and the node potentials, for objectives that
+    contain marginals (a double backward when trained); otherwise they are constants."""
     evidence = prepare(model, x, observed, soft_evidence, node_potentials)
     check_log_params(model, log_params, evidence.batch_size)
-    tables = constant_tables(model, log_params)
+    keep_graph = differentiable and torch.is_grad_enabled()
+    tables = model.pass_tables(log_params) if keep_graph else constant_tables(model, log_params)
     with torch.enable_grad():
-        differentiable, leaf = differentiable_evidence(model, evidence)
-        log_z = model.root_value(differentiable, tables=tables)
+        shifted, leaf = (_offset_evidence if keep_graph else differentiable_evidence)(model, evidence)
+        log_z = model.root_value(shifted, tables=tables)
         check_log_z(model, log_z, "marginals", evidence, log_params)
-        (grad,) = torch.autograd.grad(log_z.sum(), leaf)
+        (grad,) = torch.autograd.grad(log_z.sum(), leaf, create_graph=keep_graph)
     check_marginals(model, grad, "marginals", evidence, log_params)
     return grad
 
@@ -57,6 +62,18 @@ def constant_tables(model: CircuitEngine, log_params: LogParams | None) -> PassT
     pass reaches the evidence only, and the module's own tables come from its inference cache."""
     with torch.no_grad():
         return model.pass_tables(None if log_params is None else log_params.detach())
+
+
+def _offset_evidence(model: CircuitEngine, evidence: Evidence) -> tuple[Evidence, torch.Tensor]:
+    """As :func:`differentiable_evidence`, but the leaf is a zero offset added to the potentials, so
+    the potentials keep their own graph (the gradient w.r.t. the offset is still the marginals)."""
+    if evidence.candidates is not None:
+        cand = evidence.candidates
+        leaf = torch.zeros_like(cand.log_potentials, requires_grad=True)
+        return dataclasses.replace(evidence, candidates=CandidateEvidence(cand.ids, cand.log_potentials + leaf)), leaf
+    leaf = torch.zeros(evidence.batch_size, model.num_vars, model.vocab_size, dtype=model.dtype, device=model.device,
+                       requires_grad=True)
+    return dataclasses.replace(evidence, soft=leaf if evidence.soft is None else evidence.soft + leaf), leaf
 
 
 def differentiable_evidence(model: CircuitEngine, evidence: Evidence) -> tuple[Evidence, torch.Tensor]:
