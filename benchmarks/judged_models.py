@@ -48,6 +48,7 @@ class Sizes:
     adapter: str = "static"
     layer_draw: str = LAYER_DRAW
     cache_maskings: int = LAYER_MASKINGS
+    dependence_only: bool = False       # the layer's product keeps the circuit's coupling alone
 
     @property
     def backbone_text(self) -> str:
@@ -60,6 +61,7 @@ class Sizes:
     def layer_text(self) -> str:
         """How the layer was trained, for a report."""
         adapter = "" if self.adapter == "static" else f", {self.adapter} adapter"
+        adapter += " (dependence only: the circuit's conditionals divided out)" if self.dependence_only else ""
         cached = f", {self.cache_maskings} cached maskings per item" if self.cache_backbone else ""
         return (f"CoDD HMM layer with {self.num_states} states{adapter}, {self.layer} steps at learning rate "
                 f"{self.layer_lr:g}, maskings drawn by {self.layer_draw}{cached}")
@@ -71,6 +73,9 @@ class Sizes:
         if self.adapter != "static":
             keys.append(self.adapter)
             titles.append(f"{self.adapter} adapter")
+        if self.dependence_only:
+            keys.append("dependence")
+            titles.append("dependence only")
         backbone = (self.shipped, self.backbone, self.dim, self.depth)
         if default is not None and backbone != (default.shipped, default.backbone, default.dim, default.depth):
             keys.append(self.shipped or f"b{self.backbone}-d{self.dim}x{self.depth}")
@@ -85,7 +90,7 @@ class Sizes:
     def tag(self) -> str:
         # the shipped checkpoint's hash prefix: a newly shipped backbone never reuses models kept for the old
         backbone = f"shipped{pretrained.SHIPPED[self.shipped][:8]}" if self.shipped else self.backbone
-        adapter = "" if self.adapter == "static" else f"-{self.adapter}"
+        adapter = ("" if self.adapter == "static" else f"-{self.adapter}") + ("-dep" if self.dependence_only else "")
         cache = f"-m{self.cache_maskings}" if self.cache_backbone else "-nocache"
         return (f"b{backbone}-l{self.layer}-lr{self.layer_lr:g}-h{self.num_states}{adapter}-d{self.dim}x{self.depth}"
                 f"-{self.layer_draw}{cache}")
@@ -117,7 +122,8 @@ def trained(dataset: str, work: pathlib.Path, sizes: Sizes, seed: int, max_lengt
                         backbone_steps=sizes.backbone, layer_steps=sizes.layer, backbone_dim=sizes.dim,
                         backbone_depth=sizes.depth, backbone="shipped" if sizes.shipped else "train",
                         data_seed=DATA_SEED, layer_lr=sizes.layer_lr, adapter=sizes.adapter,
-                        layer_draw=sizes.layer_draw, cache_maskings=sizes.cache_maskings)
+                        layer_draw=sizes.layer_draw, cache_maskings=sizes.cache_maskings,
+                        dependence_only=sizes.dependence_only)
         if sizes.shipped:
             _check_shipped(run, sizes)
     else:
@@ -164,7 +170,7 @@ def prepared(dataset: str, sizes: Sizes, seed: int, max_length: int | None, num_
     with ``num_states``, default ``sizes.num_states``; the shipped backbone loaded when ``sizes.shipped``)."""
     return prepare_run(dataset, max_length=max_length, seed=seed, num_states=num_states or sizes.num_states,
                        backbone_dim=sizes.dim, backbone_depth=sizes.depth, data_seed=DATA_SEED, adapter=sizes.adapter,
-                       backbone="shipped" if sizes.shipped else "train")
+                       backbone="shipped" if sizes.shipped else "train", dependence_only=sizes.dependence_only)
 
 
 def frozen_backbone(run, work: pathlib.Path, sizes: Sizes, seed: int, max_length: int | None, log=print):
@@ -275,12 +281,15 @@ def layer_options(parser: argparse.ArgumentParser, default: Sizes) -> None:
     """``--num-states`` and ``--layer-steps``: another layer than the benchmark's (its section apart)."""
     parser.add_argument("--num-states", type=int, help=f"the layer's states (default {default.num_states})")
     parser.add_argument("--layer-steps", type=int, help=f"the layer's training steps (default {default.layer})")
+    parser.add_argument("--dependence-only", action="store_true",
+                        help="the layer's product keeps the circuit's coupling alone (pcdiff.codd.dependence)")
 
 
-def layer_sizes(args: argparse.Namespace, default: Sizes) -> dict[str, int]:
-    """The layer's size from :func:`layer_options`' options: ``{"num_states", "layer"}``."""
+def layer_sizes(args: argparse.Namespace, default: Sizes) -> dict:
+    """The layer from :func:`layer_options`' options: ``{"num_states", "layer", "dependence_only"}``."""
     return {"num_states": default.num_states if args.num_states is None else args.num_states,
-            "layer": default.layer if args.layer_steps is None else args.layer_steps}
+            "layer": default.layer if args.layer_steps is None else args.layer_steps,
+            "dependence_only": args.dependence_only}
 
 
 def ready(module: str, args: argparse.Namespace, counts: dict[str, int]) -> bool:

@@ -54,6 +54,9 @@ def test_another_backbone_or_adapter_gets_a_section_of_its_own():
     assert wider.section("code-lines", "T", default) == ("code-lines-backbone_weight-b8000-d128x4",
                                                          "T: backbone_weight adapter, backbone 128×4, 8,000 steps")
     assert wider.section("code-lines", "T") == ("code-lines-backbone_weight", "T: backbone_weight adapter")
+    coupling_only = replace(default, dependence_only=True)
+    assert coupling_only.section("code-lines", "T", default) == ("code-lines-dependence", "T: dependence only")
+    assert coupling_only.tag != default.tag                           # its models are kept apart
     smaller = replace(default, num_states=128, layer=4000)
     assert smaller.section("code-lines", "T", default) == ("code-lines-h128-l4000",
                                                            "T: layer of 128 states, 4,000 steps")

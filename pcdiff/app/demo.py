@@ -153,11 +153,12 @@ def train_run(dataset: str | None = "words", data_file: str | None = None, max_l
               backbone_dim: int | None = None, backbone_depth: int | None = None, progress: bool = True,
               noise: str = "mask",
               backbone: str | os.PathLike = "train", data_seed: int | None = None, layer_lr: float | None = None,
-              em_init_epochs: int = 0, layer_draw: str = LAYER_DRAW, cache_maskings: int = LAYER_MASKINGS) -> Run:
+              em_init_epochs: int = 0, layer_draw: str = LAYER_DRAW, cache_maskings: int = LAYER_MASKINGS,
+              dependence_only: bool = False) -> Run:
     """:func:`prepare_run` then :func:`train_prepared` (the step counts are checked first of all)."""
     training_steps(budget, backbone_steps, layer_steps)
     run = prepare_run(dataset, data_file, max_length, seed, num_states, structure, adapter, device,
-                      backbone_dim, backbone_depth, noise, backbone, data_seed)
+                      backbone_dim, backbone_depth, noise, backbone, data_seed, dependence_only)
     return train_prepared(run, budget, backbone_steps, layer_steps, progress, layer_lr, em_init_epochs, layer_draw,
                           cache_maskings)
 
