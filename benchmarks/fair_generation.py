@@ -28,8 +28,8 @@ import torch
 from pcdiff.app.defaults import BACKBONE_STEPS, LAYER_STATES, LAYER_STEPS
 from pcdiff.app.judge import judge_items
 
-from .judged_models import (Models, Sizes, cell, generate_rows, header, judged_parser, over_seeds, ready,
-                            spread_text, standard_error, trained)
+from .judged_models import (Models, Sizes, cell, generate_rows, header, judged_parser, layer_options, layer_sizes,
+                            over_seeds, ready, spread_text, standard_error, trained)
 from .report import Section, invocation, write_sections
 
 RULES = ("low_confidence", "random")
@@ -133,9 +133,10 @@ def markdown(rows: list[dict], means: dict, chosen: list[float], info: dict) -> 
 
 
 def run(work: pathlib.Path, out: pathlib.Path | None, samples: int, validation_samples: int, quick: bool,
-        seeds: list[int], command: str, log=print, adapter: str = "static") -> str:
+        seeds: list[int], command: str, log=print, adapter: str = "static", layer: dict | None = None) -> str:
+    """``layer``: {"num_states", "layer", "dependence_only"}, any of them, for another layer than the demo's."""
     start = time.perf_counter()
-    sizes = replace(QUICK if quick else FULL, adapter=adapter)
+    sizes = replace(QUICK if quick else FULL, adapter=adapter, **(layer or {}))
     runs, chosen, validation = [], [], []
     for seed in seeds:
         log(f"seed {seed}:")
@@ -153,7 +154,8 @@ def run(work: pathlib.Path, out: pathlib.Path | None, samples: int, validation_s
     body = markdown(rows, means, chosen, info)
     log("\n" + body)
     if out is not None:
-        key, title = sizes.section("fair-generation", "Words: generation judged fairly (issue 13)")
+        key, title = sizes.section("fair-generation", "Words: generation judged fairly (issue 13)",
+                                   QUICK if quick else FULL)
         write_sections(out, [Section(key, title, body)], header=RESULTS_HEADER)
         log(f"wrote {out}")
     return body
@@ -164,14 +166,17 @@ def main(argv: list[str] | None = None) -> int:
     parser = judged_parser(module, __doc__, "pcdiff-runs/fair-generation",
                            "reported samples per cell (default 2000; --quick 40)")
     parser.add_argument("--validation-samples", type=int, help="samples per validation cell (default 1000; --quick 20)")
+    layer_options(parser, FULL)
     args = parser.parse_args(argv)
+    layer = layer_sizes(args, QUICK if args.quick else FULL)
     samples = args.samples if args.samples is not None else (40 if args.quick else 2000)
     validation = (args.validation_samples if args.validation_samples is not None
                   else (20 if args.quick else 1000))
-    if not ready(module, args, {"--samples": samples, "--validation-samples": validation}):
+    if not ready(module, args, {"--samples": samples, "--validation-samples": validation,
+                                "--num-states": layer["num_states"], "--layer-steps": layer["layer"]}):
         return 2
     run(pathlib.Path(args.work), pathlib.Path(args.out), samples, validation, args.quick, args.seeds,
-        invocation(module, argv), adapter=args.adapter)
+        invocation(module, argv), adapter=args.adapter, layer=layer)
     return 0
 
 
