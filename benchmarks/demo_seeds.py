@@ -40,6 +40,7 @@ from .report import invocation, publish
 COLUMNS = ("one_step", "sequential_best", "codd", "hmm_em", "circuit_alone", "training_distribution",
            "training_distribution_one_step")
 FRACTIONS = (0.25, 0.5, 0.75, 0.9, 1.0)
+ROUNDING = 1e-6                           # nats: two figures this close are the same number in float32
 
 
 def one_seed(seed: int, layer_steps: int, items: int, quick: bool, adapter: str = "static",
@@ -115,8 +116,9 @@ def targets(runs: dict[int, dict], item_set: str = "in_distribution") -> list[st
     mean = lambda label, key: statistics.fmean(  # noqa: E731
         row[key] if isinstance(row[key], float) else row[key]["mean"] for row in rows(label))
     labels = list(next(iter(runs.values()))["sets"][item_set]["rows"])
-    ordered = [label for label in labels
-               if mean(label, "sequential_best") <= mean(label, "codd") <= mean(label, "one_step")]
+    # within float32 rounding: at one masked token the three can be one number (the dependence-only product)
+    ordered = [label for label in labels if mean(label, "sequential_best") - ROUNDING <= mean(label, "codd")
+               <= mean(label, "one_step") + ROUNDING]
     gain = mean(labels[0], "codd_gain")
     verdict = lambda met: "met" if met else "missed"  # noqa: E731
     lines = [f"- sequential ≤ CoDD ≤ one-step at every masked count: {verdict(len(ordered) == len(labels))}"
