@@ -26,6 +26,11 @@ def test_quick_run_writes_its_section_and_reuses_its_models(tmp_path, capsys):
     assert fair_generation.main(args) == 0                               # the second run trains nothing
     printed = capsys.readouterr().out
     assert "loaded the models" in printed and "training the backbone" not in printed
+    # another layer: models and a section of its own beside the demo's
+    assert fair_generation.main(args + ["--dependence-only"]) == 0
+    text = out.read_text()
+    assert text.count(begin) == 1 and text.count(markers("fair-generation-dependence")[0]) == 1
+    assert "(dependence only: the circuit's conditionals divided out)" in text
 
 
 def test_two_seeds_report_mean_and_sd_and_the_gated_decoder_per_seed(tmp_path):
