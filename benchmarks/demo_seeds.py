@@ -82,7 +82,7 @@ def markdown(runs: dict[int, dict], info: dict) -> str:
              f"; {info['seconds']:.0f} s on {torch.get_num_threads()} torch threads.", "",
              f"Seeds {', '.join(map(str, runs))} on one split (data seed 0), {source}; the CoDD HMM layer "
              f"({info['num_states']} states, {info['adapter']} adapter"
-             f"{'; dependence only: the circuit conditionals divided out' if info['dependence_only'] else ''}) trained {info['layer_steps']} steps at "
+             f"{'; dependence only: the circuit's conditionals divided out' if info['dependence_only'] else ''}) trained {info['layer_steps']} steps at "
              f"learning rate {LAYER_LR:g} per seed"
              + (f", its circuit first fit alone by {info['em_init_epochs']} EM epochs"
                 if info['em_init_epochs'] else "")
