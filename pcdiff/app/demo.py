@@ -242,7 +242,8 @@ def write_report(results: dict, out_dir: pathlib.Path) -> str:
     header = (f"# pcdiff demo: {settings['dataset']}\n\n"
               f"Backbone{noise}{source} {backbone['parameters']:,} parameters, held-out diffusion loss "
               f"{results['backbone_heldout_loss']:.3f}; CoDD layer: {settings['structure']} with "
-              f"{settings['num_states']} latent states, adapter `{settings['adapter']}`, "
+              f"{settings['num_states']} latent states, adapter `{settings['adapter']}`"
+              f"{' (dependence only: its own conditionals divided out)' if settings.get('dependence_only') else ''}, "
               f"{settings['layer']['parameters']:,} parameters{_layer_training(settings['layer'])}.\n\n")
     text = header + markdown_tables(results)
     atomic_write_text(out_dir / "results.md", text)

@@ -181,3 +181,14 @@ def test_layer_options_left_unset_take_the_datas_recipe(flags, expected, tmp_pat
 def test_a_users_file_takes_the_words_recipe(tmp_path):
     from pcdiff.app.defaults import layer_recipe
     assert layer_recipe(None) == layer_recipe("words") != layer_recipe("python")
+
+
+def test_a_dependence_only_demo_leaves_one_masked_token_to_the_backbone(tmp_path, words_file):
+    out = tmp_path / "run"
+    assert main(["demo", "--data", str(words_file), "--out", str(out), "--samples", "8", "--control-items", "6",
+                 "--dependence-only", *TINY]) == 0
+    results = json.loads((out / "results.json").read_text())
+    assert results["settings"]["dependence_only"] is True
+    gains = results["controls"]["codd_gain_one_token"]
+    assert gains and all(abs(g["mean"]) < 1e-5 for g in gains.values())       # CoDD is the backbone there
+    assert "(dependence only: its own conditionals divided out)" in (out / "results.md").read_text()
