@@ -31,8 +31,8 @@ from pcdiff.data.sources import PYTHON_MAX_LENGTH
 from pcdiff.train import heldout_objective
 
 from .fair_generation import RESULTS_HEADER, ratio_of
-from .judged_models import (Sizes, cell, generate_rows, header, judged_parser, layer_options, layer_sizes, over_seeds,
-                            ready, spread_text, standard_error, trained)
+from .judged_models import Sizes, cell, generate_rows, header, over_seeds, spread_text, standard_error, trained
+from .judged_options import judged_parser, layer_options, layer_sizes, ready
 from .report import Section, invocation, write_sections
 
 MAX_LENGTH = PYTHON_MAX_LENGTH                             # + the end symbol: blocks of 32

@@ -23,7 +23,8 @@ from pcdiff.app.controls import ONE_TOKEN, ControlSettings, control_table
 
 from .code_lines import FULL, MAX_LENGTH, QUICK
 from .fair_generation import RESULTS_HEADER
-from .judged_models import header, judged_parser, layer_options, layer_sizes, ready, spread_text, trained
+from .judged_models import header, spread_text, trained
+from .judged_options import judged_parser, layer_options, layer_sizes, ready
 from .report import Section, invocation, write_sections
 
 FRACTIONS = (0.5, 0.9)

@@ -40,6 +40,7 @@ from .report import invocation, publish
 COLUMNS = ("one_step", "sequential_best", "codd", "hmm_em", "circuit_alone", "training_distribution",
            "training_distribution_one_step")
 FRACTIONS = (0.25, 0.5, 0.75, 0.9, 1.0)
+DEPENDENCE_TEXT = "; dependence only: the circuit's conditionals divided out"
 ROUNDING = 1e-6                           # nats: two figures this close are the same number in float32
 
 
@@ -82,7 +83,8 @@ def markdown(runs: dict[int, dict], info: dict) -> str:
              f"; {info['seconds']:.0f} s on {torch.get_num_threads()} torch threads.", "",
              f"Seeds {', '.join(map(str, runs))} on one split (data seed 0), {source}; the CoDD HMM layer "
              f"({info['num_states']} states, {info['adapter']} adapter"
-             f"{'; dependence only: the circuit's conditionals divided out' if info['dependence_only'] else ''}) trained {info['layer_steps']} steps at "
+             f"{DEPENDENCE_TEXT if info['dependence_only'] else ''})"
+             f" trained {info['layer_steps']} steps at "
              f"learning rate {LAYER_LR:g} per seed"
              + (f", its circuit first fit alone by {info['em_init_epochs']} EM epochs"
                 if info['em_init_epochs'] else "")

@@ -28,8 +28,9 @@ import torch
 from pcdiff.app.defaults import BACKBONE_STEPS, LAYER_STATES, LAYER_STEPS
 from pcdiff.app.judge import judge_items
 
-from .judged_models import (Models, Sizes, cell, generate_rows, header, judged_parser, layer_options, layer_sizes,
-                            over_seeds, ready, spread_text, standard_error, trained)
+from .judged_models import (Models, Sizes, cell, generate_rows, header, over_seeds, spread_text, standard_error,
+                            trained)
+from .judged_options import judged_parser, layer_options, layer_sizes, ready
 from .report import Section, invocation, write_sections
 
 RULES = ("low_confidence", "random")
