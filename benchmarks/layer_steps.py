@@ -2,7 +2,7 @@
 
 ``python -m benchmarks.layer_steps [--dataset words|python] [--steps 1000,2000,4000,8000] [--lr 0.03]
 [--adapter A] [--em-init-epochs E] [--layer-draw time|count] [--num-states K] [--cache-maskings M] [--items 150]
-[--control-seed 0] [--out docs/results.md]``
+[--control-seed 0] [--dependence-only] [--out docs/results.md]``
 
 One layer (the demo's, seed 0: :mod:`pcdiff.app.defaults`; or another size, adapter, draw or EM warm
 start) trains at a constant learning rate on the frozen shipped backbone, resumed from its own
@@ -34,10 +34,12 @@ FRACTIONS = (0.5, 0.9, 1.0)
 
 def measure(step_counts: list[int], items: int, quick: bool, lr: float = LAYER_LR, adapter: str = "static",
             em_init_epochs: int = 0, layer_draw: str = LAYER_DRAW, num_states: int = LAYER_STATES,
-            cache_maskings: int = LAYER_MASKINGS, control_seed: int = 0, dataset: str = "words") -> list[dict]:
+            cache_maskings: int = LAYER_MASKINGS, control_seed: int = 0, dataset: str = "words",
+            dependence_only: bool = False) -> list[dict]:
     sizes = dict(num_states=8, backbone_dim=16, backbone_depth=1) if quick else dict(num_states=num_states)
     # data seed 0: the split demo_seeds reports on, whose backbone is the shipped one
-    run = prepare_run(dataset, seed=0, data_seed=0, backbone="shipped", adapter=adapter, **sizes)
+    run = prepare_run(dataset, seed=0, data_seed=0, backbone="shipped", adapter=adapter, **sizes,
+                      dependence_only=dependence_only)
     run.backbone.eval().requires_grad_(False)
     settings = ControlSettings(items=items, seed=control_seed, fractions=FRACTIONS, fit_epochs=1)
     rows = []
@@ -99,6 +101,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--control-seed", type=int, default=0,
                         help="seed of the controls' items and masks (default 0, demo_seeds' first seed; another "
                              "seed gives a validation draw that no reported table uses)")
+    parser.add_argument("--dependence-only", action="store_true",
+                        help="the layer's product keeps the circuit's coupling alone (pcdiff.codd.dependence)")
     parser.add_argument("--out", help="markdown file to put the section in (e.g. docs/results.md)")
     parser.add_argument("--quick", action="store_true", help="tiny sizes (seconds; for tests)")
     args = parser.parse_args(argv)
@@ -108,23 +112,25 @@ def main(argv: list[str] | None = None) -> int:
     if step_counts != sorted(set(step_counts)) or step_counts[0] < 1:
         parser.error(f"--steps must be increasing positive counts, got {args.steps}")
     rows = measure(step_counts, args.items, args.quick, args.lr, args.adapter, args.em_init_epochs,
-                   args.layer_draw, args.num_states, args.cache_maskings, args.control_seed, args.dataset)
-    warm = f", its circuit first fit alone by {args.em_init_epochs} EM epochs" if args.em_init_epochs else ""
+                   args.layer_draw, args.num_states, args.cache_maskings, args.control_seed, args.dataset,
+                   args.dependence_only)
+    extras = f", its circuit first fit alone by {args.em_init_epochs} EM epochs" if args.em_init_epochs else ""
+    extras += ", dependence only: its own conditionals divided out" if args.dependence_only else ""
     drawn = f", maskings drawn by {args.layer_draw}, {args.cache_maskings} cached per item"
-    layer = f"the layer (HMM, {args.num_states} states, {args.adapter} adapter{warm}{drawn})"
+    layer = f"the layer (HMM, {args.num_states} states, {args.adapter} adapter{extras}{drawn})"
     body = markdown(rows, invocation("benchmarks.layer_steps", argv), args.items, not args.quick, args.lr, layer,
                     args.control_seed)
     # the demo's own layer keeps the section the docs cite; any other layer gets a section of its own
     # named by all of its settings (not by how they differ from the demo's, which changes)
-    demo = (args.adapter, args.em_init_epochs, args.layer_draw, args.num_states, args.cache_maskings) == \
-        ("static", 0, recipe.draw, recipe.num_states, recipe.cache_maskings)
+    demo = (args.adapter, args.em_init_epochs, args.layer_draw, args.num_states, args.cache_maskings,
+            args.dependence_only) == ("static", 0, recipe.draw, recipe.num_states, recipe.cache_maskings, False)
     tag = "" if demo else f"-{args.adapter}" + (f"-em{args.em_init_epochs}" if args.em_init_epochs else "") \
-        + f"-{args.layer_draw}-h{args.num_states}-m{args.cache_maskings}"
+        + f"-{args.layer_draw}-h{args.num_states}-m{args.cache_maskings}" + ("-dep" if args.dependence_only else "")
     tag += f"-c{args.control_seed}" if args.control_seed else ""
     tag += "" if args.dataset == "words" else f"-{args.dataset}"
     prefix = "" if args.dataset == "words" else "Python lines: "
     publish(body, args.out, f"layer-steps{tag}", f"{prefix}Gap closed against the layer's training steps"
-            + (f" ({args.num_states} states, {args.adapter} adapter{warm}{drawn})" if tag else " (issue 13)"))
+            + (f" ({args.num_states} states, {args.adapter} adapter{extras}{drawn})" if tag else " (issue 13)"))
     return 0
 
 

@@ -24,3 +24,13 @@ def test_another_layer_or_a_validation_draw_gets_a_section_of_its_own(tmp_path):
     text = out.read_text()
     assert "<!-- pcdiff-bench:layer-steps-static-time-h128-m2-c100:begin -->" in text
     assert "the controls' validation draw, seed 100" in text and "the same, count draw" in text
+
+
+def test_the_dependence_only_layer_gets_its_own_section_and_no_gain_at_one_token(tmp_path):
+    out = tmp_path / "results.md"
+    assert layer_steps.main(["--quick", "--steps", "2", "--items", "5", "--dependence-only", "--out", str(out)]) == 0
+    text = out.read_text()
+    assert "-h128-m16-dep:begin -->" in text and "dependence only" in text
+    row = next(line for line in text.splitlines() if line.startswith("| 2 |"))
+    gain = float(row.split(" | ")[3].split(" ± ")[0])
+    assert abs(gain) < 5e-4                         # one masked token is the backbone's, up to float32 rounding
