@@ -26,7 +26,7 @@ from dataclasses import replace
 
 import torch
 
-from pcdiff.app.judge import code_reference_rates, judge_code_lines
+from pcdiff.app.judge import LENGTH_BINS, code_reference_rates, judge_code_lines
 from pcdiff.data.sources import PYTHON_MAX_LENGTH
 from pcdiff.train import heldout_objective
 
@@ -52,17 +52,20 @@ QUICK = Sizes(backbone=10, layer=3, num_states=8, dim=32, depth=1, cache_backbon
 REPORT_SEED = 30_000
 HELDOUT_LINES = 2000                                       # as LayerTrainingConfig.eval_items
 COLUMNS = ["steps per block", "decoder", "tokenizable", "balanced", "real stdlib line", "novel", "well-formed",
-           "tokenizable among well-formed", "mean length (well-formed)", "distinct tokenizable"]
-KEYS = ("tokenizable", "balanced", "valid", "novel", "well_formed", "tokenizable_among_well_formed", "mean_length",
-        "distinct_tokenizable")
+           "tokenizable among well-formed", "the same at held-out lengths", "mean length (well-formed)",
+           "distinct tokenizable"]
+KEYS = ("tokenizable", "balanced", "valid", "novel", "well_formed", "tokenizable_among_well_formed",
+        "tokenizable_length_matched", "mean_length", "distinct_tokenizable")
 
 
 def measure(models, samples: int, seed: int, log=print) -> list[dict]:
     rows = []
+    # lines of different lengths are compared as if they were as long as the held-out lines
+    shares = code_reference_rates(models.data.heldout_items)["length_shares"]
     for steps, remasking in CELLS:
         for label, codd in DECODERS:
             judged = judge_code_lines(generate_rows(models, steps, samples, REPORT_SEED + seed + steps,
-                                                    remasking=remasking, codd=codd), models.data)
+                                                    remasking=remasking, codd=codd), models.data, shares)
             rows.append({"steps": steps, "remasking": remasking, "decoder": label, **judged})
             log(f"  {steps} steps, {remasking}, {label:<10} tokenizable {judged['tokenizable']:.3f}, balanced "
                 f"{judged['balanced']:.3f}, real {judged['valid']:.3f}")
@@ -92,6 +95,12 @@ def target(rows: list[dict]) -> str:
                  f"{standard_error(c, among):.3f} vs factorized {f[among]:.3f} ± {standard_error(f, among):.3f}, "
                  f"ratio {ratio_of(c[among], f[among]):.2f}; the part of the lead that is not here is well-formedness "
                  "(where the line ends), not Python syntax")
+    matched = "tokenizable_length_matched"
+    lines.append(f"- the same, at the held-out lines' lengths (each length bin's rate among well-formed lines, "
+                 f"weighed by the held-out lines' share of that bin: {', '.join(map(str, LENGTH_BINS))} characters "
+                 f"at most): CoDD {c[matched]:.3f} ± {standard_error(c, matched):.3f} vs factorized {f[matched]:.3f} "
+                 f"± {standard_error(f, matched):.3f}, ratio {ratio_of(c[matched], f[matched]):.2f}; a short line "
+                 "tokenizes more easily, so this compares lines of equal length")
     f, c = pair(ONE_PER_STEP, "random")
     lines.append(f"- control, one token per step in a random order, where no two tokens are drawn together: "
                  f"{versus(f, c)}; a CoDD lead here is the layer repairing the backbone's conditionals, not coupling "

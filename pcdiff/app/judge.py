@@ -27,6 +27,7 @@ Code lines (:func:`tokenizes`, :func:`balanced`): see their docstrings for the e
 """
 from __future__ import annotations
 
+import bisect
 import io
 import math
 import tokenize
@@ -36,6 +37,7 @@ import torch
 
 from ..arguments import check_int
 from ..data import ItemData, Vocabulary
+from ..data.sources import PYTHON_MAX_LENGTH
 from .tasks import standard_error
 
 __all__ = ["decode_items", "judge_items", "reference_distribution", "total_variation", "tv_floor",
@@ -194,14 +196,23 @@ def _line_rates(lines: list[str | None], n: int) -> dict:
     return out
 
 
-def judge_code_lines(tokens: torch.Tensor, data: ItemData) -> dict:
+def judge_code_lines(tokens: torch.Tensor, data: ItemData, length_shares: list[float] | None = None) -> dict:
     """Generated Python lines: :func:`judge_items`' rates without TV (``valid`` = a real stdlib line),
     plus ``tokenizable`` and ``balanced`` rates over all N rows (a malformed row fails both),
     ``tokenizable_among_well_formed`` (its standard error over the well-formed rows), the count of
     distinct tokenizable lines and ``mean_length``, the well-formed lines' mean length in characters
-    (nan without any): a short line tokenizes more easily, so read the rates beside it."""
+    (nan without any): a short line tokenizes more easily, so read the rates beside it.
+
+    Given ``length_shares`` (:func:`code_reference_rates`' of real lines), also
+    ``tokenizable_length_matched``: the tokenizable rate among well-formed lines of each length bin
+    (:data:`LENGTH_BINS`), weighed by those shares, so decoders whose lines differ in length are
+    compared as if their lines were as long as the real ones (direct standardization); nan when a
+    bin the shares weigh holds no generated line."""
     items = decode_items(tokens, data.vocab)
-    return {**_item_rates(items, data), **_code_rates(items)}
+    judged = {**_item_rates(items, data), **_code_rates(items)}
+    if length_shares is not None:
+        judged.update(_length_matched(items, length_shares))
+    return judged
 
 
 def _code_rates(items: list[str | None]) -> dict:
@@ -215,10 +226,38 @@ def _code_rates(items: list[str | None]) -> dict:
 
 def code_reference_rates(lines: list[str]) -> dict:
     """The same two rates and the mean length on real lines (e.g. the held-out lines): the data's own
-    ceiling, below 1 because a stdlib line may open a bracket that a later line closes."""
+    ceiling, below 1 because a stdlib line may open a bracket that a later line closes; and
+    ``length_shares``, the lines' share in each bin of :data:`LENGTH_BINS`."""
     if not lines:
         raise ValueError("lines must not be empty")
-    return {**_line_rates(list(lines), len(lines)), "mean_length": _mean_length(lines)}
+    counts = Counter(line_length_bin(x) for x in lines)
+    return {**_line_rates(list(lines), len(lines)), "mean_length": _mean_length(lines),
+            "length_shares": [counts[b] / len(lines) for b in range(len(LENGTH_BINS))]}
+
+
+#: upper edges, in characters, of the line-length bins a length-matched rate is weighed over
+LENGTH_BINS = (8, 16, 24, PYTHON_MAX_LENGTH)
+
+
+def line_length_bin(line: str) -> int:
+    """The index of ``line``'s bin in :data:`LENGTH_BINS` (a longer line falls in the last)."""
+    return min(bisect.bisect_left(LENGTH_BINS, len(line)), len(LENGTH_BINS) - 1)
+
+
+def _length_matched(items: list[str | None], shares: list[float]) -> dict:
+    if len(shares) != len(LENGTH_BINS) or any(w < 0 for w in shares) or not math.isclose(sum(shares), 1.0):
+        raise ValueError(f"length_shares must be {len(LENGTH_BINS)} non-negative shares summing to 1, got {shares}")
+    formed, passed = Counter(), Counter()
+    for line in items:
+        if line is not None:
+            formed[line_length_bin(line)] += 1
+            passed[line_length_bin(line)] += tokenizes(line)
+    if any(w > 0 and formed[b] == 0 for b, w in enumerate(shares)):
+        return {"tokenizable_length_matched": float("nan"), "tokenizable_length_matched_se": float("nan")}
+    rates = {b: passed[b] / formed[b] for b, w in enumerate(shares) if w > 0}
+    variance = sum(shares[b] ** 2 * standard_error(r, formed[b]) ** 2 for b, r in rates.items())
+    return {"tokenizable_length_matched": sum(shares[b] * r for b, r in rates.items()),
+            "tokenizable_length_matched_se": math.sqrt(variance)}
 
 
 def _mean_length(lines: list[str]) -> float:

@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from pcdiff.app.judge import (balanced, code_reference_rates, decode_items, judge_code_lines, judge_items,
-                              reference_distribution, tokenizes, total_variation, tv_floor)
+                              line_length_bin, reference_distribution, tokenizes, total_variation, tv_floor)
 from pcdiff.data import ItemData, Vocabulary
 
 A, B, END, MASK = 0, 1, 2, 3
@@ -128,3 +128,33 @@ def test_code_line_rates_by_hand():
     assert "tv" not in judged
     ceiling = code_reference_rates(["f(x)", "foo(a,"])
     assert ceiling["tokenizable"] == 0.5 and ceiling["balanced"] == 0.5 and ceiling["mean_length"] == 5
+
+
+def test_length_matched_rate_by_hand():
+    vocab = Vocabulary("()fx =")
+    data = ItemData(train_items=["x"], heldout_items=["f"], vocab=vocab, block_length=32)
+    short, long_ok, long_bad = "f(x)", "x = f(x) " + "x" * 8, "x = f(x " + "x" * 9   # 4, 17 and 17 characters
+    assert [line_length_bin(x) for x in (short, long_ok, long_bad)] == [0, 2, 2]
+    rows = torch.tensor([vocab.encode(x, 32) for x in (short, short, long_ok, long_bad)])
+    # real lines: half short, half in the 17-24 bin; generated: short all tokenize, long half do
+    shares = code_reference_rates([short, long_ok])["length_shares"]
+    assert shares == [0.5, 0.0, 0.5, 0.0]
+    judged = judge_code_lines(rows, data, length_shares=shares)
+    assert judged["tokenizable_among_well_formed"] == 3 / 4
+    assert judged["tokenizable_length_matched"] == pytest.approx(0.5 * 1.0 + 0.5 * 0.5)
+    assert judged["tokenizable_length_matched_se"] == pytest.approx(math.sqrt(0.25 * 0.25 / 2))
+    # a bin the real lines weigh but no generated line falls in: the matched rate is unknown, not guessed
+    unknown = judge_code_lines(rows, data, length_shares=[0.5, 0.5, 0.0, 0.0])
+    assert math.isnan(unknown["tokenizable_length_matched"])
+    with pytest.raises(ValueError, match="length_shares"):
+        judge_code_lines(rows, data, length_shares=[1.0, 1.0, 0.0, 0.0])
+
+
+@given(st.lists(st.text(alphabet="()fx =", min_size=1, max_size=31), min_size=1, max_size=30))
+def test_length_matched_rate_equals_the_plain_rate_at_the_generated_lengths(lines):
+    """Weighed by the generated lines' own length shares, standardization changes nothing."""
+    vocab = Vocabulary("()fx =")
+    data = ItemData(train_items=["x"], heldout_items=["f"], vocab=vocab, block_length=32)
+    judged = judge_code_lines(torch.tensor([vocab.encode(x, 32) for x in lines]), data,
+                              length_shares=code_reference_rates(lines)["length_shares"])
+    assert judged["tokenizable_length_matched"] == pytest.approx(judged["tokenizable_among_well_formed"])
