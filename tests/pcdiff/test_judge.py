@@ -134,20 +134,21 @@ def test_length_matched_rate_by_hand():
     vocab = Vocabulary("()fx =")
     data = ItemData(train_items=["x"], heldout_items=["f"], vocab=vocab, block_length=32)
     short, long_ok, long_bad = "f(x)", "x = f(x) " + "x" * 8, "x = f(x " + "x" * 9   # 4, 17 and 17 characters
-    assert [line_length_bin(x) for x in (short, long_ok, long_bad)] == [0, 2, 2]
-    rows = torch.tensor([vocab.encode(x, 32) for x in (short, short, long_ok, long_bad)])
-    # real lines: half short, half in the 17-24 bin; generated: short all tokenize, long half do
-    shares = code_reference_rates([short, long_ok])["length_shares"]
-    assert shares == [0.5, 0.0, 0.5, 0.0]
+    assert [line_length_bin(x) for x in (short, long_ok, long_bad)] == [0, 1, 1]
+    rows = torch.tensor([vocab.encode(x, 32) for x in (short, short, short, long_ok, long_bad)])
+    # generated: mostly short lines, which all tokenize, and long ones, half of which do; real lines:
+    # a quarter short
+    shares = code_reference_rates([short, long_ok, long_ok, long_bad])["length_shares"]
+    assert shares == [0.25, 0.75]
     judged = judge_code_lines(rows, data, length_shares=shares)
-    assert judged["tokenizable_among_well_formed"] == 3 / 4
-    assert judged["tokenizable_length_matched"] == pytest.approx(0.5 * 1.0 + 0.5 * 0.5)
-    assert judged["tokenizable_length_matched_se"] == pytest.approx(math.sqrt(0.25 * 0.25 / 2))
+    assert judged["tokenizable_among_well_formed"] == 4 / 5
+    assert judged["tokenizable_length_matched"] == pytest.approx(0.25 * 1.0 + 0.75 * 0.5)
+    assert judged["tokenizable_length_matched_se"] == pytest.approx(math.sqrt(0.75 ** 2 * 0.25 / 2))
     # a bin the real lines weigh but no generated line falls in: the matched rate is unknown, not guessed
-    unknown = judge_code_lines(rows, data, length_shares=[0.5, 0.5, 0.0, 0.0])
+    unknown = judge_code_lines(rows[:3], data, length_shares=shares)
     assert math.isnan(unknown["tokenizable_length_matched"])
     with pytest.raises(ValueError, match="length_shares"):
-        judge_code_lines(rows, data, length_shares=[1.0, 1.0, 0.0, 0.0])
+        judge_code_lines(rows, data, length_shares=[1.0, 1.0])
 
 
 @given(st.lists(st.text(alphabet="()fx =", min_size=1, max_size=31), min_size=1, max_size=30))
