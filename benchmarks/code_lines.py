@@ -93,8 +93,8 @@ def target(rows: list[dict]) -> str:
     among = "tokenizable_among_well_formed"
     lines.append(f"- the same lines, among the well-formed ones alone: CoDD {c[among]:.3f} ± "
                  f"{standard_error(c, among):.3f} vs factorized {f[among]:.3f} ± {standard_error(f, among):.3f}, "
-                 f"ratio {ratio_of(c[among], f[among]):.2f}; the part of the lead that is not here is well-formedness "
-                 "(where the line ends), not Python syntax")
+                 f"ratio {ratio_of(c[among], f[among]):.2f}; the two decoders' lines differ in length, so read this "
+                 "beside the next figure")
     matched = "tokenizable_length_matched"
     lines.append(f"- the same, at the held-out lines' lengths (each length bin's rate among well-formed lines, "
                  f"weighed by the held-out lines' share of that bin: {', '.join(map(str, LENGTH_BINS))} characters "
