@@ -11,8 +11,9 @@ random order (the control: at one token per step no two tokens are drawn togethe
 the factorization loss alone), factorized vs CoDD (its joint draw, and the any-order draw, CoDD+AO).
 Each cell is judged by :func:`pcdiff.app.judge.judge_code_lines`: the tokenizable-line rate (the exact rule is
 :func:`pcdiff.app.judge.tokenizes`), the balance rate, the rate of real stdlib lines and of novel ones,
-each ± its standard error; the held-out lines' own rates are the ceiling (a real line may open a
-bracket that a later line closes). With several ``--seeds`` (one data split), each seed trains its own
+each ± its standard error, and the tokenizable rate among well-formed lines at the held-out lines'
+lengths (a short line tokenizes more easily, and the decoders' lines differ in length); the held-out
+lines' own rates are the ceiling (a real line may open a bracket that a later line closes). With several ``--seeds`` (one data split), each seed trains its own
 layer (and backbone, when one is trained) and every cell is the mean over seeds ± their sd. The issue's
 target: tokenizable at 4 steps ≥ 1.5× factorized.
 """
