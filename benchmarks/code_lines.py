@@ -13,8 +13,9 @@ Each cell is judged by :func:`pcdiff.app.judge.judge_code_lines`: the tokenizabl
 :func:`pcdiff.app.judge.tokenizes`), the balance rate, the rate of real stdlib lines and of novel ones,
 each ± its standard error, and the tokenizable rate among well-formed lines at the held-out lines'
 lengths (a short line tokenizes more easily, and the decoders' lines differ in length); the held-out
-lines' own rates are the ceiling (a real line may open a bracket that a later line closes). With several ``--seeds`` (one data split), each seed trains its own
-layer (and backbone, when one is trained) and every cell is the mean over seeds ± their sd. The issue's
+lines' own rates are the ceiling (a real line may open a bracket that a later line closes). With
+several ``--seeds`` (one data split), each seed trains its own layer (and backbone, when one is
+trained) and every cell is the mean over seeds ± their sd. The issue's
 target: tokenizable at 4 steps ≥ 1.5× factorized.
 """
 from __future__ import annotations

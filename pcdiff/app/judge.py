@@ -41,7 +41,7 @@ from ..data.sources import PYTHON_MAX_LENGTH
 from .tasks import standard_error
 
 __all__ = ["decode_items", "judge_items", "reference_distribution", "total_variation", "tv_floor",
-           "tokenizes", "balanced", "judge_code_lines", "code_reference_rates"]
+           "tokenizes", "balanced", "judge_code_lines", "code_reference_rates", "LENGTH_BINS", "line_length_bin"]
 
 
 def decode_items(tokens: torch.Tensor, vocab: Vocabulary) -> list[str | None]:
@@ -252,8 +252,9 @@ def _length_matched(items: list[str | None], shares: list[float]) -> dict:
     formed, passed = Counter(), Counter()
     for line in items:
         if line is not None:
-            formed[line_length_bin(line)] += 1
-            passed[line_length_bin(line)] += tokenizes(line)
+            length_bin = line_length_bin(line)
+            formed[length_bin] += 1
+            passed[length_bin] += tokenizes(line)
     if any(w > 0 and formed[b] == 0 for b, w in enumerate(shares)):
         return {"tokenizable_length_matched": float("nan"), "tokenizable_length_matched_se": float("nan")}
     rates = {b: passed[b] / formed[b] for b, w in enumerate(shares) if w > 0}
