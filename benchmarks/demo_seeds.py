@@ -35,6 +35,7 @@ from pcdiff.app.defaults import (LAYER_DRAW, LAYER_LR, LAYER_MASKINGS, LAYER_STA
 from pcdiff.codd.adapters import ADAPTERS
 from pcdiff.train.noise import ELBO_DRAWS
 
+from .judged_options import dependence_option
 from .report import invocation, publish
 
 COLUMNS = ("one_step", "sequential_best", "codd", "hmm_em", "circuit_alone", "training_distribution",
@@ -161,8 +162,7 @@ def main(argv: list[str] | None = None) -> int:
                         help=f"how the layer's training maskings are drawn (default: the demo's, {LAYER_DRAW})")
     parser.add_argument("--cache-maskings", type=int,
                         help=f"cached backbone maskings per training item (default: the demo's, {LAYER_MASKINGS})")
-    parser.add_argument("--dependence-only", action="store_true",
-                        help="the layer's product keeps the circuit's coupling alone (pcdiff.codd.dependence)")
+    dependence_option(parser)
     parser.add_argument("--items", type=int, default=300, help="items per set and masked count")
     parser.add_argument("--backbone-checkpoint", metavar="STEM",
                         help="couple to this backbone (written by pcdiff train-backbone for the same split) instead "

@@ -34,6 +34,11 @@ def layer_options(parser: argparse.ArgumentParser, default: Sizes) -> None:
     """``--num-states`` and ``--layer-steps``: another layer than the benchmark's (its section apart)."""
     parser.add_argument("--num-states", type=int, help=f"the layer's states (default {default.num_states})")
     parser.add_argument("--layer-steps", type=int, help=f"the layer's training steps (default {default.layer})")
+    dependence_option(parser)
+
+
+def dependence_option(parser: argparse.ArgumentParser) -> None:
+    """``--dependence-only``, the one spelling every benchmark of the layer takes."""
     parser.add_argument("--dependence-only", action="store_true",
                         help="the layer's product keeps the circuit's coupling alone (pcdiff.codd.dependence)")
 

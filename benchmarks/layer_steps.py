@@ -27,6 +27,7 @@ from pcdiff.codd.adapters import ADAPTERS
 from pcdiff.train import heldout_objective, train_codd_layer
 from pcdiff.train.noise import ELBO_DRAWS
 
+from .judged_options import dependence_option
 from .report import invocation, publish
 
 FRACTIONS = (0.5, 0.9, 1.0)
@@ -101,8 +102,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--control-seed", type=int, default=0,
                         help="seed of the controls' items and masks (default 0, demo_seeds' first seed; another "
                              "seed gives a validation draw that no reported table uses)")
-    parser.add_argument("--dependence-only", action="store_true",
-                        help="the layer's product keeps the circuit's coupling alone (pcdiff.codd.dependence)")
+    dependence_option(parser)
     parser.add_argument("--out", help="markdown file to put the section in (e.g. docs/results.md)")
     parser.add_argument("--quick", action="store_true", help="tiny sizes (seconds; for tests)")
     args = parser.parse_args(argv)
