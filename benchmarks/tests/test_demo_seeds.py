@@ -60,3 +60,20 @@ def test_a_backbone_checkpoint_gets_a_section_of_its_own(tmp_path):
 def test_mean_sd_leaves_a_figure_with_a_missing_seed_out():
     assert demo_seeds.mean_sd([1.0, 3.0]) == "2.000 ± 1.414"
     assert demo_seeds.mean_sd([1.0, None]) == "–"
+
+
+def _runs(codd_at_one_token: float) -> dict:
+    """One seed's in-distribution rows: one token masked, where sequential and one-step are one number."""
+    row = lambda one_step, seq, codd: {"one_step": {"mean": one_step}, "sequential_best": {"mean": seq},  # noqa: E731
+                                      "codd": {"mean": codd}, "codd_gain": {"mean": one_step - codd},
+                                      "gap_closed": (one_step - codd) / (one_step - seq) if one_step > seq else None}
+    rows = {"1 token": row(0.342, 0.342, codd_at_one_token), "0.5": row(0.643, 0.484, 0.52),
+            "0.9": row(1.088, 0.674, 0.80)}
+    return {0: {"sets": {"in_distribution": {"rows": rows}}}}
+
+
+def test_the_ordering_allows_float32_rounding_but_not_a_real_gain():
+    held = demo_seeds.targets(_runs(0.342 - 4e-6))[0]       # the dependence-only product, computed in float32
+    assert held.startswith("- sequential ≤ CoDD ≤ one-step at every masked count: met") and "1 token" in held
+    broken = demo_seeds.targets(_runs(0.342 - 1e-3))[0]      # a circuit that repairs the one masked token
+    assert ": missed (holds at 0.5, 0.9)" in broken
