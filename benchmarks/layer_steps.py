@@ -2,7 +2,7 @@
 
 ``python -m benchmarks.layer_steps [--dataset words|python] [--steps 1000,2000,4000,8000] [--lr 0.03]
 [--adapter A] [--em-init-epochs E] [--layer-draw time|count] [--num-states K] [--cache-maskings M] [--items 150]
-[--control-seed 0] [--dependence-only] [--out docs/results.md]``
+[--control-seed 0] [--dependence-only] [--generation-samples N] [--out docs/results.md]``
 
 One layer (the demo's, seed 0: :mod:`pcdiff.app.defaults`; or another size, adapter, draw or EM warm
 start) trains at a constant learning rate on the frozen shipped backbone, resumed from its own
@@ -13,7 +13,9 @@ the backbone's conditionals) and gap closed, (one-step − CoDD) / (one-step −
 at 50%, 90% and 100% masked; besides, the layer's held-out training objective (on unseen word types,
 or unseen lines with ``--dataset python``: the data a layer's recipe may be chosen on), with the
 ELBO's time draw and with its count draw (the tighter bound, which weighs every masked count alike
-as gap closed does).
+as gap closed does). With ``--generation-samples`` (words), after the last count, the layer-choice rule's
+generation guard: whole words generated at one token per step on validation samples (generator seeds
+no reported table uses), CoDD against factorized, with both remasking rules.
 """
 from __future__ import annotations
 
@@ -27,6 +29,8 @@ from pcdiff.codd.adapters import ADAPTERS
 from pcdiff.train import heldout_objective, train_codd_layer
 from pcdiff.train.noise import ELBO_DRAWS
 
+from .fair_generation import VALIDATION_SEED, one_token_rows, one_token_verdict
+from .judged_models import Models
 from .judged_options import dependence_option
 from .report import invocation, publish
 
@@ -36,7 +40,7 @@ FRACTIONS = (0.5, 0.9, 1.0)
 def measure(step_counts: list[int], items: int, quick: bool, lr: float = LAYER_LR, adapter: str = "static",
             em_init_epochs: int = 0, layer_draw: str = LAYER_DRAW, num_states: int = LAYER_STATES,
             cache_maskings: int = LAYER_MASKINGS, control_seed: int = 0, dataset: str = "words",
-            dependence_only: bool = False) -> list[dict]:
+            dependence_only: bool = False, generation_samples: int = 0) -> list[dict]:
     sizes = dict(num_states=8, backbone_dim=16, backbone_depth=1) if quick else dict(num_states=num_states)
     # data seed 0: the split demo_seeds reports on, whose backbone is the shipped one
     run = prepare_run(dataset, seed=0, data_seed=0, backbone="shipped", adapter=adapter, **sizes,
@@ -59,6 +63,9 @@ def measure(step_counts: list[int], items: int, quick: bool, lr: float = LAYER_L
                          "gain": table["codd_gain_one_token"]["in_distribution"],
                          "gap_closed": {str(f): seen[str(f)]["gap_closed"] for f in FRACTIONS}})
             print(f"{steps} steps: {rows[-1]}", flush=True)
+    if generation_samples:
+        rows[-1]["generation"] = one_token_rows(Models(run.data, run.backbone, run.layer), generation_samples,
+                                                VALIDATION_SEED)
     return rows
 
 
@@ -76,6 +83,13 @@ def markdown(rows: list[dict], command: str, items: int, shipped: bool, lr: floa
         lines.append(f"| {r['steps']:,} | {r['heldout']['codd']:.4f} ({r['heldout']['factorized']:.4f}) | "
                      f"{r['heldout_count']['codd']:.4f} ({r['heldout_count']['factorized']:.4f}) | "
                      f"{r['gain']['mean']:.3f} ± {r['gain']['ci95']:.3f} | {gaps} |")
+    if "generation" in rows[-1]:
+        cells = {(c["remasking"], c["decoder"]): c for c in rows[-1]["generation"]}
+        samples = rows[-1]["generation"][0]["num"]
+        lines += ["", f"The generation guard at {rows[-1]['steps']:,} steps ({samples} words per cell, generated "
+                  "from nothing at one token per step with validation seeds):", ""]
+        lines += [one_token_verdict(cells[rule, "CoDD"], cells[rule, "factorized"], rule)
+                  for rule in dict.fromkeys(rule for rule, _ in cells)]
     return "\n".join(lines) + "\n"
 
 
@@ -103,6 +117,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="seed of the controls' items and masks (default 0, demo_seeds' first seed; another "
                              "seed gives a validation draw that no reported table uses)")
     dependence_option(parser)
+    parser.add_argument("--generation-samples", type=int, default=0,
+                        help="words per cell of the generation guard after the last count (default 0: none)")
     parser.add_argument("--out", help="markdown file to put the section in (e.g. docs/results.md)")
     parser.add_argument("--quick", action="store_true", help="tiny sizes (seconds; for tests)")
     args = parser.parse_args(argv)
@@ -111,9 +127,12 @@ def main(argv: list[str] | None = None) -> int:
     step_counts = [int(s) for s in args.steps.split(",")]
     if step_counts != sorted(set(step_counts)) or step_counts[0] < 1:
         parser.error(f"--steps must be increasing positive counts, got {args.steps}")
+    if args.generation_samples < 0 or (args.generation_samples and args.dataset != "words"):
+        parser.error(f"--generation-samples must be a count ≥ 0, on words only, got {args.generation_samples} "
+                     f"on {args.dataset}")
     rows = measure(step_counts, args.items, args.quick, args.lr, args.adapter, args.em_init_epochs,
                    args.layer_draw, args.num_states, args.cache_maskings, args.control_seed, args.dataset,
-                   args.dependence_only)
+                   args.dependence_only, args.generation_samples)
     extras = f", its circuit first fit alone by {args.em_init_epochs} EM epochs" if args.em_init_epochs else ""
     extras += ", dependence only: its own conditionals divided out" if args.dependence_only else ""
     drawn = f", maskings drawn by {args.layer_draw}, {args.cache_maskings} cached per item"

@@ -34,3 +34,18 @@ def test_the_dependence_only_layer_gets_its_own_section_and_no_gain_at_one_token
     row = next(line for line in text.splitlines() if line.startswith("| 2 |"))
     gain = float(row.split(" | ")[3].split(" ± ")[0])
     assert abs(gain) < 5e-4                         # one masked token is the backbone's, up to float32 rounding
+
+
+def test_the_generation_guard_reads_one_token_per_step_off_validation_samples(tmp_path):
+    out = tmp_path / "results.md"
+    assert layer_steps.main(["--quick", "--steps", "2", "--items", "4", "--generation-samples", "6",
+                             "--control-seed", "100", "--out", str(out)]) == 0
+    text = out.read_text()
+    assert "The generation guard at 2 steps (6 words per cell" in text
+    for rule in ("low_confidence", "random"):
+        assert f"- one token per step, {rule}: valid CoDD " in text
+
+
+def test_the_generation_guard_is_refused_where_it_has_no_judge():
+    with pytest.raises(SystemExit):
+        layer_steps.main(["--quick", "--dataset", "python", "--generation-samples", "6"])
