@@ -43,7 +43,17 @@ def test_the_generation_guard_reads_one_token_per_step_off_validation_samples(tm
     text = out.read_text()
     assert "The generation guard at 2 steps (6 words per cell" in text
     for rule in ("low_confidence", "random"):
-        assert f"- one token per step, {rule}: valid CoDD " in text
+        assert f"- {rule}: valid CoDD " in text and "standard errors of the difference" in text
+
+
+def test_the_guard_fails_a_layer_only_well_beyond_chance():
+    rate = lambda valid, n=1000: {"valid": valid, "valid_se": (valid * (1 - valid) / n) ** 0.5}  # noqa: E731
+    near = layer_steps.guard_line(rate(0.995), rate(0.999), "low_confidence")
+    assert "below by 0.004, 1.6 standard errors" in near and near.endswith("passes)")
+    assert layer_steps.guard_line(rate(0.829), rate(0.999), "low_confidence").endswith("fails)")
+    assert layer_steps.guard_line(rate(0.7), rate(0.6), "random").endswith("passes)")       # CoDD above
+    assert layer_steps.guard_line(rate(0.9), rate(1.0), "random").endswith("fails)")         # no error, a real drop
+    assert layer_steps.guard_line(rate(1.0), rate(1.0), "random").endswith("passes)")
 
 
 def test_the_generation_guard_is_refused_where_it_has_no_judge():
