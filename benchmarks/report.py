@@ -3,10 +3,13 @@
 Every part of ``pcdiff bench`` produces a :class:`Section`. ``write_sections`` replaces that part's
 previous section in the file (keeping everything else: sections of other parts, text written by
 hand) or appends it, and saves the section's figures next to the file as ``<stem>_<key>.png``.
-Files are replaced atomically: a reader sees the old file or the new one, never half of one.
+Files are replaced atomically: a reader sees the old file or the new one, never half of one. Each
+section names the commit its code came from: a later change to training can move a section's
+figures, and a rerun of its command reproduces them only on the same code.
 """
 from __future__ import annotations
 
+import subprocess
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -14,6 +17,8 @@ from typing import Callable
 
 from pcdiff.files import atomic_write, atomic_write_text
 
+ROOT = Path(__file__).resolve().parent.parent
+CODE_PATHS = ("pcdiff", "structures", "benchmarks")     # what a section's figures depend on (not the docs)
 HEADER = ("# Benchmarks\n\nWritten by `pcdiff bench` (see `benchmarks/README.md`): every number is measured in "
           "one run and read as a ratio between contenders timed side by side, not as an absolute time.\n")
 
@@ -44,7 +49,23 @@ class Section:
     def markdown(self, markdown: Path) -> str:
         begin, end = markers(self.key)
         images = "".join(f"\n![{self.title}]({p.name})\n" for p in self.figure_paths(markdown))
-        return f"{begin}\n## {self.title}\n\n{self.body.rstrip()}\n{images}{end}\n"
+        version = code_version()
+        code = "" if self.placeholder or version is None else f"\nCode: commit {version}.\n"
+        return f"{begin}\n## {self.title}\n\n{self.body.rstrip()}\n{code}{images}{end}\n"
+
+
+def code_version() -> str | None:
+    """The commit of the running code (short hash, "with uncommitted changes" when its code differs from
+    it), or None outside a git checkout."""
+    def git(*args: str) -> str:
+        return subprocess.run(["git", "-C", str(ROOT), *args], capture_output=True, text=True, timeout=30,
+                              check=True).stdout.strip()
+    try:
+        head = git("rev-parse", "--short", "HEAD")
+        changed = git("status", "--porcelain", "--untracked-files=no", "--", *CODE_PATHS)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return head + (" with uncommitted changes" if changed else "")
 
 
 def replace_section(text: str, key: str, section_text: str) -> str:

@@ -92,3 +92,22 @@ def test_figures_are_saved_next_to_the_report_and_linked_from_it(tmp_path):
     assert written == [path, *pngs] and all(p.read_bytes()[:8] == PNG for p in pngs)
     assert "(benchmarks_layer_1.png)" in path.read_text() and sorted(p.name for p in tmp_path.iterdir()) == \
         ["benchmarks.md", "benchmarks_layer_1.png", "benchmarks_layer_2.png"]        # no temporary files left
+
+
+def test_a_section_names_the_commit_its_code_came_from(tmp_path, monkeypatch):
+    import benchmarks.report as report
+    path = tmp_path / "results.md"
+    monkeypatch.setattr(report, "code_version", lambda: "1a2b3c4 with uncommitted changes")
+    write_sections(path, [Section("hmm", "HMM", "rows")])
+    assert "rows\n\nCode: commit 1a2b3c4 with uncommitted changes.\n" in path.read_text()
+    monkeypatch.setattr(report, "code_version", lambda: None)               # not a git checkout: nothing to name
+    write_sections(path, [Section("hmm", "HMM", "rows again")])
+    assert "Code: commit" not in path.read_text()
+
+
+def test_the_code_version_is_this_checkouts_commit():
+    import subprocess
+    from benchmarks.report import ROOT, code_version
+    head = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True, text=True)
+    version = code_version()
+    assert version is None if head.returncode else version.split()[0] == head.stdout.strip()
