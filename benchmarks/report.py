@@ -9,6 +9,7 @@ figures, and a rerun of its command reproduces them only on the same code.
 """
 from __future__ import annotations
 
+import functools
 import subprocess
 import sys
 from dataclasses import dataclass, field
@@ -54,9 +55,11 @@ class Section:
         return f"{begin}\n## {self.title}\n\n{self.body.rstrip()}\n{code}{images}{end}\n"
 
 
+@functools.cache
 def code_version() -> str | None:
-    """The commit of the running code (short hash, "with uncommitted changes" when its code differs from
-    it), or None outside a git checkout."""
+    """The commit of the code this process loaded (short hash, "with uncommitted changes" when its code
+    differed from it), or None outside a git checkout. Read once, at import: a benchmark that runs for
+    an hour names the code it started with, whatever is committed meanwhile."""
     def git(*args: str) -> str:
         return subprocess.run(["git", "-C", str(ROOT), *args], capture_output=True, text=True, timeout=30,
                               check=True).stdout.strip()
@@ -122,3 +125,6 @@ def publish(body: str, out: str | Path | None, key: str, title: str) -> None:
     print(body)
     if out:
         write_sections(Path(out), [Section(key, title, body)])
+
+
+code_version()          # read at import: the code this process loaded
