@@ -105,9 +105,10 @@ def guard_line(codd: dict, factorized: dict, rule: str) -> str:
     drop, error = factorized["valid"] - codd["valid"], math.hypot(codd_error, factorized_error)
     errors = drop / error if error > 0 else (math.inf if drop > 0 else 0.0)
     verdict = "fails" if errors > GUARD_ERRORS else "passes"
+    side = "below" if drop >= 0 else "above"
     return (f"- {rule}: valid CoDD {codd['valid']:.3f} ± {codd_error:.3f} vs factorized {factorized['valid']:.3f} ± "
-            f"{factorized_error:.3f}; CoDD below by {drop:.3f}, {errors:.1f} standard errors of the difference "
-            f"(the guard fails a layer beyond {GUARD_ERRORS:g}: {verdict})")
+            f"{factorized_error:.3f}; CoDD {side} by {abs(drop):.3f}, {abs(errors):.1f} standard errors of the "
+            f"difference (the guard fails a layer below by more than {GUARD_ERRORS:g}: {verdict})")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -51,7 +51,8 @@ def test_the_guard_fails_a_layer_only_well_beyond_chance():
     near = layer_steps.guard_line(rate(0.995), rate(0.999), "low_confidence")
     assert "below by 0.004, 1.6 standard errors" in near and near.endswith("passes)")
     assert layer_steps.guard_line(rate(0.829), rate(0.999), "low_confidence").endswith("fails)")
-    assert layer_steps.guard_line(rate(0.7), rate(0.6), "random").endswith("passes)")       # CoDD above
+    above = layer_steps.guard_line(rate(0.7), rate(0.6), "random")
+    assert "CoDD above by 0.100, 4.7 standard errors" in above and above.endswith("passes)")
     assert layer_steps.guard_line(rate(0.9), rate(1.0), "random").endswith("fails)")         # no error, a real drop
     assert layer_steps.guard_line(rate(1.0), rate(1.0), "random").endswith("passes)")
 
