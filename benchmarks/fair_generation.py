@@ -26,7 +26,7 @@ from dataclasses import replace
 import torch
 
 from pcdiff.app.defaults import BACKBONE_STEPS, LAYER_STATES, LAYER_STEPS
-from pcdiff.app.judge import judge_items
+from pcdiff.app.judge import judge_items, reference_distribution
 
 from .judged_models import (Models, Sizes, cell, generate_rows, header, over_seeds, spread_text, standard_error,
                             trained)
@@ -40,7 +40,7 @@ QUICK = Sizes(backbone=20, layer=5, num_states=8, dim=32, depth=1, cache_backbon
 REPORT_SEED, VALIDATION_SEED = 10_000, 20_000        # disjoint generator seeds: reported vs validation samples
 RESULTS_HEADER = "# Results\n\nMeasured tables, each written by the command it names.\n"
 COLUMNS = ["steps per block", "remasking", "decoder", "valid", "novel", "distinct valid", "distinct novel",
-           "well-formed", "valid among well-formed", "TV"]
+           "well-formed", "valid among well-formed", "mean length (well-formed)", "TV"]
 
 
 def step_grid(length: int) -> list[int]:
@@ -130,7 +130,9 @@ def markdown(rows: list[dict], means: dict, chosen: list[float], info: dict) -> 
              f"{spread_text(info['seeds'])}. {info['samples']} samples per cell; valid = a word of the list, "
              "novel = valid and a held-out type (never trained on); TV = total variation to the training distribution "
              f"(training words weighted by frequency); a perfect sampler of it scores {rows[0]['tv_floor']:.3f} with "
-             f"this many samples (the floor). {length} steps per block = one token per step.", "",
+             f"this many samples (the floor). {length} steps per block = one token per step. "
+             f"The training words, weighted by frequency, are {info['mean_length']:.1f} characters long on average: "
+             "a short word is more often valid, so read the rates beside the mean length.", "",
              f"**pc_frac** chosen on validation samples ({info['validation_samples']} per cell, their own seeds, not "
              f"used below), per seed: **{', '.join(map(str, chosen))}**, the highest mean novel rate over 2, 3 and "
              f"{length} steps with both remasking rules (novelty cannot be raised by collapsing onto frequent words). "
@@ -138,7 +140,8 @@ def markdown(rows: list[dict], means: dict, chosen: list[float], info: dict) -> 
              *header(["pc_frac", "mean novel", "mean valid", "mean TV"])]
     lines += [f"| {f} | {m['novel']:.4f} | {m['valid']:.4f} | {m['tv']:.4f} |" for f, m in means.items()]
     lines += ["", *header(COLUMNS)]
-    keys = ("valid", "novel", "distinct_valid", "distinct_novel", "well_formed", "valid_among_well_formed", "tv")
+    keys = ("valid", "novel", "distinct_valid", "distinct_novel", "well_formed", "valid_among_well_formed",
+            "mean_length", "tv")
     for r in rows:
         lines.append("| " + " | ".join([str(r["steps"]), r["remasking"], r["decoder"], *(cell(r, k) for k in keys)])
                      + " |")
@@ -161,9 +164,11 @@ def run(work: pathlib.Path, out: pathlib.Path | None, samples: int, validation_s
         validation.append(means)
     means = {f: {k: sum(m[f][k] for m in validation) / len(validation) for k in validation[0][f]} for f in PC_FRACS}
     rows = over_seeds(runs, ("steps", "remasking", "decoder"))
+    reference = reference_distribution(models.data)
     info = dict(command=command, quick=quick, seconds=time.perf_counter() - start, data=repr(models.data),
                 block_length=models.data.block_length, sizes=sizes, seeds=seeds, samples=samples,
-                validation_samples=validation_samples)
+                validation_samples=validation_samples,
+                mean_length=math.fsum(share * len(word) for word, share in reference.items()))
     body = markdown(rows, means, chosen, info)
     log("\n" + body)
     if out is not None:

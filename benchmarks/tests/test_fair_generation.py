@@ -17,7 +17,8 @@ def test_quick_run_writes_its_section_and_reuses_its_models(tmp_path, capsys):
     begin, end = markers("fair-generation")
     assert text.count(begin) == 1 and text.count(end) == 1 and "written by hand" in text
     assert "**pc_frac** chosen on validation samples" in text
-    for column in ("novel", "distinct novel", "valid among well-formed", "TV"):
+    assert "characters long on average: a short word is more often valid" in text
+    for column in ("novel", "distinct novel", "valid among well-formed", "mean length (well-formed)", "TV"):
         assert f"| {column} |" in text
     rows = [line for line in text.splitlines() if line.startswith("| ") and "factorized" in line]
     assert len(rows) == 2 * len(fair_generation.step_grid(13))      # both rules, every step count

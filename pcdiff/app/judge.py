@@ -96,7 +96,8 @@ def judge_items(tokens: torch.Tensor, data: ItemData, seed: int = 0) -> dict:
     """Rates over the ``[N, L]`` rows of ``tokens`` (each rate ``r`` with ``r_se``, its binomial
     standard error): well_formed, malformed (= 1 − well_formed), valid, novel, and
     valid_among_well_formed (its standard error over the well-formed rows; nan when there are none);
-    counts distinct_valid, distinct_novel; tv and tv_floor (``seed`` draws the floor's samples). On
+    counts distinct_valid, distinct_novel; mean_length, the well-formed items' mean length in characters
+    (nan without any); tv and tv_floor (``seed`` draws the floor's samples). On
     Python lines (``data.name == "python"``) also the code oracle's rates (:func:`judge_code_lines`)."""
     items = decode_items(tokens, data.vocab)
     reference = reference_distribution(data)
@@ -111,7 +112,8 @@ def _item_rates(items: list[str | None], data: ItemData) -> dict:
     formed = [x for x in items if x is not None]
     valid = [x for x in formed if data.is_real(x)]
     novel = [x for x in valid if x not in train]
-    out = {"num": n, "distinct_valid": len(set(valid)), "distinct_novel": len(set(novel))}
+    out = {"num": n, "distinct_valid": len(set(valid)), "distinct_novel": len(set(novel)),
+           "mean_length": _mean_length(formed)}
     for name, count in (("well_formed", len(formed)), ("valid", len(valid)), ("novel", len(novel))):
         out[name], out[f"{name}_se"] = count / n, standard_error(count / n, n)
     out["malformed"], out["malformed_se"] = 1.0 - out["well_formed"], out["well_formed_se"]
@@ -220,8 +222,7 @@ def _code_rates(items: list[str | None]) -> dict:
     tokenizable = [x for x in formed if tokenizes(x)]
     among, among_se = _among_well_formed(len(tokenizable), len(formed))
     return {**_line_rates(items, len(items)), "tokenizable_among_well_formed": among,
-            "tokenizable_among_well_formed_se": among_se, "distinct_tokenizable": len(set(tokenizable)),
-            "mean_length": _mean_length(formed)}
+            "tokenizable_among_well_formed_se": among_se, "distinct_tokenizable": len(set(tokenizable))}
 
 
 def code_reference_rates(lines: list[str]) -> dict:

@@ -39,6 +39,7 @@ def test_rates_counts_and_standard_errors_by_hand(tiny):
     assert judged["valid"] == 4 / 8 and judged["novel"] == 1 / 8
     assert judged["distinct_valid"] == 3 and judged["distinct_novel"] == 1
     assert judged["valid_among_well_formed"] == 4 / 5
+    assert judged["mean_length"] == (2 + 2 + 1 + 2 + 2) / 5                  # ab, ab, b, ba, bb
     assert judged["valid_se"] == pytest.approx(math.sqrt(0.5 * 0.5 / 8))
     assert judged["novel_se"] == pytest.approx(math.sqrt(1 / 8 * 7 / 8 / 8))
     assert judged["valid_among_well_formed_se"] == pytest.approx(math.sqrt(0.8 * 0.2 / 5))   # over the 5 formed
