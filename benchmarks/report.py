@@ -64,6 +64,8 @@ def code_version() -> str | None:
         return subprocess.run(["git", "-C", str(ROOT), *args], capture_output=True, text=True, timeout=30,
                               check=True).stdout.strip()
     try:
+        if Path(git("rev-parse", "--show-toplevel")).resolve() != ROOT:     # a copy inside another repository
+            return None
         head = git("rev-parse", "--short", "HEAD")
         changed = git("status", "--porcelain", "--untracked-files=no", "--", *CODE_PATHS)
     except (OSError, subprocess.SubprocessError):
