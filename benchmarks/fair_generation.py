@@ -26,7 +26,7 @@ from dataclasses import replace
 import torch
 
 from pcdiff.app.defaults import BACKBONE_STEPS, LAYER_STATES, LAYER_STEPS
-from pcdiff.app.judge import judge_items, reference_distribution
+from pcdiff.app.judge import WORD_LENGTH_BINS, bin_shares, judge_items, length_bin_labels, reference_distribution
 
 from .judged_models import (Models, Sizes, cell, generate_rows, header, over_seeds, spread_text, standard_error,
                             trained)
@@ -48,7 +48,8 @@ def step_grid(length: int) -> list[int]:
 
 
 def _judge(models: Models, steps: int, samples: int, seed: int, rule: str, **kwargs) -> dict:
-    return judge_items(generate_rows(models, steps, samples, seed, rule, **kwargs), models.data)
+    rows = generate_rows(models, steps, samples, seed, rule, **kwargs)
+    return judge_items(rows, models.data, length_bins=WORD_LENGTH_BINS)
 
 
 def choose_pc_frac(models: Models, samples: int, seed: int, log=print) -> tuple[float, dict]:
@@ -121,6 +122,29 @@ def one_token_rows(models: Models, samples: int, seed: int) -> list[dict]:
             for r, rule in enumerate(RULES) for label, kwargs in (("factorized", {}), ("CoDD", dict(codd="joint")))]
 
 
+def length_table(rows: list[dict], shares: list[float]) -> list[str]:
+    """Markdown lines: per row (one per remasking rule and decoder), the valid rate among well-formed words
+    of each length (:data:`WORD_LENGTH_BINS`), pooled over seeds, with the well-formed count; first the
+    training words' ``shares`` of each length (:func:`word_length_shares`). Compared within a length, a
+    decoder that writes short words is not credited for their length."""
+    bins = range(len(WORD_LENGTH_BINS))
+    labels = [f"{label} characters" for label in length_bin_labels(WORD_LENGTH_BINS)]
+    lines = [*header(["remasking", "decoder", *labels]),
+             "| training words | share, by frequency | " + " | ".join(f"{w:.3f}" for w in shares) + " |"]
+    for r in rows:
+        seeds = r.get("seeds", 1)      # counts are means over seeds: their ratio is the pooled rate
+        cells = [f"{r[f'valid_length_{b}'] / r[f'well_formed_length_{b}']:.3f} "
+                 f"({round(r[f'well_formed_length_{b}'] * seeds)})" if r[f"well_formed_length_{b}"] else "– (0)"
+                 for b in bins]
+        lines.append(f"| {r['remasking']} | {r['decoder']} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def word_length_shares(data) -> list[float]:
+    """The training words' share of each bin of :data:`WORD_LENGTH_BINS`, weighted as training draws them."""
+    return bin_shares(reference_distribution(data), WORD_LENGTH_BINS)
+
+
 def markdown(rows: list[dict], means: dict, chosen: list[float], info: dict) -> str:
     length = info["block_length"]
     lines = [f"Command: `{info['command']}`{' (--quick: smoke-test sizes, not a measurement)' if info['quick'] else ''}"
@@ -145,6 +169,9 @@ def markdown(rows: list[dict], means: dict, chosen: list[float], info: dict) -> 
     for r in rows:
         lines.append("| " + " | ".join([str(r["steps"]), r["remasking"], r["decoder"], *(cell(r, k) for k in keys)])
                      + " |")
+    one_token = [r for r in rows if r["steps"] == length and r["decoder"] != "CoDD, gated"]
+    lines += ["", "At one token per step, valid among well-formed words of each length: valid / well-formed, "
+              "pooled over seeds (well-formed words in brackets):", "", *length_table(one_token, info["length_shares"])]
     return "\n".join(lines + ["", "Targets (issue 13):", "", *targets(rows, length)]) + "\n"
 
 
@@ -166,6 +193,7 @@ def run(work: pathlib.Path, out: pathlib.Path | None, samples: int, validation_s
     rows = over_seeds(runs, ("steps", "remasking", "decoder"))
     reference = reference_distribution(models.data)
     info = dict(command=command, quick=quick, seconds=time.perf_counter() - start, data=repr(models.data),
+                length_shares=word_length_shares(models.data),
                 block_length=models.data.block_length, sizes=sizes, seeds=seeds, samples=samples,
                 validation_samples=validation_samples,
                 mean_length=math.fsum(share * len(word) for word, share in reference.items()))

@@ -30,7 +30,7 @@ from pcdiff.codd.adapters import ADAPTERS
 from pcdiff.train import heldout_objective, train_codd_layer
 from pcdiff.train.noise import ELBO_DRAWS
 
-from .fair_generation import VALIDATION_SEED, one_token_rows
+from .fair_generation import VALIDATION_SEED, length_table, one_token_rows, word_length_shares
 from .judged_models import Models, standard_error
 from .judged_options import dependence_option
 from .report import invocation, publish
@@ -72,6 +72,7 @@ def measure(step_counts: list[int], items: int, quick: bool, lr: float = LAYER_L
     if generation_samples:
         rows[-1]["generation"] = one_token_rows(Models(run.data, run.backbone, run.layer), generation_samples,
                                                 VALIDATION_SEED)
+        rows[-1]["length_shares"] = word_length_shares(run.data)
     return rows
 
 
@@ -96,6 +97,8 @@ def markdown(rows: list[dict], command: str, items: int, shipped: bool, lr: floa
                   "from nothing at one token per step with validation seeds):", ""]
         lines += [guard_line(cells[rule, "CoDD"], cells[rule, "factorized"], rule)
                   for rule in dict.fromkeys(rule for rule, _ in cells)]
+        lines += ["", "The same words, valid among the well-formed of each length (the guard itself does not "
+                  "look at length):", "", *length_table(rows[-1]["generation"], rows[-1]["length_shares"])]
     return "\n".join(lines) + "\n"
 
 

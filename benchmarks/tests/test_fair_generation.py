@@ -20,9 +20,10 @@ def test_quick_run_writes_its_section_and_reuses_its_models(tmp_path, capsys):
     assert "characters long on average: a short word is more often valid" in text
     for column in ("novel", "distinct novel", "valid among well-formed", "mean length (well-formed)", "TV"):
         assert f"| {column} |" in text
-    rows = [line for line in text.splitlines() if line.startswith("| ") and "factorized" in line]
+    rows = [line for line in text.splitlines() if line.startswith("| ") and line.split(" | ")[2:3] == ["factorized"]]
     assert len(rows) == 2 * len(fair_generation.step_grid(13))      # both rules, every step count
     assert "one token per step, random" in text
+    assert "valid among well-formed words of each length" in text and "| training words | share, by frequency |" in text
     capsys.readouterr()
     assert fair_generation.main(args) == 0                               # the second run trains nothing
     printed = capsys.readouterr().out
@@ -58,3 +59,16 @@ def test_ratio_of():
     assert fair_generation.ratio_of(1.0, 0.5) == 2.0 and fair_generation.ratio_of(1.0, 0.0) == float("inf")
     nan = float("nan")
     assert all(math.isnan(fair_generation.ratio_of(a, b)) for a, b in ((0.0, 0.0), (nan, 0.5), (1.0, nan)))
+
+
+def test_length_table_pools_the_seeds_counts():
+    """Counts are means over seeds: the rate is their ratio (pooled), the count their total; an empty bin reads
+    as such, not as a rate."""
+    bins = len(fair_generation.WORD_LENGTH_BINS)
+    row = {"remasking": "random", "decoder": "CoDD", "seeds": 2, **{f"well_formed_length_{b}": 0.0 for b in range(bins)},
+           **{f"valid_length_{b}": 0.0 for b in range(bins)}}
+    row["well_formed_length_0"], row["valid_length_0"] = 2.5, 2.0          # seeds: 2 of 3 and 2 of 2
+    lines = fair_generation.length_table([row], [0.5, 0.5] + [0.0] * (bins - 2))
+    assert lines[0].startswith("| remasking | decoder | 1–2 characters | 3–4 characters |")
+    assert lines[2].startswith("| training words | share, by frequency | 0.500 | 0.500 | 0.000 |")
+    assert lines[3] == "| random | CoDD | 0.800 (5) | " + " | ".join(["– (0)"] * (bins - 1)) + " |"

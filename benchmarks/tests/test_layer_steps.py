@@ -44,6 +44,7 @@ def test_the_generation_guard_reads_one_token_per_step_off_validation_samples(tm
     assert "The generation guard at 2 steps (6 words per cell" in text
     for rule in ("low_confidence", "random"):
         assert f"- {rule}: valid CoDD " in text and "standard errors of the difference" in text
+        assert f"| {rule} | CoDD | " in text and f"| {rule} | factorized | " in text     # by length, beside it
 
 
 def test_the_guard_fails_a_layer_only_well_beyond_chance():

@@ -41,7 +41,8 @@ from ..data.sources import PYTHON_MAX_LENGTH
 from .tasks import standard_error
 
 __all__ = ["decode_items", "judge_items", "reference_distribution", "total_variation", "tv_floor",
-           "tokenizes", "balanced", "judge_code_lines", "code_reference_rates", "LENGTH_BINS", "line_length_bin"]
+           "tokenizes", "balanced", "judge_code_lines", "code_reference_rates", "LENGTH_BINS", "WORD_LENGTH_BINS",
+           "length_bin", "length_bin_labels", "bin_shares"]
 
 
 def decode_items(tokens: torch.Tensor, vocab: Vocabulary) -> list[str | None]:
@@ -92,17 +93,26 @@ def tv_floor(reference: dict[str, float], n: int, seed: int = 0, draws: int = 3)
     return math.fsum(values) / draws
 
 
-def judge_items(tokens: torch.Tensor, data: ItemData, seed: int = 0) -> dict:
+def judge_items(tokens: torch.Tensor, data: ItemData, seed: int = 0,
+                length_bins: tuple[int, ...] | None = None) -> dict:
     """Rates over the ``[N, L]`` rows of ``tokens`` (each rate ``r`` with ``r_se``, its binomial
     standard error): well_formed, malformed (= 1 − well_formed), valid, novel, and
     valid_among_well_formed (its standard error over the well-formed rows; nan when there are none);
     counts distinct_valid, distinct_novel; mean_length, the well-formed items' mean length in characters
     (nan without any); tv and tv_floor (``seed`` draws the floor's samples). On
-    Python lines (``data.name == "python"``) also the code oracle's rates (:func:`judge_code_lines`)."""
+    Python lines (``data.name == "python"``) also the code oracle's rates (:func:`judge_code_lines`).
+
+    Given ``length_bins`` (e.g. :data:`WORD_LENGTH_BINS`), also counts by length, for a valid rate at
+    equal length (a short string is more often a word): ``well_formed_length_<b>``, the well-formed items
+    in bin b (:func:`length_bin`), and ``valid_length_<b>``, the valid among them."""
     items = decode_items(tokens, data.vocab)
     reference = reference_distribution(data)
     code = _code_rates(items) if data.name == "python" else {}
-    return {**_item_rates(items, data), **code, "tv": total_variation(Counter(items), reference),
+    by_length = {}
+    if length_bins:
+        counted = zip(("well_formed", "valid"), _count_by_length(items, length_bins, data.is_real))
+        by_length = {f"{name}_length_{b}": counts[b] for name, counts in counted for b in range(len(length_bins))}
+    return {**_item_rates(items, data), **code, **by_length, "tv": total_variation(Counter(items), reference),
             "tv_floor": tv_floor(reference, len(items), seed)}
 
 
@@ -122,8 +132,7 @@ def _item_rates(items: list[str | None], data: ItemData) -> dict:
 
 
 def _among_well_formed(count: int, formed: int) -> tuple[float, float]:
-    """``count``'s share of the ``formed`` well-formed rows and its standard error over them (nan, nan
-    when there are none)."""
+    """``count``'s share of the ``formed`` well-formed rows and its standard error (nan, nan without any)."""
     if formed == 0:
         return float("nan"), float("nan")
     return count / formed, standard_error(count / formed, formed)
@@ -231,31 +240,55 @@ def code_reference_rates(lines: list[str]) -> dict:
     ``length_shares``, the lines' share in each bin of :data:`LENGTH_BINS`."""
     if not lines:
         raise ValueError("lines must not be empty")
-    counts = Counter(line_length_bin(x) for x in lines)
     return {**_line_rates(list(lines), len(lines)), "mean_length": _mean_length(lines),
-            "length_shares": [counts[b] / len(lines) for b in range(len(LENGTH_BINS))]}
+            "length_shares": bin_shares(dict(Counter(lines)), LENGTH_BINS)}
 
 
 #: upper edges, in characters, of the line-length bins a length-matched rate is weighed over: two, since
 #: with more (four of 8 characters were tried) a decoder whose lines cluster in length leaves a bin empty
 #: in most cells, and the rate unknown
 LENGTH_BINS = (16, PYTHON_MAX_LENGTH)
+#: upper edges, in characters, of the word-length bins words are counted in (the last takes every longer
+#: word): two characters a bin, since a word's length alone moves its chance of being valid
+WORD_LENGTH_BINS = (2, 4, 6, 7)
 
 
-def line_length_bin(line: str) -> int:
-    """The index of ``line``'s bin in :data:`LENGTH_BINS` (a longer line falls in the last)."""
-    return min(bisect.bisect_left(LENGTH_BINS, len(line)), len(LENGTH_BINS) - 1)
+def length_bin(item: str, bins: tuple[int, ...]) -> int:
+    """The index of ``item``'s bin in ``bins``, upper edges in characters (a longer item falls in the last)."""
+    return min(bisect.bisect_left(bins, len(item)), len(bins) - 1)
+
+
+def length_bin_labels(bins: tuple[int, ...]) -> list[str]:
+    """Each bin's lengths for a table: ``(2, 4, 7)`` → ``["1–2", "3–4", "5+"]``."""
+    lows = [1, *(edge + 1 for edge in bins[:-1])]
+    return [f"{low}–{high}" if low < high else str(low) for low, high in zip(lows[:-1], bins[:-1])] + [f"{lows[-1]}+"]
+
+
+def bin_shares(weights: dict[str, float], bins: tuple[int, ...]) -> list[float]:
+    """The share of ``weights`` (item → weight, e.g. :func:`reference_distribution`) in each bin of ``bins``."""
+    total = math.fsum(weights.values())
+    if total <= 0:
+        raise ValueError("weights must hold at least one item with a positive weight")
+    shares = [0.0] * len(bins)
+    for item, weight in weights.items():
+        shares[length_bin(item, bins)] += weight / total
+    return shares
+
+
+def _count_by_length(items: list[str | None], bins: tuple[int, ...], passes) -> tuple[Counter, Counter]:
+    """Per bin, the well-formed items and those of them that ``passes``."""
+    formed, passed = Counter(), Counter()
+    for item in items:
+        if item is not None:
+            b = length_bin(item, bins)
+            formed[b], passed[b] = formed[b] + 1, passed[b] + bool(passes(item))
+    return formed, passed
 
 
 def _length_matched(items: list[str | None], shares: list[float]) -> dict:
     if len(shares) != len(LENGTH_BINS) or any(w < 0 for w in shares) or not math.isclose(sum(shares), 1.0):
         raise ValueError(f"length_shares must be {len(LENGTH_BINS)} non-negative shares summing to 1, got {shares}")
-    formed, passed = Counter(), Counter()
-    for line in items:
-        if line is not None:
-            length_bin = line_length_bin(line)
-            formed[length_bin] += 1
-            passed[length_bin] += tokenizes(line)
+    formed, passed = _count_by_length(items, LENGTH_BINS, tokenizes)
     if any(w > 0 and formed[b] == 0 for b, w in enumerate(shares)):
         return {"tokenizable_length_matched": float("nan"), "tokenizable_length_matched_se": float("nan")}
     rates = {b: passed[b] / formed[b] for b, w in enumerate(shares) if w > 0}

@@ -9,8 +9,9 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pcdiff.app.judge import (balanced, code_reference_rates, decode_items, judge_code_lines, judge_items,
-                              line_length_bin, reference_distribution, tokenizes, total_variation, tv_floor)
+from pcdiff.app.judge import (LENGTH_BINS, bin_shares, balanced, code_reference_rates, decode_items, judge_code_lines,
+                              judge_items, length_bin, length_bin_labels, reference_distribution, tokenizes,
+                              total_variation, tv_floor)
 from pcdiff.data import ItemData, Vocabulary
 
 A, B, END, MASK = 0, 1, 2, 3
@@ -135,7 +136,7 @@ def test_length_matched_rate_by_hand():
     vocab = Vocabulary("()fx =")
     data = ItemData(train_items=["x"], heldout_items=["f"], vocab=vocab, block_length=32)
     short, long_ok, long_bad = "f(x)", "x = f(x) " + "x" * 8, "x = f(x " + "x" * 9   # 4, 17 and 17 characters
-    assert [line_length_bin(x) for x in (short, long_ok, long_bad)] == [0, 1, 1]
+    assert [length_bin(x, LENGTH_BINS) for x in (short, long_ok, long_bad)] == [0, 1, 1]
     rows = torch.tensor([vocab.encode(x, 32) for x in (short, short, short, long_ok, long_bad)])
     # generated: mostly short lines, which all tokenize, and long ones, half of which do; real lines:
     # a quarter short
@@ -160,3 +161,21 @@ def test_length_matched_rate_equals_the_plain_rate_at_the_generated_lengths(line
     judged = judge_code_lines(torch.tensor([vocab.encode(x, 32) for x in lines]), data,
                               length_shares=code_reference_rates(lines)["length_shares"])
     assert judged["tokenizable_length_matched"] == pytest.approx(judged["tokenizable_among_well_formed"])
+
+
+def test_counts_by_length_by_hand():
+    """Words counted in their length's bin; a valid rate at equal length is valid / well-formed per bin."""
+    vocab = Vocabulary("abcdefg")
+    data = ItemData(train_items=["ab", "abcde"], heldout_items=["abc"], vocab=vocab, block_length=8)
+    words = ["ab", "ba", "abc", "abcde", "abcdefg", "gfedcba"]          # lengths 2, 2, 3, 5, 7, 7
+    rows = torch.tensor([vocab.encode(w, 8) for w in words] + [[vocab.end_id] * 8])   # and one malformed row
+    judged = judge_items(rows, data, length_bins=(2, 4, 6))
+    assert [judged[f"well_formed_length_{b}"] for b in range(3)] == [2, 1, 3]
+    assert [judged[f"valid_length_{b}"] for b in range(3)] == [1, 1, 1]
+    assert "valid_length_0" not in judge_items(rows, data)
+    assert [length_bin(w, (2, 4, 6)) for w in words] == [0, 0, 1, 2, 2, 2]
+    assert length_bin_labels((2, 4, 6)) == ["1–2", "3–4", "5+"]
+    assert length_bin_labels((1, 3)) == ["1", "2+"]
+    assert bin_shares({"ab": 3.0, "abcde": 1.0}, (2, 4, 6)) == [0.75, 0.0, 0.25]
+    with pytest.raises(ValueError, match="positive weight"):
+        bin_shares({}, (2, 4))
