@@ -65,8 +65,8 @@ def test_length_table_pools_the_seeds_counts():
     """Counts are means over seeds: the rate is their ratio (pooled), the count their total; an empty bin reads
     as such, not as a rate."""
     bins = len(fair_generation.WORD_LENGTH_BINS)
-    row = {"remasking": "random", "decoder": "CoDD", "seeds": 2, **{f"well_formed_length_{b}": 0.0 for b in range(bins)},
-           **{f"valid_length_{b}": 0.0 for b in range(bins)}}
+    counts = {f"{name}_length_{b}": 0.0 for name in ("well_formed", "valid") for b in range(bins)}
+    row = {"remasking": "random", "decoder": "CoDD", "seeds": 2, **counts}
     row["well_formed_length_0"], row["valid_length_0"] = 2.5, 2.0          # seeds: 2 of 3 and 2 of 2
     lines = fair_generation.length_table([row], [0.5, 0.5] + [0.0] * (bins - 2))
     assert lines[0].startswith("| remasking | decoder | 1–2 characters | 3–4 characters |")
