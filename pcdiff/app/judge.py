@@ -248,8 +248,7 @@ def code_reference_rates(lines: list[str]) -> dict:
 #: with more (four of 8 characters were tried) a decoder whose lines cluster in length leaves a bin empty
 #: in most cells, and the rate unknown
 LENGTH_BINS = (16, PYTHON_MAX_LENGTH)
-#: upper edges, in characters, of the word-length bins words are counted in (the last takes every longer
-#: word): two characters a bin, since a word's length alone moves its chance of being valid
+#: upper edges of the word-length bins (the last takes longer words): length alone moves a word's odds of being valid
 WORD_LENGTH_BINS = (2, 4, 6, 7)
 
 
