@@ -10,7 +10,7 @@ trained per seed instead), and a learned CoDD HMM layer trained for fixed step c
 random order (the control: at one token per step no two tokens are drawn together; the pair's difference is
 the factorization loss alone), factorized vs CoDD (its joint draw, and the any-order draw, CoDD+AO).
 Each cell is judged by :func:`pcdiff.app.judge.judge_code_lines`: the tokenizable-line rate (the exact rule is
-:func:`pcdiff.app.judge.tokenizes`), the balance rate, the rate of real stdlib lines and of novel ones,
+:func:`pcdiff.app.code_oracle.tokenizes`), the balance rate, the rate of real stdlib lines and of novel ones,
 each ± its standard error, and the tokenizable rate among well-formed lines at the held-out lines'
 lengths (a short line tokenizes more easily, and the decoders' lines differ in length); the held-out
 lines' own rates are the ceiling (a real line may open a bracket that a later line closes). With
@@ -120,9 +120,9 @@ def target(rows: list[dict]) -> str:
 
 def size_choice(sizes: Sizes) -> str:
     """Whether the layer's size is the one chosen on held-out lines, in words."""
-    chosen = f"{FULL.num_states} states, the size `python -m benchmarks.code_layer_sizes` chose on this objective " \
-        "for the paper's product with the shipped backbone"
-    if sizes.num_states == FULL.num_states and not sizes.dependence_only:
+    chosen = f"{FULL.num_states} states × {FULL.layer:,} steps, the size `python -m benchmarks.code_layer_sizes` " \
+        "chose on this objective for the paper's product with the shipped backbone"
+    if (sizes.num_states, sizes.layer) == (FULL.num_states, FULL.layer) and not sizes.dependence_only:
         return f"its size is {chosen}"
     return f"its size was set by the command, not chosen on this objective (the default is {chosen})"
 

@@ -57,6 +57,8 @@ def test_another_backbone_or_adapter_gets_a_section_of_its_own():
     coupling_only = replace(default, dependence_only=True)
     assert coupling_only.section("code-lines", "T", default) == ("code-lines-dependence", "T: dependence only")
     assert coupling_only.tag != default.tag                           # its models are kept apart
+    assert code_lines.size_choice(default).startswith("its size is 512 states × 3,000 steps")
+    assert code_lines.size_choice(replace(default, layer=6000)).startswith("its size was set by the command")
     smaller = replace(default, num_states=128, layer=4000)
     assert smaller.section("code-lines", "T", default) == ("code-lines-h128-l4000",
                                                            "T: layer of 128 states, 4,000 steps")

@@ -23,14 +23,12 @@ mass outside q's support. TV = ½ Σ_x |p̂(x) − q(x)|. With finite N even a p
 TV > 0 (unseen rare items): ``tv_floor`` is the mean TV of N draws from q itself, the figure a
 perfect model would get with this many samples.
 
-Code lines (:func:`tokenizes`, :func:`balanced`): see their docstrings for the exact rules.
+Code lines: :mod:`.code_oracle`'s :func:`tokenizes` and :func:`balanced` (their docstrings give the exact rules).
 """
 from __future__ import annotations
 
 import bisect
-import io
 import math
-import tokenize
 from collections import Counter
 
 import torch
@@ -38,10 +36,11 @@ import torch
 from ..arguments import check_int
 from ..data import ItemData, Vocabulary
 from ..data.sources import PYTHON_MAX_LENGTH
+from .code_oracle import balanced, tokenizes
 from .tasks import standard_error
 
 __all__ = ["decode_items", "judge_items", "reference_distribution", "total_variation", "tv_floor",
-           "tokenizes", "balanced", "judge_code_lines", "code_reference_rates", "LENGTH_BINS", "WORD_LENGTH_BINS",
+           "judge_code_lines", "code_reference_rates", "LENGTH_BINS", "WORD_LENGTH_BINS",
            "length_bin", "length_bin_labels", "bin_shares"]
 
 
@@ -138,64 +137,7 @@ def _among_well_formed(count: int, formed: int) -> tuple[float, float]:
     return count / formed, standard_error(count / formed, formed)
 
 
-# ---- Python source lines: the interpreter's own tokenizer, and bracket / quote balance ----
-
-_TOKENIZE_FAILURES = (tokenize.TokenError, IndentationError, SyntaxError)
-
-
-def tokenizes(line: str) -> bool:
-    """True iff Python's own :mod:`tokenize` accepts ``line`` as a whole source text.
-
-    The exact rule: ``list(tokenize.generate_tokens(io.StringIO(line).readline))`` raises none of
-    TokenError, IndentationError, SyntaxError and yields no ERRORTOKEN. The line is the *whole*
-    source, so a line that leaves a bracket open (``foo(a,``, a real first line of a call spread
-    over several) fails with "EOF in multi-line statement", as do an unmatched closing bracket,
-    an unterminated triple-quoted string and a trailing backslash; an unterminated one-line string
-    or a stray character (``$``, ``?``) is an ERRORTOKEN on Python ≤ 3.11 and an error on 3.12+, a
-    failure either way. Only tokens are checked, not grammar: ``else:`` alone tokenizes.
-    """
-    try:
-        return all(t.type != tokenize.ERRORTOKEN for t in tokenize.generate_tokens(io.StringIO(line).readline))
-    except _TOKENIZE_FAILURES:
-        return False
-
-
-_CLOSING = {")": "(", "]": "[", "}": "{"}
-
-
-def balanced(line: str) -> bool:
-    """True iff every bracket outside strings and comments is closed by its own kind in order and
-    every string literal is closed by the end of the line.
-
-    A scan from the left: outside a string, ``#`` starts a comment (the rest is ignored), a quote
-    (``'``, ``"``, or three of one) opens a string, brackets push and pop; inside a string a
-    backslash escapes the next character and only the opening quote sequence closes it. Prefixes
-    (r, b, f) are ordinary characters here, so a raw string ending in a backslash counts as open.
-    """
-    stack: list[str] = []
-    quote: str | None = None
-    i = 0
-    while i < len(line):
-        c = line[i]
-        if quote is not None:
-            if c == "\\":
-                i += 2
-                continue
-            if line.startswith(quote, i):
-                i, quote = i + len(quote), None
-                continue
-        elif c == "#":
-            break
-        elif c in "'\"":
-            quote = c * 3 if line.startswith(c * 3, i) else c
-            i += len(quote)
-            continue
-        elif c in "([{":
-            stack.append(c)
-        elif c in _CLOSING and (not stack or stack.pop() != _CLOSING[c]):
-            return False
-        i += 1
-    return quote is None and not stack
+# ---- Python source lines, judged by :mod:`.code_oracle` ----
 
 
 def _line_rates(lines: list[str | None], n: int) -> dict:

@@ -9,9 +9,8 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pcdiff.app.judge import (LENGTH_BINS, bin_shares, balanced, code_reference_rates, decode_items, judge_code_lines,
-                              judge_items, length_bin, length_bin_labels, reference_distribution, tokenizes,
-                              total_variation, tv_floor)
+from pcdiff.app.judge import (LENGTH_BINS, bin_shares, code_reference_rates, decode_items, judge_code_lines, judge_items,
+                              length_bin, length_bin_labels, reference_distribution, total_variation, tv_floor)
 from pcdiff.data import ItemData, Vocabulary
 
 A, B, END, MASK = 0, 1, 2, 3
@@ -86,24 +85,6 @@ def test_tv_floor_by_hand():
     assert tv_floor({"a": 0.5, "b": 0.5}, 2, draws=2000) == pytest.approx(0.25, abs=0.03)
     with pytest.raises(ValueError, match="n"):
         tv_floor({"a": 1.0}, 0)
-
-
-@pytest.mark.parametrize("line, ok", [
-    ("def f(x):", True), ("else:", True), ("x = 'it''s'", True), ("print(f'{x}')", True), ("return", True),
-    ("a = b[1:2]  # note (", True), ("'''a'''", True),
-    ("foo(a,", False),                      # opens a bracket: EOF in multi-line statement
-    ("a)", False), ('"""doc', False), ("x = 'abc", False), ("$x", False), ("x = 1 ?", False),
-    ("s = 'a' \\", False)])
-def test_tokenizes(line, ok):
-    assert tokenizes(line) is ok
-
-
-@pytest.mark.parametrize("line, ok", [
-    ("f(a[1], {2: (3)})", True), ("x = ')'", True), ("s = \"a\\\"b\"", True), ("a  # (", True),
-    ("'''a\"'''", True), ("", True),
-    ("foo(a,", False), ("a)", False), ("(]", False), ("x = 'abc", False), ('"""doc', False), ("[)", False)])
-def test_balanced(line, ok):
-    assert balanced(line) is ok
 
 
 def test_code_line_rates_by_hand():
