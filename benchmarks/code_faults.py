@@ -19,7 +19,7 @@ from dataclasses import replace
 from pcdiff.app.code_oracle import FAULTS, line_fault
 from pcdiff.app.judge import decode_items
 
-from .code_lines import DECODERS, FULL, MAX_LENGTH, QUICK, REPORT_SEED
+from .code_lines import DECODERS, FULL, MAX_LENGTH, QUICK, draw_seed
 from .fair_generation import RESULTS_HEADER
 from .judged_models import cell, generate_rows, header, over_seeds, spread_text, trained
 from .judged_options import judged_parser, layer_options, layer_sizes, ready
@@ -41,7 +41,7 @@ def measure(models, samples: int, seed: int, step_counts: list[int], log=print) 
     for steps in step_counts:
         for label, codd in DECODERS:
             # code_lines.measure's seed for this cell: the very lines it judged
-            tokens = generate_rows(models, steps, samples, REPORT_SEED + seed + steps, codd=codd)
+            tokens = generate_rows(models, steps, samples, draw_seed(seed, steps), codd=codd)
             shares = fault_shares(decode_items(tokens, models.data.vocab))
             rows.append({"steps": steps, "decoder": label, **shares})
             log(f"  {steps} steps, {label:<16} " + ", ".join(f"{k} {v:.3f}" for k, v in shares.items()))

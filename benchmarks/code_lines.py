@@ -60,13 +60,18 @@ KEYS = ("tokenizable", "balanced", "valid", "novel", "well_formed", "tokenizable
         "tokenizable_length_matched", "mean_length", "distinct_tokenizable")
 
 
+def draw_seed(seed: int, steps: int) -> int:
+    """The generator seed of one cell's lines: every decoder of a cell draws from the same one."""
+    return REPORT_SEED + seed + steps
+
+
 def measure(models, samples: int, seed: int, log=print) -> list[dict]:
     rows = []
     # lines of different lengths are compared as if they were as long as the held-out lines
     shares = code_reference_rates(models.data.heldout_items)["length_shares"]
     for steps, remasking in CELLS:
         for label, codd in DECODERS:
-            judged = judge_code_lines(generate_rows(models, steps, samples, REPORT_SEED + seed + steps,
+            judged = judge_code_lines(generate_rows(models, steps, samples, draw_seed(seed, steps),
                                                     remasking=remasking, codd=codd), models.data, shares)
             rows.append({"steps": steps, "remasking": remasking, "decoder": label, **judged})
             log(f"  {steps} steps, {remasking}, {label:<10} tokenizable {judged['tokenizable']:.3f}, balanced "
